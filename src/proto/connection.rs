@@ -1,0 +1,721 @@
+//! The per-connection state machine: `Handshaking → Open → Closing → Closed`.
+//!
+//! Sans-IO: the driver hands in received bytes and the current time, and
+//! takes out the bytes to write. Control frames (ping, pong, close) are
+//! answered here; data messages are handed back for the application.
+
+use std::time::{Duration, Instant};
+
+use super::close_code::CloseCode;
+use super::decoder::{Decoded, Decoder, Frame};
+use super::error::ProtocolError;
+use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, encode_frame};
+use super::handshake::{HeadScanner, write_switching_protocols};
+use super::http::HttpResponse;
+use super::limits::Limits;
+use super::message::Message;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for (the rest of) the request head.
+    Handshaking,
+    /// The WebSocket is open: messages flow both ways.
+    Open,
+    /// The server sent a close frame and waits for the peer's.
+    Closing,
+    /// Nothing more is sent or decoded: the driver flushes what is queued,
+    /// shuts the socket down and drops the connection.
+    Closed,
+}
+
+/// Why a send was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is not open (handshaking, closing or closed).
+    NotOpen,
+    /// The peer is not reading: queued output passed the hard limit. The
+    /// connection is being closed with 1008.
+    Backlogged,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::NotOpen => "connection is not open",
+            SendError::Backlogged => "peer is not reading; connection closed with 1008",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What one call to [`Connection::receive`] produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// A whole message for the application; the count is input bytes used.
+    Message(Message<'a>, usize),
+    /// A frame the connection handled itself (ping, pong, or data arriving
+    /// while closing); keep going after the counted bytes.
+    Handled(usize),
+    /// More bytes are needed; the count is input bytes used so far.
+    NeedMore(usize),
+    /// The connection is now [`Phase::Closed`] (the peer's close frame
+    /// arrived or the peer broke the protocol); stop decoding.
+    Closed(usize),
+}
+
+/// What a timer expiry asks the driver to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutAction {
+    /// The deadline has not passed; nothing to do.
+    None,
+    /// Frames were queued (a keepalive ping or a close): flush them.
+    Flush,
+    /// Give up on the connection now.
+    Drop,
+}
+
+/// How the connection ended, for the application's close callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReport {
+    /// The peer's close code, 1005 if its close frame had none, the code the
+    /// server failed the connection with, or 1006 if it just went away.
+    pub code: CloseCode,
+    /// The reason that came with the code (empty if none).
+    pub reason: String,
+}
+
+/// Output buffers larger than this are released once drained.
+const KEEP_OUTPUT_CAPACITY: usize = 64 * 1024;
+
+/// The protocol state of one connection.
+#[derive(Debug)]
+pub struct Connection {
+    phase: Phase,
+    scanner: HeadScanner,
+    out: Vec<u8>,
+    out_pos: usize,
+    close_sent: bool,
+    opened: bool,
+    close_reported: bool,
+    peer_close: Option<(CloseCode, String)>,
+    failure: Option<(CloseCode, &'static str)>,
+    deadline_handshake: Instant,
+    last_received: Instant,
+    ping_sent_at: Option<Instant>,
+    close_deadline: Option<Instant>,
+    ping_interval: Duration,
+    pong_timeout: Duration,
+    close_timeout: Duration,
+    write_buffer_hard: usize,
+}
+
+impl Connection {
+    /// A connection just accepted at `now`, waiting for its request head.
+    pub fn new(limits: &Limits, now: Instant) -> Connection {
+        Connection {
+            phase: Phase::Handshaking,
+            scanner: HeadScanner::default(),
+            out: Vec::new(),
+            out_pos: 0,
+            close_sent: false,
+            opened: false,
+            close_reported: false,
+            peer_close: None,
+            failure: None,
+            deadline_handshake: now + limits.handshake_timeout,
+            last_received: now,
+            ping_sent_at: None,
+            close_deadline: None,
+            ping_interval: limits.ping_interval,
+            pong_timeout: limits.pong_timeout,
+            close_timeout: limits.close_timeout,
+            write_buffer_hard: limits.write_buffer_hard,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether the WebSocket ever opened (and so owes one close report).
+    pub fn opened(&self) -> bool {
+        self.opened
+    }
+
+    /// The incremental scanner for the request head.
+    pub fn head_scanner(&mut self) -> &mut HeadScanner {
+        &mut self.scanner
+    }
+
+    /// Completes the handshake: queues `101 Switching Protocols` and opens.
+    pub fn accept(
+        &mut self,
+        accept_key: &str,
+        protocol: Option<&str>,
+        headers: &[(String, String)],
+        now: Instant,
+    ) {
+        if self.phase != Phase::Handshaking {
+            return;
+        }
+        write_switching_protocols(&mut self.out, accept_key, protocol, headers);
+        self.phase = Phase::Open;
+        self.opened = true;
+        self.last_received = now;
+    }
+
+    /// Answers a plain HTTP request or refuses a handshake, then closes.
+    pub fn respond(&mut self, response: &HttpResponse, now: Instant) {
+        if self.phase != Phase::Handshaking {
+            return;
+        }
+        response.write_to(&mut self.out);
+        self.enter_closed(now);
+    }
+
+    /// Records that bytes arrived at `now` (keeps keepalive satisfied).
+    pub fn note_received(&mut self, now: Instant) {
+        self.last_received = now;
+        self.ping_sent_at = None;
+    }
+
+    /// Decodes the next frame from `input` with `decoder`, answering
+    /// control frames. The result borrows `decoder` and `input`, not `self`,
+    /// so the application may send on this connection while holding it.
+    pub fn receive<'d>(
+        &mut self,
+        decoder: &'d mut Decoder,
+        input: &'d mut [u8],
+        now: Instant,
+    ) -> Received<'d> {
+        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+            return Received::Closed(0);
+        }
+        let (frame, used) = match decoder.decode(input) {
+            Ok(Decoded::Frame(frame, used)) => (frame, used),
+            Ok(Decoded::NeedMore(used)) => return Received::NeedMore(used),
+            Err(error) => {
+                self.fail(error, now);
+                return Received::Closed(0);
+            }
+        };
+        match frame {
+            Frame::Text(text) if self.phase == Phase::Open => {
+                Received::Message(Message::Text(text), used)
+            }
+            Frame::Binary(bytes) if self.phase == Phase::Open => {
+                Received::Message(Message::Binary(bytes), used)
+            }
+            Frame::Ping(payload) => {
+                if !self.close_sent {
+                    encode_frame(&mut self.out, true, OpCode::Pong, payload);
+                }
+                Received::Handled(used)
+            }
+            Frame::Close(status) => {
+                let (code, reason) = status.unwrap_or((CloseCode::NO_STATUS, ""));
+                if !self.close_sent {
+                    let echoed = status.map(|(code, _)| code);
+                    self.queue_close(echoed, "");
+                }
+                self.peer_close = Some((code, reason.to_owned()));
+                self.enter_closed(now);
+                Received::Closed(used)
+            }
+            // Pongs need no answer (any input already reset the keepalive),
+            // and data that arrives after our close frame is dropped.
+            _ => Received::Handled(used),
+        }
+    }
+
+    /// Fails the connection for a protocol violation: close frame with the
+    /// error's code, then [`Phase::Closed`].
+    pub fn fail(&mut self, error: ProtocolError, now: Instant) {
+        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+            return;
+        }
+        let code = error.close_code();
+        if !self.close_sent {
+            self.queue_close(Some(code), error.reason());
+            self.failure = Some((code, error.reason()));
+        }
+        self.enter_closed(now);
+    }
+
+    /// Starts the closing handshake with `code` (server-initiated close).
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.queue_close(Some(code), reason);
+        self.phase = Phase::Closing;
+        self.close_deadline = Some(now + self.close_timeout);
+    }
+
+    /// Ends the connection without a closing handshake (EOF, I/O error,
+    /// handshake timeout, or the driver dropping it).
+    pub fn abort(&mut self, now: Instant) {
+        if self.phase != Phase::Closed {
+            self.enter_closed(now);
+        }
+    }
+
+    /// Queues a data message.
+    pub fn send(&mut self, message: Message<'_>, now: Instant) -> Result<(), SendError> {
+        let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
+        self.send_encoded(&header, message.as_bytes(), now)
+    }
+
+    /// Queues a frame whose header was encoded already, so one encoding can
+    /// serve many recipients.
+    pub fn send_encoded(
+        &mut self,
+        header: &EncodedHeader,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), SendError> {
+        if self.phase != Phase::Open {
+            return Err(SendError::NotOpen);
+        }
+        let header = header.as_bytes();
+        if self.pending_output_len() + header.len() + payload.len() > self.write_buffer_hard {
+            self.failure = Some((CloseCode::POLICY_VIOLATION, "peer is not reading"));
+            self.close(CloseCode::POLICY_VIOLATION, "peer is not reading", now);
+            return Err(SendError::Backlogged);
+        }
+        self.out.reserve(header.len() + payload.len());
+        self.out.extend_from_slice(header);
+        self.out.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_output(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+
+    /// Number of bytes waiting to be written.
+    pub fn pending_output_len(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Records that `n` bytes of [`Connection::pending_output`] were written.
+    pub fn consume_output(&mut self, n: usize) {
+        self.out_pos = (self.out_pos + n).min(self.out.len());
+        if self.out_pos == self.out.len() {
+            self.out_pos = 0;
+            if self.out.capacity() > KEEP_OUTPUT_CAPACITY {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
+        }
+    }
+
+    /// Heap bytes held by the output buffer.
+    pub fn output_capacity(&self) -> usize {
+        self.out.capacity()
+    }
+
+    /// Frees the output buffer if nothing is queued.
+    pub fn release_idle_memory(&mut self) {
+        if self.pending_output_len() == 0 {
+            self.out = Vec::new();
+            self.out_pos = 0;
+        }
+    }
+
+    /// The next instant [`Connection::on_timeout`] has work to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshaking => Some(self.deadline_handshake),
+            Phase::Open => Some(match self.ping_sent_at {
+                Some(sent) => sent + self.pong_timeout,
+                None => self.last_received + self.ping_interval,
+            }),
+            Phase::Closing | Phase::Closed => self.close_deadline,
+        }
+    }
+
+    /// Runs whatever timer has expired by `now`.
+    pub fn on_timeout(&mut self, now: Instant) -> TimeoutAction {
+        match self.next_deadline() {
+            Some(deadline) if deadline <= now => {}
+            _ => return TimeoutAction::None,
+        }
+        match self.phase {
+            Phase::Handshaking => {
+                self.enter_closed(now);
+                TimeoutAction::Drop
+            }
+            Phase::Open if self.ping_sent_at.is_some() => {
+                self.failure = Some((CloseCode::INTERNAL_ERROR, "keepalive timeout"));
+                self.close(CloseCode::INTERNAL_ERROR, "keepalive timeout", now);
+                TimeoutAction::Flush
+            }
+            Phase::Open => {
+                encode_frame(&mut self.out, true, OpCode::Ping, b"");
+                self.ping_sent_at = Some(now);
+                TimeoutAction::Flush
+            }
+            Phase::Closing | Phase::Closed => {
+                self.abort(now);
+                TimeoutAction::Drop
+            }
+        }
+    }
+
+    /// Once, after the WebSocket opened and then reached [`Phase::Closed`]:
+    /// how it ended, for the application's close callback.
+    pub fn take_close_report(&mut self) -> Option<CloseReport> {
+        if !self.opened || self.close_reported || self.phase != Phase::Closed {
+            return None;
+        }
+        self.close_reported = true;
+        let (code, reason) = match (&self.peer_close, self.failure) {
+            (Some((code, reason)), _) => (*code, reason.clone()),
+            (None, Some((code, reason))) => (code, reason.to_owned()),
+            (None, None) => (CloseCode::ABNORMAL, String::new()),
+        };
+        Some(CloseReport { code, reason })
+    }
+
+    fn queue_close(&mut self, code: Option<CloseCode>, reason: &str) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        let len = match code {
+            Some(code) => {
+                payload[..2].copy_from_slice(&code.0.to_be_bytes());
+                let reason = truncate_utf8(reason, MAX_CONTROL_PAYLOAD - 2);
+                payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+                2 + reason.len()
+            }
+            None => 0,
+        };
+        encode_frame(&mut self.out, true, OpCode::Close, &payload[..len]);
+        self.close_sent = true;
+    }
+
+    fn enter_closed(&mut self, now: Instant) {
+        self.phase = Phase::Closed;
+        let linger = now + self.close_timeout;
+        self.close_deadline = Some(self.close_deadline.map_or(linger, |d| d.min(linger)));
+    }
+}
+
+/// The longest prefix of `text` that fits in `max` bytes on a char boundary.
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::decoder::tests::client_frame;
+    use crate::proto::frame::parse_header;
+
+    fn open_connection(now: Instant) -> (Connection, Decoder) {
+        let limits = Limits::default();
+        let mut conn = Connection::new(&limits, now);
+        conn.accept("key=", None, &[], now);
+        let n = conn.pending_output_len();
+        conn.consume_output(n);
+        (conn, Decoder::new(&limits))
+    }
+
+    /// Parses the server's queued output into (opcode, payload) frames.
+    fn written_frames(conn: &mut Connection) -> Vec<(OpCode, Vec<u8>)> {
+        let mut frames = Vec::new();
+        let mut out = conn.pending_output().to_vec();
+        conn.consume_output(out.len());
+        while !out.is_empty() {
+            let h = parse_header(&out, 0).unwrap().unwrap();
+            assert!(h.fin && h.mask.is_none());
+            let end = h.header_len + h.payload_len as usize;
+            frames.push((h.opcode, out[h.header_len..end].to_vec()));
+            out.drain(..end);
+        }
+        frames
+    }
+
+    fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        p
+    }
+
+    fn receive_all(
+        conn: &mut Connection,
+        decoder: &mut Decoder,
+        mut input: Vec<u8>,
+        now: Instant,
+    ) -> Vec<String> {
+        let mut messages = Vec::new();
+        let mut pos = 0;
+        loop {
+            match conn.receive(decoder, &mut input[pos..], now) {
+                Received::Message(m, used) => {
+                    messages.push(String::from_utf8_lossy(m.as_bytes()).into_owned());
+                    pos += used;
+                }
+                Received::Handled(used) => pos += used,
+                Received::NeedMore(_) | Received::Closed(_) => return messages,
+            }
+        }
+    }
+
+    #[test]
+    fn handshake_then_messages_and_echo() {
+        let now = Instant::now();
+        let (mut conn, mut decoder) = open_connection(now);
+        assert_eq!(conn.phase(), Phase::Open);
+        let got = receive_all(&mut conn, &mut decoder, client_frame(0x81, b"hi"), now);
+        assert_eq!(got, ["hi"]);
+        conn.send(Message::Text("hi"), now).unwrap();
+        assert_eq!(written_frames(&mut conn), [(OpCode::Text, b"hi".to_vec())]);
+    }
+
+    #[test]
+    fn ping_between_fragments_gets_a_pong_with_the_same_payload() {
+        let now = Instant::now();
+        let (mut conn, mut decoder) = open_connection(now);
+        let mut input = client_frame(0x01, b"frag");
+        input.extend(client_frame(0x89, b"are you there"));
+        input.extend(client_frame(0x80, b"ment"));
+        let got = receive_all(&mut conn, &mut decoder, input, now);
+        assert_eq!(got, ["fragment"]);
+        assert_eq!(
+            written_frames(&mut conn),
+            [(OpCode::Pong, b"are you there".to_vec())]
+        );
+    }
+
+    #[test]
+    fn unsolicited_pong_is_ignored() {
+        let now = Instant::now();
+        let (mut conn, mut decoder) = open_connection(now);
+        let got = receive_all(&mut conn, &mut decoder, client_frame(0x8A, b"x"), now);
+        assert!(got.is_empty());
+        assert!(written_frames(&mut conn).is_empty());
+        assert_eq!(conn.phase(), Phase::Open);
+    }
+
+    #[test]
+    fn peer_close_is_echoed_and_reported() {
+        let now = Instant::now();
+        let (mut conn, mut decoder) = open_connection(now);
+        receive_all(
+            &mut conn,
+            &mut decoder,
+            client_frame(0x88, &close_payload(4001, "done")),
+            now,
+        );
+        assert_eq!(conn.phase(), Phase::Closed);
+        assert_eq!(
+            written_frames(&mut conn),
+            [(OpCode::Close, 4001u16.to_be_bytes().to_vec())]
+        );
+        let report = conn.take_close_report().unwrap();
+        assert_eq!(
+            (report.code, report.reason.as_str()),
+            (CloseCode(4001), "done")
+        );
+        assert_eq!(conn.take_close_report(), None, "reported exactly once");
+        assert_eq!(
+            conn.send(Message::Text("late"), now),
+            Err(SendError::NotOpen)
+        );
+        assert!(
+            written_frames(&mut conn).is_empty(),
+            "nothing after the close frame"
+        );
+    }
+
+    #[test]
+    fn empty_close_gets_an_empty_close_and_reports_1005() {
+        let now = Instant::now();
+        let (mut conn, mut decoder) = open_connection(now);
+        receive_all(&mut conn, &mut decoder, client_frame(0x88, b""), now);
+        assert_eq!(written_frames(&mut conn), [(OpCode::Close, vec![])]);
+        assert_eq!(conn.take_close_report().unwrap().code, CloseCode::NO_STATUS);
+    }
+
+    #[test]
+    fn every_violation_closes_with_its_code() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            (client_frame(0x83, b""), 1002),       // reserved opcode
+            (client_frame(0xC1, b"x"), 1002),      // RSV1 without extension
+            (vec![0x81, 0x01, b'x'], 1002),        // unmasked
+            (client_frame(0x89, &[0; 126]), 1002), // control frame too long
+            (client_frame(0x09, b""), 1002),       // fragmented control
+            (client_frame(0x80, b"x"), 1002),      // continuation without message
+            (
+                [client_frame(0x01, b"a"), client_frame(0x81, b"b")].concat(),
+                1002,
+            ), // new message while fragmented
+            (vec![0x82, 0xFE, 0, 5, 1, 2, 3, 4], 1002), // non-minimal length
+            (
+                vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+                1002,
+            ), // > 2^63
+            (client_frame(0x81, b"\xff"), 1007),   // invalid UTF-8
+            (client_frame(0x88, &[3]), 1002),      // 1-byte close
+            (client_frame(0x88, &close_payload(1005, "")), 1002), // invalid close code
+            (client_frame(0x88, &[0x03, 0xE8, 0xff]), 1007), // invalid close reason
+            (
+                vec![0x82, 0xFF, 0, 0, 0, 0, 0x10, 0, 0, 0, 1, 2, 3, 4],
+                1009,
+            ), // frame too large
+        ];
+        for (input, code) in cases {
+            let now = Instant::now();
+            let (mut conn, mut decoder) = open_connection(now);
+            receive_all(&mut conn, &mut decoder, input.clone(), now);
+            assert_eq!(conn.phase(), Phase::Closed, "{input:x?}");
+            let frames = written_frames(&mut conn);
+            assert_eq!(frames.len(), 1, "{input:x?}");
+            assert_eq!(frames[0].0, OpCode::Close);
+            assert_eq!(
+                u16::from_be_bytes([frames[0].1[0], frames[0].1[1]]),
+                code,
+                "{input:x?}"
+            );
+            assert_eq!(conn.take_close_report().unwrap().code, CloseCode(code));
+        }
+    }
+
+    #[test]
+    fn server_close_waits_for_the_peer_then_reports_its_code() {
+        let now = Instant::now();
+        let (mut conn, mut decoder) = open_connection(now);
+        conn.close(CloseCode::GOING_AWAY, "shutdown", now);
+        assert_eq!(conn.phase(), Phase::Closing);
+        assert_eq!(
+            written_frames(&mut conn),
+            [(OpCode::Close, close_payload(1001, "shutdown"))]
+        );
+        // Data after our close is discarded; the peer's close completes it.
+        let mut input = client_frame(0x81, b"ignored");
+        input.extend(client_frame(0x88, &close_payload(1001, "")));
+        let got = receive_all(&mut conn, &mut decoder, input, now);
+        assert!(got.is_empty());
+        assert_eq!(conn.phase(), Phase::Closed);
+        assert!(
+            written_frames(&mut conn).is_empty(),
+            "no second close frame"
+        );
+        assert_eq!(
+            conn.take_close_report().unwrap().code,
+            CloseCode::GOING_AWAY
+        );
+    }
+
+    #[test]
+    fn close_timeout_drops_a_silent_peer_and_reports_1006() {
+        let now = Instant::now();
+        let (mut conn, _) = open_connection(now);
+        conn.close(CloseCode::NORMAL, "", now);
+        let deadline = conn.next_deadline().unwrap();
+        assert_eq!(deadline, now + Limits::default().close_timeout);
+        assert_eq!(
+            conn.on_timeout(deadline - Duration::from_millis(1)),
+            TimeoutAction::None
+        );
+        assert_eq!(conn.on_timeout(deadline), TimeoutAction::Drop);
+        assert_eq!(conn.take_close_report().unwrap().code, CloseCode::ABNORMAL);
+    }
+
+    #[test]
+    fn keepalive_pings_after_silence_then_closes_1011() {
+        let now = Instant::now();
+        let limits = Limits::default();
+        let (mut conn, _) = open_connection(now);
+        let ping_at = now + limits.ping_interval;
+        assert_eq!(conn.next_deadline(), Some(ping_at));
+        assert_eq!(conn.on_timeout(ping_at), TimeoutAction::Flush);
+        assert_eq!(written_frames(&mut conn), [(OpCode::Ping, vec![])]);
+        let give_up = ping_at + limits.pong_timeout;
+        assert_eq!(conn.next_deadline(), Some(give_up));
+        assert_eq!(conn.on_timeout(give_up), TimeoutAction::Flush);
+        assert_eq!(
+            written_frames(&mut conn),
+            [(OpCode::Close, close_payload(1011, "keepalive timeout"))]
+        );
+        assert_eq!(conn.phase(), Phase::Closing);
+    }
+
+    #[test]
+    fn any_input_answers_the_keepalive() {
+        let now = Instant::now();
+        let limits = Limits::default();
+        let (mut conn, _) = open_connection(now);
+        let ping_at = now + limits.ping_interval;
+        conn.on_timeout(ping_at);
+        conn.note_received(ping_at + Duration::from_secs(1));
+        assert_eq!(
+            conn.next_deadline(),
+            Some(ping_at + Duration::from_secs(1) + limits.ping_interval)
+        );
+    }
+
+    #[test]
+    fn handshake_timeout_drops_without_a_close_report() {
+        let now = Instant::now();
+        let limits = Limits::default();
+        let mut conn = Connection::new(&limits, now);
+        assert_eq!(
+            conn.on_timeout(now + limits.handshake_timeout),
+            TimeoutAction::Drop
+        );
+        assert_eq!(conn.phase(), Phase::Closed);
+        assert_eq!(conn.take_close_report(), None);
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_is_closed_with_1008_at_the_hard_limit() {
+        let now = Instant::now();
+        let limits = Limits {
+            write_buffer_hard: 1000,
+            ..Limits::default()
+        };
+        let mut conn = Connection::new(&limits, now);
+        conn.accept("k", None, &[], now);
+        conn.consume_output(conn.pending_output_len());
+        let chunk = [0u8; 300];
+        let mut sent = 0;
+        let error = loop {
+            match conn.send(Message::Binary(&chunk), now) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error, SendError::Backlogged);
+        assert!(sent >= 2);
+        assert_eq!(conn.phase(), Phase::Closing);
+        let frames = written_frames(&mut conn);
+        assert_eq!(frames.len(), sent + 1);
+        assert_eq!(
+            frames[sent],
+            (OpCode::Close, close_payload(1008, "peer is not reading"))
+        );
+        assert_eq!(
+            conn.send(Message::Binary(&chunk), now),
+            Err(SendError::NotOpen)
+        );
+    }
+
+    #[test]
+    fn close_reason_is_truncated_on_a_char_boundary() {
+        assert_eq!(truncate_utf8("ééé", 5), "éé");
+        assert_eq!(truncate_utf8("abc", 5), "abc");
+    }
+}

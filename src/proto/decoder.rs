@@ -1,0 +1,440 @@
+//! Turns received bytes into frames and whole messages, in place.
+//!
+//! The decoder owns no input buffer: it is handed the received bytes as a
+//! mutable slice, unmasks payloads where they lie, and returns events that
+//! borrow either that slice (a single-frame message: no copy) or its own
+//! assembly buffer (a fragmented message: one copy per fragment).
+
+use super::close_code::CloseCode;
+use super::error::ProtocolError;
+use super::frame::{OpCode, parse_header};
+use super::limits::Limits;
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+
+/// A complete unit decoded from the peer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A whole text message, UTF-8 validated.
+    Text(&'a str),
+    /// A whole binary message.
+    Binary(&'a [u8]),
+    /// A ping with its payload.
+    Ping(&'a [u8]),
+    /// A pong with its payload.
+    Pong(&'a [u8]),
+    /// A close frame: its validated code and reason, or `None` when empty.
+    Close(Option<(CloseCode, &'a str)>),
+}
+
+/// What one call to [`Decoder::decode`] produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// An event, and the number of input bytes used up through its frame.
+    Frame(Frame<'a>, usize),
+    /// No complete event yet. The count says how many bytes at the front of
+    /// the input were used up (fragments moved into the assembly buffer);
+    /// the rest must be offered again, with more bytes appended.
+    NeedMore(usize),
+}
+
+/// The open fragmented message, if any.
+#[derive(Debug, Clone, Copy)]
+struct Fragmented {
+    text: bool,
+    frames: usize,
+}
+
+/// Where the payload of the event being returned lies.
+enum Ready {
+    Input {
+        opcode: OpCode,
+        start: usize,
+        end: usize,
+    },
+    Assembled {
+        text: bool,
+    },
+}
+
+/// Assembly buffers larger than this are released after their message is
+/// delivered, so a burst of large messages does not pin memory.
+const KEEP_ASSEMBLY_CAPACITY: usize = 64 * 1024;
+
+/// Per-connection frame and message decoding state.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    max_frame_size: u64,
+    max_message_size: usize,
+    max_fragments: usize,
+    allowed_rsv: u8,
+    /// Payload bytes of the frame at the front of the input that have been
+    /// unmasked (and UTF-8 checked) already.
+    progress: usize,
+    fragmented: Option<Fragmented>,
+    assembly: Vec<u8>,
+    assembly_delivered: bool,
+    utf8: Utf8Validator,
+}
+
+impl Decoder {
+    /// A decoder enforcing `limits`, accepting no RSV bits.
+    pub fn new(limits: &Limits) -> Decoder {
+        Decoder {
+            max_frame_size: limits.max_frame_size as u64,
+            max_message_size: limits.max_message_size,
+            max_fragments: limits.max_fragments,
+            ..Decoder::default()
+        }
+    }
+
+    /// Bytes of heap memory held between messages.
+    pub fn retained_bytes(&self) -> usize {
+        self.assembly.capacity()
+    }
+
+    /// Frees the assembly buffer if no fragmented message is open.
+    pub fn release_idle_memory(&mut self) {
+        if self.fragmented.is_none() {
+            self.assembly = Vec::new();
+        }
+    }
+
+    /// Decodes from the front of `input`, which must start where the
+    /// previous call's used-up bytes ended.
+    pub fn decode<'a>(&'a mut self, input: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+        if self.assembly_delivered {
+            self.assembly_delivered = false;
+            if self.assembly.capacity() > KEEP_ASSEMBLY_CAPACITY {
+                self.assembly = Vec::new();
+            } else {
+                self.assembly.clear();
+            }
+        }
+        let mut consumed = 0;
+        let ready = loop {
+            let buf = &mut input[consumed..];
+            let Some(header) = parse_header(buf, self.allowed_rsv)? else {
+                return Ok(Decoded::NeedMore(consumed));
+            };
+            let Some(key) = header.mask else {
+                return Err(ProtocolError::UnmaskedFrame);
+            };
+            if header.payload_len > self.max_frame_size {
+                return Err(ProtocolError::FrameTooLarge);
+            }
+            let len = header.payload_len as usize;
+            let text_stream = match (header.opcode, self.fragmented) {
+                (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+                (OpCode::Continuation, Some(open)) => {
+                    if self.assembly.len() + len > self.max_message_size {
+                        return Err(ProtocolError::MessageTooLarge);
+                    }
+                    if open.frames >= self.max_fragments {
+                        return Err(ProtocolError::TooManyFragments);
+                    }
+                    open.text
+                }
+                (OpCode::Text | OpCode::Binary, Some(_)) => {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                (OpCode::Text | OpCode::Binary, None) => {
+                    if len > self.max_message_size {
+                        return Err(ProtocolError::MessageTooLarge);
+                    }
+                    header.opcode == OpCode::Text
+                }
+                _ => false,
+            };
+            let arrived = (buf.len() - header.header_len).min(len);
+            if arrived > self.progress {
+                let fresh =
+                    &mut buf[header.header_len + self.progress..header.header_len + arrived];
+                apply_mask(fresh, key, self.progress);
+                // A whole single-frame text message is validated once, below;
+                // anything arriving in pieces is checked as it comes, so bad
+                // UTF-8 fails the connection without waiting for the end.
+                let whole_single = self.progress == 0 && arrived == len && header.fin;
+                if text_stream && !(whole_single && self.fragmented.is_none()) {
+                    self.utf8.feed(fresh)?;
+                }
+                self.progress = arrived;
+            }
+            if arrived < len {
+                return Ok(Decoded::NeedMore(consumed));
+            }
+            self.progress = 0;
+            let start = consumed + header.header_len;
+            let end = start + len;
+            consumed = end;
+            match header.opcode {
+                OpCode::Continuation => {
+                    self.assembly.extend_from_slice(&input[start..end]);
+                    let Some(open) = self.fragmented.as_mut() else {
+                        return Err(ProtocolError::UnexpectedContinuation);
+                    };
+                    open.frames += 1;
+                    if header.fin {
+                        let text = open.text;
+                        self.fragmented = None;
+                        if text {
+                            self.utf8.finish()?;
+                        }
+                        break Ready::Assembled { text };
+                    }
+                }
+                OpCode::Text | OpCode::Binary if !header.fin => {
+                    self.assembly.clear();
+                    self.assembly.extend_from_slice(&input[start..end]);
+                    self.fragmented = Some(Fragmented {
+                        text: text_stream,
+                        frames: 1,
+                    });
+                }
+                opcode => {
+                    if opcode == OpCode::Text {
+                        self.utf8.finish()?;
+                    }
+                    break Ready::Input { opcode, start, end };
+                }
+            }
+        };
+        let frame = match ready {
+            Ready::Assembled { text } => {
+                self.assembly_delivered = true;
+                if text {
+                    Frame::Text(as_text(&self.assembly)?)
+                } else {
+                    Frame::Binary(&self.assembly)
+                }
+            }
+            Ready::Input { opcode, start, end } => {
+                let payload = &input[start..end];
+                match opcode {
+                    OpCode::Text => Frame::Text(as_text(payload)?),
+                    OpCode::Binary => Frame::Binary(payload),
+                    OpCode::Ping => Frame::Ping(payload),
+                    OpCode::Pong => Frame::Pong(payload),
+                    OpCode::Close => Frame::Close(parse_close_payload(payload)?),
+                    OpCode::Continuation => return Err(ProtocolError::UnexpectedContinuation),
+                }
+            }
+        };
+        Ok(Decoded::Frame(frame, consumed))
+    }
+}
+
+fn as_text(bytes: &[u8]) -> Result<&str, ProtocolError> {
+    std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8)
+}
+
+/// Validates a close frame's payload: empty, or a wire-valid code followed
+/// by a UTF-8 reason.
+pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, ProtocolError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ProtocolError::CloseFrameTooShort),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_valid_on_wire() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            Ok(Some((code, as_text(reason)?)))
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A masked client frame, as a browser would send it.
+    pub(crate) fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![b0];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&key);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start..], key, 0);
+        out
+    }
+
+    fn decoder() -> Decoder {
+        Decoder::new(&Limits::default())
+    }
+
+    #[test]
+    fn single_frame_text_borrows_the_input() {
+        let mut d = decoder();
+        let mut input = client_frame(0x81, b"Hello");
+        let total = input.len();
+        let base = input.as_ptr() as usize;
+        match d.decode(&mut input).unwrap() {
+            Decoded::Frame(Frame::Text(text), used) => {
+                assert_eq!(text, "Hello");
+                assert_eq!(used, total);
+                assert_eq!(text.as_ptr() as usize, base + 6, "payload not copied");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fragments_with_interleaved_ping_assemble_one_message() {
+        let mut d = decoder();
+        let mut input = client_frame(0x01, b"Hel");
+        input.extend(client_frame(0x89, b"p"));
+        input.extend(client_frame(0x00, b"lo "));
+        input.extend(client_frame(0x80, "wörld".as_bytes()));
+        let (ping_used, ping) = match d.decode(&mut input).unwrap() {
+            Decoded::Frame(Frame::Ping(p), used) => (used, p.to_vec()),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(ping, b"p");
+        match d.decode(&mut input[ping_used..]).unwrap() {
+            Decoded::Frame(Frame::Text(text), _) => assert_eq!(text, "Hello wörld"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time_delivery_yields_the_same_message() {
+        let mut d = decoder();
+        let wire = client_frame(0x81, "byte by byte ✓".as_bytes());
+        let mut buffer = Vec::new();
+        for (i, &b) in wire.iter().enumerate() {
+            buffer.push(b);
+            match d.decode(&mut buffer).unwrap() {
+                Decoded::NeedMore(0) => assert!(i + 1 < wire.len()),
+                Decoded::Frame(Frame::Text(t), used) => {
+                    assert_eq!(t, "byte by byte ✓");
+                    assert_eq!(used, wire.len());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_completes() {
+        let mut d = decoder();
+        let mut payload = b"valid prefix ".to_vec();
+        payload.extend_from_slice(b"\xed\xa0\x80");
+        payload.extend_from_slice(&[b'a'; 200]);
+        let wire = client_frame(0x81, &payload);
+        // Deliver only up to just past the bad sequence.
+        let mut partial = wire[..4 + 4 + 16].to_vec();
+        assert_eq!(d.decode(&mut partial), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_utf8_across_fragments_is_caught_in_the_fragment() {
+        let mut d = decoder();
+        let mut input = client_frame(0x01, b"ok \xce");
+        input.extend(client_frame(0x00, b"\xff rest"));
+        assert_eq!(d.decode(&mut input), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn message_state_violations_close_with_1002() {
+        let mut d = decoder();
+        let mut input = client_frame(0x80, b"orphan");
+        assert_eq!(
+            d.decode(&mut input),
+            Err(ProtocolError::UnexpectedContinuation)
+        );
+
+        let mut d = decoder();
+        let mut input = client_frame(0x01, b"a");
+        input.extend(client_frame(0x81, b"b"));
+        assert_eq!(
+            d.decode(&mut input),
+            Err(ProtocolError::ExpectedContinuation)
+        );
+
+        let mut d = decoder();
+        let mut input = vec![0x81, 0x05, b'h', b'e', b'l', b'l', b'o'];
+        assert_eq!(d.decode(&mut input), Err(ProtocolError::UnmaskedFrame));
+    }
+
+    #[test]
+    fn limits_close_with_1009_from_the_header_alone() {
+        let limits = Limits {
+            max_frame_size: 100,
+            max_message_size: 150,
+            max_fragments: 3,
+            ..Limits::default()
+        };
+        // Only the header of a 200-byte frame: rejected before any payload.
+        let mut d = Decoder::new(&limits);
+        let mut header = client_frame(0x82, &[0; 200])[..8].to_vec();
+        assert_eq!(d.decode(&mut header), Err(ProtocolError::FrameTooLarge));
+
+        let mut d = Decoder::new(&limits);
+        let mut input = client_frame(0x02, &[0; 100]);
+        input.extend(client_frame(0x80, &[0; 60]));
+        assert_eq!(d.decode(&mut input), Err(ProtocolError::MessageTooLarge));
+
+        let mut d = Decoder::new(&limits);
+        let mut input = client_frame(0x02, b"1");
+        input.extend(client_frame(0x00, b"2"));
+        input.extend(client_frame(0x00, b"3"));
+        input.extend(client_frame(0x80, b"4"));
+        assert_eq!(d.decode(&mut input), Err(ProtocolError::TooManyFragments));
+    }
+
+    #[test]
+    fn huge_declared_length_allocates_nothing() {
+        let mut d = decoder();
+        let mut header = vec![0x82, 0xFF, 0, 0, 0, 0x10, 0, 0, 0, 0, 1, 2, 3, 4];
+        assert_eq!(d.decode(&mut header), Err(ProtocolError::FrameTooLarge));
+        assert_eq!(d.retained_bytes(), 0);
+    }
+
+    #[test]
+    fn close_payloads_are_validated() {
+        assert_eq!(parse_close_payload(&[]), Ok(None));
+        assert_eq!(
+            parse_close_payload(&[3]),
+            Err(ProtocolError::CloseFrameTooShort)
+        );
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xE8, b'b', b'y', b'e']),
+            Ok(Some((CloseCode(1000), "bye")))
+        );
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xED]),
+            Err(ProtocolError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            parse_close_payload(&[0x03, 0xE8, 0xff]),
+            Err(ProtocolError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn many_tiny_fragments_cost_only_their_payload() {
+        let mut d = decoder();
+        let mut input = client_frame(0x02, b"x");
+        for _ in 0..65_534 {
+            input.extend(client_frame(0x00, b"x"));
+        }
+        input.extend(client_frame(0x80, b"x"));
+        match d.decode(&mut input).unwrap() {
+            Decoded::Frame(Frame::Binary(b), _) => assert_eq!(b.len(), 65_536),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(d.retained_bytes() <= 2 * 65_536);
+    }
+}
