@@ -8,4 +8,12 @@
 //! - [`handler`]: the application API, called synchronously with whole
 //!   messages; [`echo`] is the simplest application.
 
+pub mod echo;
+pub mod handler;
 pub mod proto;
+pub mod server;
+
+pub use echo::EchoHandler;
+pub use handler::{Accept, ConnectionId, Handler};
+pub use proto::{CloseCode, HttpRequest, HttpResponse, Limits, Message};
+pub use server::{Context, Server, ServerConfig, ShutdownHandle};

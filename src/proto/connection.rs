@@ -140,6 +140,12 @@ impl Connection {
         self.phase
     }
 
+    /// The code and reason the server failed the connection with, if it
+    /// did (protocol violation, keepalive timeout, backlog).
+    pub fn failure(&self) -> Option<(CloseCode, &'static str)> {
+        self.failure
+    }
+
     /// Whether the WebSocket ever opened (and so owes one close report).
     pub fn opened(&self) -> bool {
         self.opened
@@ -281,7 +287,10 @@ impl Connection {
             return Err(SendError::NotOpen);
         }
         let header = header.as_bytes();
-        if self.pending_output_len() + header.len() + payload.len() > self.write_buffer_hard {
+        // The limit is on backlog already queued, so one message of any
+        // size the limits allow can always be sent; memory stays below
+        // `write_buffer_hard` plus one message.
+        if self.pending_output_len() >= self.write_buffer_hard {
             self.failure = Some((CloseCode::POLICY_VIOLATION, "peer is not reading"));
             self.close(CloseCode::POLICY_VIOLATION, "peer is not reading", now);
             return Err(SendError::Backlogged);
@@ -699,7 +708,7 @@ mod tests {
             }
         };
         assert_eq!(error, SendError::Backlogged);
-        assert!(sent >= 2);
+        assert_eq!(sent, 4, "300-byte sends fit until 1000 bytes are queued");
         assert_eq!(conn.phase(), Phase::Closing);
         let frames = written_frames(&mut conn);
         assert_eq!(frames.len(), sent + 1);

@@ -80,6 +80,15 @@ impl InBuffer {
             self.buf = Vec::new();
         }
     }
+
+    /// Frees the memory if no data is held and more than `keep` bytes are
+    /// allocated: a busy connection keeps a moderate buffer, a burst of
+    /// large frames does not pin a large one.
+    pub fn release_if_empty_over(&mut self, keep: usize) {
+        if self.buf.capacity() > keep {
+            self.release_if_empty();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,8 +32,10 @@ pub struct Limits {
     /// Unsent output above which the server stops reading from the
     /// connection until the output drains below half of it. Default 1 MiB.
     pub write_buffer_soft: usize,
-    /// Unsent output above which a connection that the application keeps
-    /// writing to is closed with 1008. Default 16 MiB.
+    /// Unsent output at which a connection that the application keeps
+    /// writing to is closed with 1008: a send is refused when this much is
+    /// already queued, so output never exceeds it by more than one
+    /// message. Default 16 MiB.
     pub write_buffer_hard: usize,
     /// Silence after which the server sends a ping. Default 30 s.
     pub ping_interval: Duration,

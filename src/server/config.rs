@@ -1,0 +1,40 @@
+//! Settings of one server instance.
+
+use std::net::SocketAddr;
+
+use crate::proto::Limits;
+
+/// Where to listen and how much to allow.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind. Port 0 picks a free port (see `Server::local_addr`).
+    pub listen: SocketAddr,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Open WebSocket connections above which new upgrades get `503`.
+    /// Default 10,000.
+    pub max_connections: usize,
+    /// Stop gracefully on SIGINT/SIGTERM. On for the binary; tests and
+    /// embedders use a `ShutdownHandle` instead.
+    pub handle_signals: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            limits: Limits::default(),
+            max_connections: 10_000,
+            handle_signals: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sockets kept at most: open WebSockets plus headroom for handshakes,
+    /// plain HTTP requests and `503` answers. Connections accepted beyond
+    /// it are closed at once.
+    pub fn max_sockets(&self) -> usize {
+        self.max_connections + self.max_connections / 8 + 64
+    }
+}

@@ -1,0 +1,113 @@
+//! What a handler may do from inside a callback: send to any connection,
+//! broadcast, close.
+
+use std::time::Instant;
+
+use slab::Slab;
+
+use super::conn::Conn;
+use crate::handler::ConnectionId;
+use crate::proto::{CloseCode, EncodedHeader, Message, Phase, SendError};
+
+/// The handler's access to the server's connections during a callback.
+/// Sends are queued in the recipients' write buffers and flushed by the
+/// loop after the current batch of events, one write per connection.
+pub struct Context<'a> {
+    pub(crate) conns: &'a mut Slab<Conn>,
+    pub(crate) flush_list: &'a mut Vec<usize>,
+    pub(crate) now: Instant,
+}
+
+impl<'a> Context<'a> {
+    /// The time the loop woke up for this batch of events.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn lookup(&mut self, id: ConnectionId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.index as usize)
+            .filter(|conn| conn.id.generation == id.generation)
+    }
+
+    fn queue_flush(&mut self, id: ConnectionId) {
+        if let Some(conn) = self.conns.get_mut(id.index as usize)
+            && !conn.flush_queued
+        {
+            conn.flush_queued = true;
+            self.flush_list.push(id.index as usize);
+        }
+    }
+
+    /// Queues a message to `to`.
+    pub fn send(&mut self, to: ConnectionId, message: Message<'_>) -> Result<(), SendError> {
+        let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
+        self.send_encoded(to, &header, message.as_bytes())
+    }
+
+    /// Queues a text message to `to`.
+    pub fn send_text(&mut self, to: ConnectionId, text: &str) -> Result<(), SendError> {
+        self.send(to, Message::Text(text))
+    }
+
+    /// Queues a binary message to `to`.
+    pub fn send_binary(&mut self, to: ConnectionId, bytes: &[u8]) -> Result<(), SendError> {
+        self.send(to, Message::Binary(bytes))
+    }
+
+    fn send_encoded(
+        &mut self,
+        to: ConnectionId,
+        header: &EncodedHeader,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let now = self.now;
+        let conn = self.lookup(to).ok_or(SendError::NotOpen)?;
+        let result = conn.proto.send_encoded(header, payload, now);
+        if let Err(SendError::Backlogged) = result {
+            log::warn!("{to} ({}): not reading; closing with 1008", conn.peer);
+        }
+        if conn.proto.pending_output_len() > 0 {
+            self.queue_flush(to);
+        }
+        result
+    }
+
+    /// Queues one message to every connection in `to`, encoding its frame
+    /// once. Returns how many recipients accepted it (closed or backlogged
+    /// ones are skipped).
+    pub fn broadcast<I>(&mut self, to: I, message: Message<'_>) -> usize
+    where
+        I: IntoIterator<Item = ConnectionId>,
+    {
+        let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
+        to.into_iter()
+            .filter(|&id| self.send_encoded(id, &header, message.as_bytes()).is_ok())
+            .count()
+    }
+
+    /// Starts the closing handshake with `to`. The close callback follows
+    /// when the peer answers (or the close timeout passes).
+    pub fn close(&mut self, to: ConnectionId, code: CloseCode, reason: &str) {
+        let now = self.now;
+        if let Some(conn) = self.lookup(to) {
+            conn.proto.close(code, reason, now);
+            self.queue_flush(to);
+        }
+    }
+
+    /// Whether `id` names a connection that can still be sent to.
+    pub fn is_open(&self, id: ConnectionId) -> bool {
+        self.conns.get(id.index as usize).is_some_and(|conn| {
+            conn.id.generation == id.generation && conn.proto.phase() == Phase::Open
+        })
+    }
+
+    /// Every connection that can be sent to.
+    pub fn open_connections(&self) -> impl Iterator<Item = ConnectionId> + '_ {
+        self.conns
+            .iter()
+            .filter(|(_, conn)| conn.proto.phase() == Phase::Open)
+            .map(|(_, conn)| conn.id)
+    }
+}

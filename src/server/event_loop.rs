@@ -1,0 +1,710 @@
+//! The mio driver: one thread, one `Poll`, a `Slab` of connections.
+//!
+//! Each wakeup: accept until `WouldBlock`, read each ready socket until
+//! `WouldBlock` (into a shared scratch buffer when nothing is held back, so
+//! idle connections own no receive memory), hand decoded messages to the
+//! handler, then write every connection with queued output once, and run
+//! due timers. WRITABLE interest is registered only while output is pending.
+
+use std::io::{self, Read, Write};
+use std::mem;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+
+use super::config::ServerConfig;
+use super::conn::Conn;
+use super::context::Context;
+use super::shutdown::ShutdownHandle;
+use super::timers::Timers;
+use crate::handler::{ConnectionId, Handler};
+use crate::proto::handshake::{
+    HEADER_SLOTS, header_slots, offered_protocols, parse_request, validate_upgrade, wants_upgrade,
+};
+use crate::proto::{
+    CloseCode, CloseReport, HttpResponse, InBuffer, Phase, Received, TimeoutAction,
+    frame::MAX_HEADER_LEN,
+};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Size of the shared read buffer every socket is read into first.
+const SCRATCH_SIZE: usize = 128 * 1024;
+/// Bytes asked for per read when appending to a connection's own buffer.
+const READ_CHUNK: usize = 64 * 1024;
+/// Receive buffers above this size are freed as soon as they empty.
+const KEEP_INBUF_CAPACITY: usize = 256 * 1024;
+/// Reads per socket per wakeup before other sockets get their turn.
+const READS_PER_WAKEUP: usize = 16;
+/// Pause before accepting again after the process ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A WebSocket server bound to an address, ready to [`Server::run`].
+pub struct Server<H: Handler> {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    shutdown: ShutdownHandle,
+    scratch: Vec<u8>,
+    core: Core<H>,
+}
+
+/// Everything but the poller, listener and scratch buffer, so the loop can
+/// lend the scratch buffer to the core while it works.
+struct Core<H: Handler> {
+    handler: H,
+    config: ServerConfig,
+    registry: Registry,
+    conns: Slab<Conn>,
+    timers: Timers,
+    flush_list: Vec<usize>,
+    read_again: Vec<usize>,
+    next_generation: u32,
+    open_websockets: usize,
+    max_inbuf: usize,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds `config.listen` and prepares the loop; nothing runs until
+    /// [`Server::run`].
+    pub fn bind(config: ServerConfig, handler: H) -> io::Result<Server<H>> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let local_addr = listener.local_addr()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let signals = if config.handle_signals {
+            let mut signals = signal_hook_mio::v1_0::Signals::new([
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+            ])?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
+        let limits = &config.limits;
+        let max_inbuf = limits
+            .max_request_head
+            .max(limits.max_frame_size.saturating_add(MAX_HEADER_LEN))
+            .saturating_add(READ_CHUNK);
+        let core = Core {
+            handler,
+            registry: poll.registry().try_clone()?,
+            conns: Slab::new(),
+            timers: Timers::default(),
+            flush_list: Vec::new(),
+            read_again: Vec::new(),
+            next_generation: 0,
+            open_websockets: 0,
+            max_inbuf,
+            accept_paused_until: None,
+            shutdown_deadline: None,
+            config,
+        };
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            signals,
+            shutdown: ShutdownHandle {
+                requested: Arc::new(AtomicBool::new(false)),
+                waker,
+            },
+            scratch: vec![0; SCRATCH_SIZE],
+            core,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops this server gracefully from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The application, e.g. to inspect it after [`Server::run`] returns.
+    pub fn handler(&self) -> &H {
+        &self.core.handler
+    }
+
+    /// Runs the loop until a graceful shutdown completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            if let Some(deadline) = self.core.shutdown_deadline
+                && (self.core.conns.is_empty() || now >= deadline)
+            {
+                break;
+            }
+            let timeout = if self.core.read_again.is_empty() {
+                self.core
+                    .next_wakeup()
+                    .map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            let now = Instant::now();
+            for slot in mem::take(&mut self.core.read_again) {
+                self.core.on_readable(slot, &mut self.scratch, now);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(now),
+                    SIGNALS => {
+                        if let Some(signals) = self.signals.as_mut() {
+                            for signal in signals.pending() {
+                                log::info!("received signal {signal}; shutting down");
+                            }
+                        }
+                        self.begin_shutdown(now);
+                    }
+                    WAKER => {
+                        if self.shutdown.is_requested() {
+                            self.begin_shutdown(now);
+                        }
+                    }
+                    Token(slot) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.core.on_readable(slot, &mut self.scratch, now);
+                        }
+                        if event.is_writable() {
+                            self.core.flush(slot, now);
+                        }
+                    }
+                }
+            }
+            self.core.flush_all(now);
+            self.core.run_timers(now);
+            self.core.flush_all(now);
+            if self
+                .core
+                .accept_paused_until
+                .is_some_and(|until| now >= until)
+            {
+                self.accept_all(now);
+            }
+        }
+        let now = Instant::now();
+        let remaining: Vec<usize> = self.core.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in remaining {
+            self.core.remove(slot, now);
+        }
+        log::info!("server stopped");
+        Ok(())
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        if self
+            .core
+            .accept_paused_until
+            .is_some_and(|until| now < until)
+        {
+            return;
+        }
+        self.core.accept_paused_until = None;
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((socket, peer)) => self.core.add_connection(socket, peer, now),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(error) => {
+                    // EMFILE/ENFILE/ENOBUFS and the like: the backlog stays
+                    // where it is; try again shortly instead of spinning.
+                    log::warn!("accept failed: {error}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.core.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.core.shutdown_deadline.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        log::info!(
+            "shutting down: closing {} connection(s) with 1001",
+            self.core.conns.len()
+        );
+        self.core.begin_shutdown(now);
+    }
+}
+
+impl<H: Handler> Core<H> {
+    fn next_wakeup(&self) -> Option<Instant> {
+        [
+            self.timers.next(),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn context(&mut self, now: Instant) -> (&mut H, Context<'_>) {
+        (
+            &mut self.handler,
+            Context {
+                conns: &mut self.conns,
+                flush_list: &mut self.flush_list,
+                now,
+            },
+        )
+    }
+
+    fn add_connection(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
+        if self.conns.len() >= self.config.max_sockets() || self.shutdown_deadline.is_some() {
+            log::debug!("{peer}: refused at accept (socket limit)");
+            return;
+        }
+        if let Err(error) = socket.set_nodelay(true) {
+            log::debug!("{peer}: set_nodelay: {error}");
+        }
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        let Ok(index) = u32::try_from(slot) else {
+            return;
+        };
+        if let Err(error) = self
+            .registry
+            .register(&mut socket, Token(slot), Interest::READABLE)
+        {
+            log::warn!("{peer}: register: {error}");
+            return;
+        }
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let id = ConnectionId { index, generation };
+        entry.insert(Conn::new(socket, peer, id, &self.config.limits, now));
+        log::debug!("{id} {peer}: accepted");
+        self.arm_timer(slot);
+    }
+
+    /// Reads until `WouldBlock` (or the per-wakeup budget), processing as
+    /// bytes arrive.
+    fn on_readable(&mut self, slot: usize, scratch: &mut [u8], now: Instant) {
+        for _ in 0..READS_PER_WAKEUP {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            if conn.read_paused || conn.read_closed {
+                return;
+            }
+            let discard = conn.proto.phase() == Phase::Closed;
+            let into_scratch = discard || conn.inbuf.is_empty();
+            let result = if into_scratch {
+                conn.socket.read(scratch)
+            } else {
+                let spare = conn.inbuf.spare_mut(READ_CHUNK, self.max_inbuf);
+                if spare.is_empty() {
+                    // Cannot happen within the limits (a complete frame is
+                    // always consumed); refuse to grow past them regardless.
+                    log::warn!("{} {}: receive buffer full", conn.id, conn.peer);
+                    self.remove(slot, now);
+                    return;
+                }
+                conn.socket.read(spare)
+            };
+            match result {
+                Ok(0) => {
+                    self.on_eof(slot, now);
+                    return;
+                }
+                Ok(n) => {
+                    conn.proto.note_received(now);
+                    if discard {
+                        continue;
+                    }
+                    if into_scratch {
+                        let used = self.process(slot, &mut scratch[..n], now);
+                        if used < n
+                            && let Some(conn) = self.conns.get_mut(slot)
+                        {
+                            conn.inbuf.extend_from_slice(&scratch[used..n]);
+                        }
+                    } else {
+                        conn.inbuf.commit(n);
+                        let mut inbuf = mem::take(&mut conn.inbuf);
+                        let used = self.process(slot, inbuf.data_mut(), now);
+                        inbuf.consume(used);
+                        inbuf.release_if_empty_over(KEEP_INBUF_CAPACITY);
+                        if let Some(conn) = self.conns.get_mut(slot) {
+                            conn.inbuf = inbuf;
+                        }
+                    }
+                    self.after_io(slot, now);
+                    if self.conns.get(slot).is_some_and(|conn| {
+                        conn.proto.pending_output_len() > self.config.limits.write_buffer_soft
+                    }) {
+                        // Let the flush decide whether to pause reading.
+                        self.read_again.push(slot);
+                        return;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::debug!("{} {}: read error: {error}", conn.id, conn.peer);
+                    self.remove(slot, now);
+                    return;
+                }
+            }
+        }
+        self.read_again.push(slot);
+    }
+
+    /// Hands received bytes to the connection's current phase; returns how
+    /// many were used (the rest is kept for the next read).
+    fn process(&mut self, slot: usize, buf: &mut [u8], now: Instant) -> usize {
+        let mut used = 0;
+        if self.conns[slot].proto.phase() == Phase::Handshaking {
+            used = self.process_handshake(slot, buf, now);
+        }
+        match self.conns[slot].proto.phase() {
+            Phase::Open | Phase::Closing if used < buf.len() => {
+                used + self.process_frames(slot, &mut buf[used..], now)
+            }
+            Phase::Closed => buf.len(),
+            _ => used,
+        }
+    }
+
+    fn process_handshake(&mut self, slot: usize, buf: &[u8], now: Instant) -> usize {
+        let limits = &self.config.limits;
+        let conn = &mut self.conns[slot];
+        let head_len = match conn
+            .proto
+            .head_scanner()
+            .find_end(buf, limits.max_request_head)
+        {
+            Ok(None) => return 0,
+            Ok(Some(len)) => len,
+            Err(error) => {
+                self.refuse(slot, &HttpResponse::from(error), &error.to_string(), now);
+                return buf.len();
+            }
+        };
+        let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+        let slot_count = header_slots(limits);
+        let request = match parse_request(&buf[..head_len], &mut slots[..slot_count]) {
+            Ok(request) => request,
+            Err(error) => {
+                self.refuse(slot, &HttpResponse::from(error), &error.to_string(), now);
+                return buf.len();
+            }
+        };
+        if !wants_upgrade(&request) {
+            let response = self.handler.on_http(&request);
+            let conn = &mut self.conns[slot];
+            log::debug!(
+                "{} {}: {} {} -> {}",
+                conn.id,
+                conn.peer,
+                request.method,
+                request.target,
+                response.status
+            );
+            conn.proto.respond(&response, now);
+            return buf.len();
+        }
+        let accept_key = match validate_upgrade(&request) {
+            Ok(key) => key,
+            Err(error) => {
+                self.refuse(slot, &HttpResponse::from(error), &error.to_string(), now);
+                return buf.len();
+            }
+        };
+        if self.open_websockets >= self.config.max_connections || self.shutdown_deadline.is_some() {
+            let response = HttpResponse::text(503, "server at its connection limit\n");
+            self.refuse(slot, &response, "connection limit", now);
+            return buf.len();
+        }
+        let accept = match self.handler.on_upgrade(&request) {
+            Ok(accept) => accept,
+            Err(response) => {
+                self.refuse(slot, &response, "refused by the application", now);
+                return buf.len();
+            }
+        };
+        let conn = &mut self.conns[slot];
+        let protocol = accept.protocol.filter(|chosen| {
+            let offered = offered_protocols(&request).any(|p| p == chosen);
+            if !offered {
+                log::warn!(
+                    "{}: application chose subprotocol {chosen:?}, which was not offered",
+                    conn.id
+                );
+            }
+            offered
+        });
+        conn.proto
+            .accept(&accept_key, protocol.as_deref(), &accept.headers, now);
+        let id = conn.id;
+        log::debug!("{id} {}: open {}", conn.peer, request.target);
+        self.open_websockets += 1;
+        let (handler, mut ctx) = self.context(now);
+        handler.on_open(&mut ctx, id, &request);
+        head_len
+    }
+
+    fn refuse(&mut self, slot: usize, response: &HttpResponse, why: &str, now: Instant) {
+        let conn = &mut self.conns[slot];
+        log::warn!(
+            "{} {}: handshake refused with {}: {why}",
+            conn.id,
+            conn.peer,
+            response.status
+        );
+        conn.proto.respond(response, now);
+    }
+
+    fn process_frames(&mut self, slot: usize, buf: &mut [u8], now: Instant) -> usize {
+        let mut decoder = mem::take(&mut self.conns[slot].decoder);
+        let mut pos = 0;
+        loop {
+            let conn = &mut self.conns[slot];
+            let id = conn.id;
+            match conn.proto.receive(&mut decoder, &mut buf[pos..], now) {
+                Received::Message(message, used) => {
+                    pos += used;
+                    let mut ctx = Context {
+                        conns: &mut self.conns,
+                        flush_list: &mut self.flush_list,
+                        now,
+                    };
+                    self.handler.on_message(&mut ctx, id, message);
+                }
+                Received::Handled(used) => pos += used,
+                Received::NeedMore(used) => {
+                    pos += used;
+                    break;
+                }
+                Received::Closed(used) => {
+                    pos += used;
+                    if let Some((code, reason)) = conn.proto.failure() {
+                        log::warn!("{id} {}: failed with {code}: {reason}", conn.peer);
+                    }
+                    break;
+                }
+            }
+        }
+        self.conns[slot].decoder = decoder;
+        pos
+    }
+
+    /// Bookkeeping after a connection was processed: queue its flush,
+    /// deliver its close report, re-arm its timer.
+    fn after_io(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.proto.pending_output_len() > 0 && !conn.flush_queued {
+            conn.flush_queued = true;
+            self.flush_list.push(slot);
+        }
+        if conn.proto.phase() == Phase::Closed {
+            conn.inbuf = InBuffer::default();
+            conn.read_paused = false;
+        }
+        if let Some(report) = conn.proto.take_close_report() {
+            let id = conn.id;
+            self.deliver_close(id, report, now);
+        }
+        self.arm_timer(slot);
+    }
+
+    fn deliver_close(&mut self, id: ConnectionId, report: CloseReport, now: Instant) {
+        self.open_websockets = self.open_websockets.saturating_sub(1);
+        log::debug!("{id}: closed with {} {:?}", report.code, report.reason);
+        let (handler, mut ctx) = self.context(now);
+        handler.on_close(&mut ctx, id, report.code, &report.reason);
+    }
+
+    fn arm_timer(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Some(deadline) = conn.proto.next_deadline()
+            && conn.timer_at.is_none_or(|armed| deadline < armed)
+        {
+            self.timers.schedule(deadline, slot, conn.id.generation);
+            conn.timer_at = Some(deadline);
+        }
+    }
+
+    fn on_eof(&mut self, slot: usize, now: Instant) {
+        let conn = &mut self.conns[slot];
+        conn.read_closed = true;
+        let finished = conn.proto.phase() == Phase::Closed
+            && (conn.write_shutdown || conn.proto.pending_output_len() == 0);
+        if conn.proto.phase() != Phase::Closed || finished {
+            if conn.proto.phase() != Phase::Closed {
+                log::debug!("{} {}: peer went away", conn.id, conn.peer);
+            }
+            self.remove(slot, now);
+        }
+        // Otherwise a response or close frame is still going out; the
+        // flush removes the connection once it has.
+    }
+
+    fn flush_all(&mut self, now: Instant) {
+        while let Some(slot) = self.flush_list.pop() {
+            self.flush(slot, now);
+        }
+    }
+
+    /// Writes queued output once, as far as the socket takes it, and
+    /// adjusts WRITABLE interest and read backpressure.
+    fn flush(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.flush_queued = false;
+        while conn.proto.pending_output_len() > 0 {
+            match conn.socket.write(conn.proto.pending_output()) {
+                Ok(0) => break,
+                Ok(n) => conn.proto.consume_output(n),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::debug!("{} {}: write error: {error}", conn.id, conn.peer);
+                    self.remove(slot, now);
+                    return;
+                }
+            }
+        }
+        let pending = conn.proto.pending_output_len();
+        let soft = self.config.limits.write_buffer_soft;
+        let closed = conn.proto.phase() == Phase::Closed;
+        if pending > soft && !closed {
+            conn.read_paused = true;
+        } else if conn.read_paused && (pending <= soft / 2 || closed) {
+            conn.read_paused = false;
+            self.read_again.push(slot);
+        }
+        let want_writable = pending > 0;
+        if want_writable != conn.writable_interest {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(error) = self
+                .registry
+                .reregister(&mut conn.socket, Token(slot), interest)
+            {
+                log::warn!("{}: reregister: {error}", conn.id);
+            }
+            conn.writable_interest = want_writable;
+        }
+        if pending == 0 && closed && !conn.write_shutdown {
+            // Closing TCP from our side first (RFC 6455 §7.1.1); keep
+            // reading until the peer's FIN so unread input cannot turn the
+            // close into a reset that destroys the close frame in flight.
+            let _ = conn.socket.shutdown(Shutdown::Write);
+            conn.write_shutdown = true;
+            if conn.read_closed {
+                self.remove(slot, now);
+                return;
+            }
+        }
+        self.arm_timer(slot);
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some((at, slot, generation)) = self.timers.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if conn.id.generation != generation {
+                continue;
+            }
+            if conn.timer_at == Some(at) {
+                conn.timer_at = None;
+            }
+            // A timer only fires on a quiet connection: give its buffers back.
+            conn.inbuf.release_if_empty();
+            conn.decoder.release_idle_memory();
+            conn.proto.release_idle_memory();
+            match conn.proto.on_timeout(now) {
+                TimeoutAction::None => {}
+                TimeoutAction::Flush => {
+                    if !conn.flush_queued {
+                        conn.flush_queued = true;
+                        self.flush_list.push(slot);
+                    }
+                }
+                TimeoutAction::Drop => {
+                    log::debug!("{} {}: timed out", conn.id, conn.peer);
+                    self.remove(slot, now);
+                    continue;
+                }
+            }
+            self.after_io(slot, now);
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.shutdown_deadline = Some(now + self.config.limits.close_timeout);
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            match conn.proto.phase() {
+                Phase::Open => {
+                    conn.proto
+                        .close(CloseCode::GOING_AWAY, "server shutting down", now);
+                    self.after_io(slot, now);
+                }
+                Phase::Handshaking => self.remove(slot, now),
+                Phase::Closing | Phase::Closed => {}
+            }
+        }
+    }
+
+    /// Drops a connection, delivering its close report if one is owed.
+    fn remove(&mut self, slot: usize, now: Instant) {
+        if !self.conns.contains(slot) {
+            return;
+        }
+        let mut conn = self.conns.remove(slot);
+        let _ = self.registry.deregister(&mut conn.socket);
+        conn.proto.abort(now);
+        if let Some(report) = conn.proto.take_close_report() {
+            self.deliver_close(conn.id, report, now);
+        }
+    }
+}

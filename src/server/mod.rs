@@ -1,0 +1,14 @@
+//! The mio driver: listener, slab of connections, timers, backpressure and
+//! graceful shutdown around the sans-IO [`crate::proto`] core.
+
+mod config;
+mod conn;
+mod context;
+mod event_loop;
+mod shutdown;
+mod timers;
+
+pub use config::ServerConfig;
+pub use context::Context;
+pub use event_loop::Server;
+pub use shutdown::ShutdownHandle;
