@@ -250,23 +250,8 @@ pub(crate) mod tests {
 
     /// A masked client frame, as a browser would send it.
     pub(crate) fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![b0];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&key);
-        let start = out.len();
-        out.extend_from_slice(payload);
-        apply_mask(&mut out[start..], key, 0);
+        let mut out = Vec::new();
+        crate::proto::frame::encode_masked_frame(&mut out, b0, [0x37, 0xfa, 0x21, 0x3d], payload);
         out
     }
 

@@ -190,6 +190,22 @@ pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8]
     out.extend_from_slice(payload);
 }
 
+/// Appends one masked frame, as a client sends it: `first_byte` carries
+/// FIN, RSV and opcode as they go on the wire. For clients, load generators
+/// and tests; the server itself never masks.
+pub fn encode_masked_frame(out: &mut Vec<u8>, first_byte: u8, key: [u8; 4], payload: &[u8]) {
+    let header = EncodedHeader::new(false, 0, OpCode::Continuation, payload.len());
+    let header = header.as_bytes();
+    out.reserve(header.len() + 4 + payload.len());
+    out.push(first_byte);
+    out.push(header[1] | 0x80);
+    out.extend_from_slice(&header[2..]);
+    out.extend_from_slice(&key);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    super::mask::apply_mask(&mut out[start..], key, 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

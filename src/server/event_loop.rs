@@ -149,7 +149,7 @@ impl<H: Handler> Server<H> {
         loop {
             let now = Instant::now();
             if let Some(deadline) = self.core.shutdown_deadline
-                && (self.core.conns.is_empty() || now >= deadline)
+                && (now >= deadline || self.core.all_delivered())
             {
                 break;
             }
@@ -273,6 +273,12 @@ impl<H: Handler> Core<H> {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Whether every connection has had its last byte written and its
+    /// sending side shut down, so stopping now loses nothing.
+    fn all_delivered(&self) -> bool {
+        self.conns.iter().all(|(_, conn)| conn.write_shutdown)
     }
 
     fn context(&mut self, now: Instant) -> (&mut H, Context<'_>) {
@@ -532,11 +538,16 @@ impl<H: Handler> Core<H> {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if conn.proto.pending_output_len() > 0 && !conn.flush_queued {
+        let closed = conn.proto.phase() == Phase::Closed;
+        // A closed connection is flushed even with nothing queued: the
+        // flush is what shuts its sending side down.
+        if (conn.proto.pending_output_len() > 0 || (closed && !conn.write_shutdown))
+            && !conn.flush_queued
+        {
             conn.flush_queued = true;
             self.flush_list.push(slot);
         }
-        if conn.proto.phase() == Phase::Closed {
+        if closed {
             conn.inbuf = InBuffer::default();
             conn.read_paused = false;
         }

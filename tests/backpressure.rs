@@ -1,0 +1,135 @@
+//! A peer that stops reading must not make the server buffer without bound:
+//! reading pauses at the soft limit, nothing is lost when the peer resumes,
+//! and an application that keeps writing past the hard limit gets 1008.
+
+mod common;
+
+use std::io::{ErrorKind, Write};
+use std::time::{Duration, Instant};
+
+use common::{RawClient, TestServer, masked_frame};
+use wsloop::{ConnectionId, Context, Handler, Limits, Message, ServerConfig};
+
+#[test]
+fn client_that_stops_reading_is_paused_and_loses_nothing() {
+    let server = TestServer::echo(ServerConfig {
+        limits: Limits {
+            write_buffer_soft: 256 * 1024,
+            ..Limits::default()
+        },
+        ..ServerConfig::default()
+    });
+    let mut client = RawClient::open(server.addr, "/");
+    let payload: Vec<u8> = (0..16 * 1024).map(|i| (i % 253) as u8).collect();
+    let frame = masked_frame(0x82, &payload);
+
+    // Push echo requests without reading any reply. Once the server has
+    // queued its soft limit it stops reading, the kernel buffers fill, and
+    // our writes stall. Without backpressure they would go on forever.
+    client.stream.set_nonblocking(true).unwrap();
+    let budget: usize = 512 * 1024 * 1024;
+    let mut written = 0usize;
+    let mut stalled_since: Option<Instant> = None;
+    let mut pending = &frame[..];
+    let mut frames_sent = 0usize;
+    while written < budget {
+        match client.stream.write(pending) {
+            Ok(n) => {
+                written += n;
+                pending = &pending[n..];
+                if pending.is_empty() {
+                    frames_sent += 1;
+                    pending = &frame[..];
+                }
+                stalled_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    assert!(
+        written < budget,
+        "the server kept reading {written} bytes from a peer that never read"
+    );
+    // Finish the partial frame, then read everything back, in order.
+    client.stream.set_nonblocking(false).unwrap();
+    if pending.len() != frame.len() {
+        let reader = client.stream.try_clone().unwrap();
+        let rest = pending.to_vec();
+        let writer = std::thread::spawn(move || {
+            let mut s = reader;
+            s.write_all(&rest).unwrap();
+        });
+        frames_sent += 1;
+        for i in 0..frames_sent {
+            let echo = client.read_frame().expect("echo");
+            assert_eq!(echo.payload, payload, "echo {i} of {frames_sent}");
+        }
+        writer.join().unwrap();
+    } else {
+        for i in 0..frames_sent {
+            let echo = client.read_frame().expect("echo");
+            assert_eq!(echo.payload, payload, "echo {i} of {frames_sent}");
+        }
+    }
+    // And the connection still works normally.
+    client.send_frame(0x81, b"after");
+    assert_eq!(client.read_frame().unwrap().payload, b"after");
+}
+
+/// On "flood", sends 256 KiB messages until the server refuses.
+struct Flooder;
+
+impl Handler for Flooder {
+    fn on_message(&mut self, ctx: &mut Context<'_>, id: ConnectionId, _message: Message<'_>) {
+        let chunk = vec![0x5A; 256 * 1024];
+        for _ in 0..1000 {
+            if ctx.send_binary(id, &chunk).is_err() {
+                return;
+            }
+        }
+        panic!("sends were never refused");
+    }
+}
+
+#[test]
+fn application_writing_past_the_hard_limit_closes_with_1008() {
+    let server = TestServer::start(
+        ServerConfig {
+            limits: Limits {
+                write_buffer_soft: 512 * 1024,
+                write_buffer_hard: 2 * 1024 * 1024,
+                close_timeout: Duration::from_millis(500),
+                ..Limits::default()
+            },
+            ..ServerConfig::default()
+        },
+        Flooder,
+    );
+    let mut client = RawClient::open(server.addr, "/");
+    client.send_frame(0x81, b"flood");
+    let mut binary_frames = 0;
+    let code = loop {
+        let frame = client.read_frame().expect("frames then a close");
+        match frame.opcode {
+            2 => {
+                assert_eq!(frame.payload.len(), 256 * 1024);
+                binary_frames += 1;
+            }
+            8 => break frame.close_code(),
+            other => panic!("unexpected opcode {other}"),
+        }
+    };
+    assert_eq!(code, 1008);
+    // Everything queued before the limit was delivered, nothing after it.
+    assert!(
+        (8..=9).contains(&binary_frames),
+        "{binary_frames} frames before the close"
+    );
+}

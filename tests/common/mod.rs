@@ -1,0 +1,243 @@
+//! Shared helpers for the integration tests: an in-process server on a free
+//! loopback port, and a raw TCP WebSocket client that can send anything.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wsloop::{Handler, Server, ServerConfig, ShutdownHandle};
+
+/// How long any single read in a test may block.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server running on its own thread; shut down and joined on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    handle: ShutdownHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts `handler` on 127.0.0.1 with an OS-chosen port.
+    pub fn start<H: Handler + Send + 'static>(mut config: ServerConfig, handler: H) -> TestServer {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let mut server = Server::bind(config, handler).expect("bind");
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run().expect("server loop"));
+        TestServer {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// An echo server with default settings but `config`'s limits.
+    pub fn echo(config: ServerConfig) -> TestServer {
+        TestServer::start(config, wsloop::EchoHandler)
+    }
+
+    /// Requests a graceful shutdown and waits for the loop to return;
+    /// returns how long that took.
+    pub fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        self.handle.shutdown().unwrap();
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("server thread panicked");
+        }
+        started.elapsed()
+    }
+
+    /// Requests a graceful shutdown without waiting for it.
+    pub fn request_stop(&self) {
+        self.handle.shutdown().unwrap();
+    }
+
+    /// Waits for the loop to return (after [`TestServer::request_stop`]).
+    pub fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("server thread panicked");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// A valid upgrade request for `path`.
+pub fn upgrade_request(path: &str, extra_headers: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    )
+}
+
+/// A masked client frame with first byte `b0` (FIN, RSV, opcode).
+pub fn masked_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    wsloop::proto::frame::encode_masked_frame(&mut out, b0, [0x11, 0x22, 0x33, 0x44], payload);
+    out
+}
+
+/// A frame read from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl ServerFrame {
+    /// The close code of a close frame (1005 when it had none).
+    pub fn close_code(&self) -> u16 {
+        assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
+        if self.payload.len() >= 2 {
+            u16::from_be_bytes([self.payload[0], self.payload[1]])
+        } else {
+            1005
+        }
+    }
+}
+
+/// A WebSocket client over a plain `TcpStream` that can send anything.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects and completes an upgrade for `path`.
+    pub fn open(addr: SocketAddr, path: &str) -> RawClient {
+        let mut client = RawClient::connect(addr);
+        client.send_raw(upgrade_request(path, "").as_bytes());
+        let (status, head, _) = client.read_response_head();
+        assert_eq!(status, 101, "{head}");
+        client
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn send_frame(&mut self, b0: u8, payload: &[u8]) {
+        self.send_raw(&masked_frame(b0, payload));
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("read failed (timeout?): {e}"),
+        }
+    }
+
+    /// Reads an HTTP response head; returns status, head text and any
+    /// bytes after it that are already buffered (kept for frame reads).
+    pub fn read_response_head(&mut self) -> (u16, String, usize) {
+        loop {
+            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(self.buf[..pos + 4].to_vec()).unwrap();
+                self.buf.drain(..pos + 4);
+                let status = head[9..12].parse().unwrap();
+                return (status, head, self.buf.len());
+            }
+            assert!(self.fill(), "connection closed before a response head");
+        }
+    }
+
+    /// Reads a full HTTP response (head and Content-Length body).
+    pub fn read_response(&mut self) -> (u16, String, String) {
+        let (status, head, _) = self.read_response_head();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("Content-Length");
+        while self.buf.len() < length {
+            assert!(self.fill(), "connection closed inside the body");
+        }
+        let body = String::from_utf8(self.buf.drain(..length).collect()).unwrap();
+        (status, head, body)
+    }
+
+    /// Reads one frame, or `None` at end of stream.
+    pub fn read_frame(&mut self) -> Option<ServerFrame> {
+        loop {
+            if self.buf.len() >= 2 {
+                let b0 = self.buf[0];
+                let b1 = self.buf[1];
+                assert_eq!(b1 & 0x80, 0, "server frames are never masked");
+                let (len, header) = match b1 & 0x7F {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if header > 0 && self.buf.len() >= header + len {
+                    let payload = self.buf[header..header + len].to_vec();
+                    self.buf.drain(..header + len);
+                    return Some(ServerFrame {
+                        fin: b0 & 0x80 != 0,
+                        opcode: b0 & 0x0F,
+                        payload,
+                    });
+                }
+            }
+            if !self.fill() {
+                assert!(self.buf.is_empty(), "stream ended inside a frame");
+                return None;
+            }
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code.
+    pub fn expect_close(&mut self) -> u16 {
+        loop {
+            let frame = self
+                .read_frame()
+                .expect("expected a close frame, got end of stream");
+            if frame.opcode == 8 {
+                return frame.close_code();
+            }
+        }
+    }
+
+    /// Asserts the server ends the TCP stream (after anything still queued).
+    pub fn expect_eof(&mut self) {
+        while self.fill() {}
+    }
+}
