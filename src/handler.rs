@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::proto::{CloseCode, HttpRequest, HttpResponse, Message};
-use crate::server::Context;
+use crate::server::{Context, Notifier};
 
 /// Names one WebSocket connection for as long as it lives. A slot reused by
 /// a later connection gets a new generation, so a stale id never reaches
@@ -55,6 +55,18 @@ impl Accept {
 /// [`Handler::on_open`] and, later, exactly one [`Handler::on_close`],
 /// whatever way it ends.
 pub trait Handler {
+    /// Called once when the loop starts, with a [`Notifier`] that other
+    /// threads can use to have [`Handler::on_notify`] called on the loop.
+    fn on_start(&mut self, notifier: Notifier) {
+        let _ = notifier;
+    }
+
+    /// The [`Notifier`] was used: collect whatever the other threads
+    /// produced and send it.
+    fn on_notify(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
     /// A request that is not a WebSocket upgrade. The response is sent and
     /// the connection closed. Default: `404 Not Found`.
     fn on_http(&mut self, request: &HttpRequest<'_>) -> HttpResponse {

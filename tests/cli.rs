@@ -4,88 +4,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::RawClient;
-
-/// A running `wsloop` process, killed if the test ends early.
-struct Wsloop {
-    child: Child,
-    addr: SocketAddr,
-    log: Option<JoinHandle<Vec<String>>>,
-}
-
-impl Wsloop {
-    /// Starts `wsloop --echo` on a free port under `sh -c "<prelude> exec wsloop …"`.
-    fn start(prelude: &str) -> Wsloop {
-        let script = format!("{prelude} exec \"$0\" --echo --listen 127.0.0.1:0 --log-level info");
-        let mut child = Command::new("sh")
-            .args(["-c", &script])
-            .arg(env!("CARGO_BIN_EXE_wsloop"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wsloop");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let addr = loop {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-                let _ = child.kill();
-                panic!("wsloop exited before listening");
-            }
-            if let Some(rest) = line.split("listening on ws://").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining stderr so logging never blocks the server.
-        let log = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect());
-        Wsloop {
-            child,
-            addr,
-            log: Some(log),
-        }
-    }
-
-    fn terminate(&mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let status = self.child.wait().unwrap();
-        let log = self.log.take().unwrap().join().unwrap().join("\n");
-        (status, log)
-    }
-
-    /// CPU time (user + system) used so far, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15 of stat: 12 and 13 after the name.
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    }
-}
-
-impl Drop for Wsloop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{RawClient, Wsloop};
 
 #[test]
 fn sigterm_closes_connections_with_1001_and_exits_0() {
-    let mut server = Wsloop::start("");
+    let mut server = Wsloop::start("", &["--echo"]);
     let mut client = RawClient::open(server.addr, "/");
     client.send_frame(0x81, b"before shutdown");
     assert_eq!(client.read_frame().unwrap().payload, b"before shutdown");
@@ -123,7 +50,7 @@ fn help_lists_every_option() {
         .unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
-    for option in ["--listen", "--echo", "--log-level"] {
+    for option in ["--listen", "--echo", "--notebook-dir", "--log-level"] {
         assert!(
             help.contains(option),
             "{option} missing from --help:\n{help}"
@@ -134,7 +61,7 @@ fn help_lists_every_option() {
 #[test]
 fn running_out_of_descriptors_backs_off_instead_of_spinning_and_recovers() {
     // 16 descriptors: the process needs about 8 for itself.
-    let mut server = Wsloop::start("ulimit -n 16 &&");
+    let mut server = Wsloop::start("ulimit -n 16 &&", &["--echo"]);
     let mut first = RawClient::open(server.addr, "/");
     // More connections than descriptors: the kernel completes them into the
     // backlog, the server accepts until EMFILE.

@@ -19,11 +19,19 @@ pub struct HttpRequest<'a> {
 }
 
 impl<'a> HttpRequest<'a> {
-    /// The target without its query string.
+    /// The target without its query string. An absolute-form target
+    /// (`GET ws://host:port/ws?x HTTP/1.1`, which servers must accept, RFC
+    /// 7230 §5.3.2) gives its path (`/ws`).
     pub fn path(&self) -> &'a str {
-        self.target
+        let origin_form = match self.target.split_once("://") {
+            Some((scheme, rest)) if !scheme.contains('/') => {
+                rest.find('/').map_or("/", |at| &rest[at..])
+            }
+            _ => self.target,
+        };
+        origin_form
             .split_once('?')
-            .map_or(self.target, |(path, _)| path)
+            .map_or(origin_form, |(path, _)| path)
     }
 
     /// The query string after `?`, if any.
@@ -216,6 +224,15 @@ mod tests {
         assert!(req.header_has_token("Upgrade", "websocket"));
         assert!(!req.header_has_token("Connection", "keep"));
         assert_eq!(req.path(), "/ws");
+        for (target, path) in [
+            ("ws://10.96.111.130:8081/ws", "/ws"),
+            ("http://example.com", "/"),
+            ("https://example.com/a/b?c=d://e", "/a/b"),
+            ("/x?next=http://y/z", "/x"),
+        ] {
+            let absolute = HttpRequest { target, ..req };
+            assert_eq!(absolute.path(), path, "{target}");
+        }
         assert_eq!(req.query_param("ticket"), Some("t1"));
         assert_eq!(req.query_param("flag"), Some(""));
         assert_eq!(req.query_param("missing"), None);

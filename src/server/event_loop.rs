@@ -20,7 +20,7 @@ use slab::Slab;
 use super::config::ServerConfig;
 use super::conn::Conn;
 use super::context::Context;
-use super::shutdown::ShutdownHandle;
+use super::shutdown::{Notifier, ShutdownHandle};
 use super::timers::Timers;
 use crate::handler::{ConnectionId, Handler};
 use crate::proto::handshake::{
@@ -53,6 +53,7 @@ pub struct Server<H: Handler> {
     local_addr: SocketAddr,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     shutdown: ShutdownHandle,
+    notifier: Notifier,
     scratch: Vec<u8>,
     core: Core<H>,
 }
@@ -121,6 +122,10 @@ impl<H: Handler> Server<H> {
             signals,
             shutdown: ShutdownHandle {
                 requested: Arc::new(AtomicBool::new(false)),
+                waker: waker.clone(),
+            },
+            notifier: Notifier {
+                pending: Arc::new(AtomicBool::new(false)),
                 waker,
             },
             scratch: vec![0; SCRATCH_SIZE],
@@ -146,6 +151,7 @@ impl<H: Handler> Server<H> {
     /// Runs the loop until a graceful shutdown completes.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        self.core.handler.on_start(self.notifier.clone());
         loop {
             let now = Instant::now();
             if let Some(deadline) = self.core.shutdown_deadline
@@ -182,6 +188,10 @@ impl<H: Handler> Server<H> {
                         self.begin_shutdown(now);
                     }
                     WAKER => {
+                        if self.notifier.take_pending() {
+                            let (handler, mut ctx) = self.core.context(now);
+                            handler.on_notify(&mut ctx);
+                        }
                         if self.shutdown.is_requested() {
                             self.begin_shutdown(now);
                         }

@@ -11,4 +11,4 @@ mod timers;
 pub use config::ServerConfig;
 pub use context::Context;
 pub use event_loop::Server;
-pub use shutdown::ShutdownHandle;
+pub use shutdown::{Notifier, ShutdownHandle};

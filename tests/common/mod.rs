@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -239,5 +240,186 @@ impl RawClient {
     /// Asserts the server ends the TCP stream (after anything still queued).
     pub fn expect_eof(&mut self) {
         while self.fill() {}
+    }
+}
+
+/// A running `wsloop` process, killed if the test ends early.
+pub struct Wsloop {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Option<JoinHandle<Vec<String>>>,
+}
+
+impl Wsloop {
+    /// Starts `wsloop ARGS --listen 127.0.0.1:0` under
+    /// `sh -c "<prelude> exec wsloop …"` and waits until it listens.
+    pub fn start(prelude: &str, args: &[&str]) -> Wsloop {
+        let script = format!("{prelude} exec \"$0\" \"$@\" --listen 127.0.0.1:0 --log-level info");
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .arg(env!("CARGO_BIN_EXE_wsloop"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wsloop");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let addr = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                panic!("wsloop exited before listening");
+            }
+            if let Some(rest) = line.split("listening on ws://").nth(1) {
+                let address = rest.split(['/', ' ']).next().unwrap();
+                break address.parse().unwrap();
+            }
+        };
+        // Keep draining stderr so logging never blocks the server.
+        let log = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect());
+        Wsloop {
+            child,
+            addr,
+            log: Some(log),
+        }
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status and the log.
+    pub fn terminate(&mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        let log = self.log.take().unwrap().join().unwrap().join("\n");
+        (status, log)
+    }
+
+    /// CPU time (user + system) used so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .collect();
+        // utime and stime are fields 14 and 15 of stat: 12 and 13 after the name.
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Wsloop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RawClient {
+    /// Reads the next frame if one arrives within `wait`; `None` if none does.
+    pub fn read_frame_within(&mut self, wait: Duration) -> Option<ServerFrame> {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut chunk = [0u8; 65536];
+        let got = loop {
+            if self.has_complete_frame() {
+                break true;
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break !self.buf.is_empty(),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break false;
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+        };
+        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        if got { self.read_frame() } else { None }
+    }
+
+    fn has_complete_frame(&self) -> bool {
+        if self.buf.len() < 2 {
+            return false;
+        }
+        let (len, header) = match self.buf[1] & 0x7F {
+            126 if self.buf.len() >= 4 => {
+                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+            }
+            127 if self.buf.len() >= 10 => (
+                u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => return false,
+            n => (n as usize, 2),
+        };
+        self.buf.len() >= header + len
+    }
+}
+
+/// A notebook client: JSON text messages over a raw WebSocket.
+pub struct JsonClient {
+    pub raw: RawClient,
+}
+
+impl JsonClient {
+    /// Opens `/ws` on `addr`.
+    pub fn open(addr: SocketAddr) -> JsonClient {
+        JsonClient {
+            raw: RawClient::open(addr, "/ws"),
+        }
+    }
+
+    /// Sends a message exactly as given.
+    pub fn send_text(&mut self, text: &str) {
+        self.raw.send_frame(0x81, text.as_bytes());
+    }
+
+    /// Sends an op with the anonymous envelope.
+    pub fn send_op(&mut self, op: &str, data: serde_json::Value) {
+        let message = serde_json::json!({
+            "op": op, "data": data,
+            "principal": "anonymous", "ticket": "anonymous", "roles": "[\"anonymous\"]",
+        });
+        self.send_text(&message.to_string());
+    }
+
+    /// The next JSON message (pings are skipped).
+    pub fn recv(&mut self) -> serde_json::Value {
+        loop {
+            let frame = self.raw.read_frame().expect("a message, got end of stream");
+            match frame.opcode {
+                1 => return serde_json::from_slice(&frame.payload).expect("JSON text"),
+                9 | 10 => continue,
+                other => panic!(
+                    "unexpected opcode {other}: {:?}",
+                    String::from_utf8_lossy(&frame.payload)
+                ),
+            }
+        }
+    }
+
+    /// The next message, which must have op `op`; returns its data.
+    pub fn expect(&mut self, op: &str) -> serde_json::Value {
+        let message = self.recv();
+        assert_eq!(message["op"], op, "{message}");
+        message["data"].clone()
+    }
+
+    /// Asserts nothing arrives for a while.
+    pub fn expect_silence(&mut self) {
+        if let Some(frame) = self.raw.read_frame_within(Duration::from_millis(300)) {
+            panic!(
+                "expected no message, got {:?}",
+                String::from_utf8_lossy(&frame.payload)
+            );
+        }
     }
 }

@@ -1,0 +1,176 @@
+//! The notebook `Handler`: parses each message's envelope, checks its
+//! ticket, dispatches the op, and carries paragraph runs between the loop
+//! and the job thread.
+
+use std::io;
+
+use serde::Serialize;
+
+use super::NotebookConfig;
+use super::auth::{TicketCheck, Tickets};
+use super::envelope::{self, Request};
+use super::interpreter::{Interpreters, MarkdownInterpreter, SqlInterpreter};
+use super::jobs::Jobs;
+use super::notes::Notes;
+use super::watchers::Watchers;
+use crate::handler::{Accept, ConnectionId, Handler};
+use crate::proto::{HttpRequest, HttpResponse, Message};
+use crate::server::{Context, Notifier};
+
+/// The notebook server application.
+pub struct NotebookHandler {
+    pub(super) config: NotebookConfig,
+    pub(super) notes: Notes,
+    pub(super) watchers: Watchers,
+    pub(super) tickets: Tickets,
+    pub(super) jobs: Jobs,
+}
+
+impl NotebookHandler {
+    /// Loads the notebook directory and prepares the interpreters.
+    pub fn open(config: NotebookConfig) -> io::Result<NotebookHandler> {
+        let notes = Notes::load(&config.notebook_dir)?;
+        let sql = SqlInterpreter::new(
+            config.notebook_dir.join(&config.sql_database),
+            config.sql_timeout,
+        );
+        let sql_cancel = sql.canceller();
+        let interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter), Box::new(sql)]);
+        Ok(NotebookHandler {
+            tickets: Tickets::new(config.anonymous_allowed),
+            config,
+            notes,
+            watchers: Watchers::default(),
+            jobs: Jobs::new(interpreters, sql_cancel),
+        })
+    }
+
+    /// Number of notes loaded.
+    pub fn note_count(&self) -> usize {
+        self.notes.summaries().len()
+    }
+
+    /// The ticket store (for issuing tickets to authenticated users).
+    pub fn tickets_mut(&mut self) -> &mut Tickets {
+        &mut self.tickets
+    }
+
+    /// Sends one message to one connection.
+    pub(super) fn send<T: Serialize>(ctx: &mut Context<'_>, to: ConnectionId, op: &str, data: &T) {
+        let _ = ctx.send_text(to, &envelope::encode(op, data, None));
+    }
+
+    /// Sends one message, serialized once, to the watchers of a note (and
+    /// `also`, typically the requester, even if it is not bound).
+    pub(super) fn to_watchers<T: Serialize>(
+        &self,
+        ctx: &mut Context<'_>,
+        note_id: &str,
+        also: Option<ConnectionId>,
+        op: &str,
+        data: &T,
+        msg_id: Option<&str>,
+    ) {
+        let text = envelope::encode(op, data, msg_id);
+        let mut targets = self.watchers.of_note(note_id).to_vec();
+        if let Some(extra) = also
+            && !targets.contains(&extra)
+        {
+            targets.push(extra);
+        }
+        ctx.broadcast(targets, Message::Text(&text));
+    }
+
+    /// Sends one message, serialized once, to every connection.
+    pub(super) fn to_everyone<T: Serialize>(ctx: &mut Context<'_>, op: &str, data: &T) {
+        let text = envelope::encode(op, data, None);
+        let everyone: Vec<ConnectionId> = ctx.open_connections().collect();
+        ctx.broadcast(everyone, Message::Text(&text));
+    }
+
+    fn handle_text(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, text: &str) {
+        let request: Request = match envelope::parse(text) {
+            Ok(request) => request,
+            Err(info) => {
+                return Self::send(
+                    ctx,
+                    conn,
+                    "ERROR_INFO",
+                    &serde_json::json!({ "info": info }),
+                );
+            }
+        };
+        let principal = match self.tickets.check(&request.principal, &request.ticket) {
+            TicketCheck::Valid { principal, .. } => principal,
+            _ if request.op == "PING" => return,
+            TicketCheck::WrongTicket => {
+                let info =
+                    "Your ticket is invalid possibly due to server restart. Please login again.";
+                return Self::send(
+                    ctx,
+                    conn,
+                    "SESSION_LOGOUT",
+                    &serde_json::json!({ "info": info }),
+                );
+            }
+            TicketCheck::UnknownPrincipal => {
+                let info = format!(
+                    "Unknown principal {:?}: get a ticket from /api/security/ticket and send it with every message.",
+                    request.principal
+                );
+                return Self::send(ctx, conn, "AUTH_INFO", &serde_json::json!({ "info": info }));
+            }
+        };
+        if let Err(info) = self.dispatch(ctx, conn, &request, &principal) {
+            log::debug!("{conn}: {} refused: {info}", request.op);
+            Self::send(
+                ctx,
+                conn,
+                "ERROR_INFO",
+                &serde_json::json!({ "info": info }),
+            );
+        }
+    }
+}
+
+impl Handler for NotebookHandler {
+    fn on_start(&mut self, notifier: Notifier) {
+        self.jobs.start(notifier);
+    }
+
+    fn on_notify(&mut self, ctx: &mut Context<'_>) {
+        while let Some(finished) = self.jobs.take_finished() {
+            self.finish_run(ctx, finished);
+        }
+        self.run_next(ctx);
+    }
+
+    fn on_upgrade(&mut self, request: &HttpRequest<'_>) -> Result<Accept, HttpResponse> {
+        if request.path() != "/ws" {
+            return Err(HttpResponse::text(404, "the WebSocket endpoint is /ws\n"));
+        }
+        Ok(Accept::default())
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, message: Message<'_>) {
+        match message {
+            Message::Text(text) => self.handle_text(ctx, conn, text),
+            Message::Binary(_) => Self::send(
+                ctx,
+                conn,
+                "ERROR_INFO",
+                &serde_json::json!({ "info": "binary messages are not part of the protocol; send JSON text" }),
+            ),
+        }
+    }
+
+    fn on_close(
+        &mut self,
+        _ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        _code: crate::proto::CloseCode,
+        _reason: &str,
+    ) {
+        self.watchers.unbind(conn);
+    }
+}

@@ -1,0 +1,54 @@
+//! The notebook application: Apache Zeppelin's `/ws` JSON op protocol
+//! (the subset `shared/PROTOCOL.md` specifies), notes stored as `.zpln`
+//! files, and embedded `%md` and `%sql` interpreters.
+
+mod app;
+pub mod auth;
+pub mod dates;
+pub mod envelope;
+pub mod ids;
+pub mod interpreter;
+pub mod jobs;
+pub mod model;
+pub mod notes;
+mod ops;
+pub mod store;
+pub mod watchers;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use app::NotebookHandler;
+
+/// Settings of the notebook application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotebookConfig {
+    /// Where notes (`<path>_<id>.zpln`) and the SQL database live.
+    /// Default `./notebook`.
+    pub notebook_dir: PathBuf,
+    /// Whether `anonymous`/`anonymous` passes the ticket check. Default on.
+    pub anonymous_allowed: bool,
+    /// Interpreter for paragraphs with no `%` directive in new notes.
+    /// Default `md`.
+    pub default_interpreter: String,
+    /// The `%sql` database file, relative to the notebook directory.
+    /// Default `notebook.sqlite3`.
+    pub sql_database: PathBuf,
+    /// Time budget of one `%sql` paragraph. Default 10 s.
+    pub sql_timeout: Duration,
+    /// The server's message size limit, reported by LIST_CONFIGURATIONS.
+    pub max_message_size: usize,
+}
+
+impl Default for NotebookConfig {
+    fn default() -> Self {
+        NotebookConfig {
+            notebook_dir: PathBuf::from("notebook"),
+            anonymous_allowed: true,
+            default_interpreter: "md".to_owned(),
+            sql_database: PathBuf::from("notebook.sqlite3"),
+            sql_timeout: Duration::from_secs(10),
+            max_message_size: crate::proto::Limits::default().max_message_size,
+        }
+    }
+}

@@ -1,0 +1,650 @@
+//! The ops of the notebook protocol: what each request changes and who
+//! hears about it (the sender, a note's watchers, or everyone).
+
+use serde_json::{Value, json};
+
+use super::app::NotebookHandler;
+use super::dates;
+use super::envelope::{Data, Request};
+use super::ids;
+use super::interpreter::{self, BUILT_IN, parse_directive};
+use super::jobs::{Finished, Job};
+use super::model::{Note, Paragraph, Status};
+use super::store::normalize_note_path;
+use crate::handler::ConnectionId;
+use crate::server::Context;
+
+/// Path of the note that collects paragraphs run without a note.
+const SCRATCH_PATH: &str = "/scratch";
+
+type OpResult = Result<(), String>;
+
+/// Applies the edits an op carries to a paragraph: text (`paragraph`),
+/// title, config (merged key by key, unknown keys kept) and params.
+fn apply_edits(paragraph: &mut Paragraph, data: &Data<'_>, user: &str) -> OpResult {
+    if let Some(text) = data.opt_string("paragraph")? {
+        paragraph.text = text.to_owned();
+    }
+    if let Some(title) = data.opt_string("title")? {
+        paragraph.title = Some(title.to_owned());
+    }
+    if let Some(config) = data.opt_object("config")? {
+        for (key, value) in config {
+            paragraph.config.insert(key.clone(), value.clone());
+        }
+    }
+    if let Some(params) = data.opt_object("params")? {
+        paragraph.settings.params = params.clone();
+    }
+    paragraph.user = user.to_owned();
+    paragraph.date_updated = Some(dates::now_disk());
+    Ok(())
+}
+
+fn paragraph_in<'n>(note: &'n mut Note, id: &str) -> Result<&'n mut Paragraph, String> {
+    let note_id = note.id.clone();
+    note.paragraph_mut(id)
+        .ok_or_else(|| format!("paragraph {id} not found in note {note_id}"))
+}
+
+impl NotebookHandler {
+    /// Runs one authenticated request; an `Err` becomes ERROR_INFO to the
+    /// sender, and means nothing changed.
+    pub(super) fn dispatch(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        request: &Request,
+        user: &str,
+    ) -> OpResult {
+        let data = Data(&request.data);
+        let msg_id = request.msg_id.as_deref();
+        match request.op.as_str() {
+            "PING" => Ok(()),
+            "LIST_CONFIGURATIONS" => {
+                self.list_configurations(ctx, conn);
+                Ok(())
+            }
+            "LIST_NOTES" => {
+                Self::send(
+                    ctx,
+                    conn,
+                    "NOTES_INFO",
+                    &json!({ "notes": self.notes.summaries() }),
+                );
+                Ok(())
+            }
+            "GET_NOTE" => self.get_note(ctx, conn, &data),
+            "GET_HOME_NOTE" => {
+                self.watchers.unbind(conn);
+                Self::send(ctx, conn, "NOTE", &json!({ "note": null }));
+                Ok(())
+            }
+            "NEW_NOTE" => self.new_note(ctx, conn, &data, user),
+            "DEL_NOTE" => self.delete_note(ctx, &data),
+            "COMMIT_PARAGRAPH" => self.commit_paragraph(ctx, conn, &data, user, msg_id),
+            "INSERT_PARAGRAPH" => self.insert_paragraph(ctx, conn, &data, user, msg_id),
+            "PARAGRAPH_REMOVE" => self.remove_paragraph(ctx, conn, &data),
+            "RUN_PARAGRAPH" => self.run_paragraph(ctx, conn, &data, user, msg_id),
+            "CANCEL_PARAGRAPH" => self.cancel_paragraph(ctx, conn, &data),
+            "RUN_ALL_PARAGRAPHS" => self.run_all_paragraphs(ctx, conn, &data, user, msg_id),
+            "GET_INTERPRETER_BINDINGS" => {
+                self.interpreter_bindings(ctx, conn);
+                Ok(())
+            }
+            "EDITOR_SETTING" => self.editor_setting(ctx, conn, &data),
+            other => Err(format!("unknown op {other}")),
+        }
+    }
+
+    /// The note an op acts on: `data.noteId`, else the connection's note,
+    /// else the note holding paragraph `data.id`.
+    fn target_note(&self, conn: ConnectionId, data: &Data<'_>) -> Result<String, String> {
+        if let Some(note_id) = data.opt_string("noteId")? {
+            return match self.notes.get(note_id) {
+                Some(_) => Ok(note_id.to_owned()),
+                None => Err(format!("note {note_id} not found")),
+            };
+        }
+        if let Some(note_id) = self.watchers.note_of(conn) {
+            return Ok(note_id.to_owned());
+        }
+        if let Some(paragraph_id) = data.opt_string("id")?
+            && let Some(note_id) = self.notes.note_of_paragraph(paragraph_id)
+        {
+            return Ok(note_id.to_owned());
+        }
+        Err("no note given: send data.noteId, or open a note with GET_NOTE first".to_owned())
+    }
+
+    fn list_configurations(&self, ctx: &mut Context<'_>, conn: ConnectionId) {
+        let config = &self.config;
+        let configurations = json!({
+            "zeppelin.websocket.max.text.message.size": config.max_message_size.to_string(),
+            "zeppelin.notebook.dir": self.notes.dir().display().to_string(),
+            "zeppelin.anonymous.allowed": self.tickets.anonymous_allowed().to_string(),
+            "zeppelin.interpreter.group.default": config.default_interpreter,
+            "zeppelin.notebook.storage": "wsloop .zpln files",
+            "wsloop.sql.database": config.sql_database.display().to_string(),
+            "wsloop.sql.timeout.ms": config.sql_timeout.as_millis().to_string(),
+            "wsloop.version": env!("CARGO_PKG_VERSION"),
+        });
+        Self::send(
+            ctx,
+            conn,
+            "CONFIGURATIONS_INFO",
+            &json!({ "configurations": configurations }),
+        );
+    }
+
+    fn get_note(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, data: &Data<'_>) -> OpResult {
+        let id = data.string("id")?;
+        let note = self
+            .notes
+            .get(id)
+            .ok_or_else(|| format!("note {id} not found"))?;
+        Self::send(ctx, conn, "NOTE", &json!({ "note": note.for_wire() }));
+        self.watchers.bind(conn, id);
+        Ok(())
+    }
+
+    fn new_note(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        data: &Data<'_>,
+        user: &str,
+    ) -> OpResult {
+        let path = normalize_note_path(data.opt_string("name")?.unwrap_or(""))
+            .map_err(|e| e.to_string())?;
+        if self.notes.find_by_path(&path).is_some() {
+            return Err(format!("a note at {path} already exists"));
+        }
+        let group = data
+            .opt_string("defaultInterpreterGroup")?
+            .filter(|g| !g.is_empty())
+            .unwrap_or(&self.config.default_interpreter);
+        if interpreter::info(group).is_none() {
+            return Err(format!("unknown interpreter group {group}"));
+        }
+        let note = Note::new(ids::note_id(), path, group, user);
+        let id = note.id.clone();
+        self.notes
+            .insert(note)
+            .map_err(|e| format!("could not save the new note: {e}"))?;
+        self.watchers.bind(conn, &id);
+        let note = self.notes.get(&id).map(Note::for_wire);
+        Self::send(ctx, conn, "NEW_NOTE", &json!({ "note": note }));
+        Self::to_everyone(
+            ctx,
+            "NOTES_INFO",
+            &json!({ "notes": self.notes.summaries() }),
+        );
+        Ok(())
+    }
+
+    fn delete_note(&mut self, ctx: &mut Context<'_>, data: &Data<'_>) -> OpResult {
+        let id = data.string("id")?;
+        self.notes.remove(id)?;
+        self.jobs.forget_note(id);
+        self.watchers.forget_note(id);
+        Self::to_everyone(
+            ctx,
+            "NOTES_INFO",
+            &json!({ "notes": self.notes.summaries() }),
+        );
+        Ok(())
+    }
+
+    fn commit_paragraph(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        data: &Data<'_>,
+        user: &str,
+        msg_id: Option<&str>,
+    ) -> OpResult {
+        let id = data.string("id")?;
+        let note_id = self.target_note(conn, data)?;
+        let paragraph = self.notes.update(&note_id, |note| {
+            let paragraph = paragraph_in(note, id)?;
+            apply_edits(paragraph, data, user)?;
+            Ok(paragraph.for_wire())
+        })?;
+        self.to_watchers(
+            ctx,
+            &note_id,
+            Some(conn),
+            "PARAGRAPH",
+            &json!({ "paragraph": paragraph }),
+            msg_id,
+        );
+        Ok(())
+    }
+
+    fn insert_paragraph(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        data: &Data<'_>,
+        user: &str,
+        msg_id: Option<&str>,
+    ) -> OpResult {
+        let note_id = self.target_note(conn, data)?;
+        let requested = data.opt_index("index")?;
+        let config = data.opt_object("config")?.cloned().unwrap_or_default();
+        let (paragraph, index) = self.notes.update(&note_id, |note| {
+            let index = requested
+                .unwrap_or(note.paragraphs.len())
+                .min(note.paragraphs.len());
+            let mut paragraph = Paragraph::new(user);
+            paragraph.config = config;
+            let wire = paragraph.for_wire();
+            note.paragraphs.insert(index, paragraph);
+            Ok((wire, index))
+        })?;
+        self.to_watchers(
+            ctx,
+            &note_id,
+            Some(conn),
+            "PARAGRAPH_ADDED",
+            &json!({ "paragraph": paragraph, "index": index }),
+            msg_id,
+        );
+        Ok(())
+    }
+
+    fn remove_paragraph(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        data: &Data<'_>,
+    ) -> OpResult {
+        let id = data.string("id")?;
+        let note_id = self.target_note(conn, data)?;
+        self.notes.update(&note_id, |note| {
+            paragraph_in(note, id)?;
+            note.paragraphs.retain(|p| p.id != id);
+            Ok(())
+        })?;
+        self.jobs.cancel(id);
+        self.to_watchers(
+            ctx,
+            &note_id,
+            Some(conn),
+            "PARAGRAPH_REMOVED",
+            &json!({ "id": id }),
+            None,
+        );
+        Ok(())
+    }
+
+    fn run_paragraph(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        data: &Data<'_>,
+        user: &str,
+        msg_id: Option<&str>,
+    ) -> OpResult {
+        let id = data.string("id")?;
+        let unbound = data.opt_string("noteId")?.is_none() && self.watchers.note_of(conn).is_none();
+        let note_id = if unbound && self.notes.note_of_paragraph(id).is_none() {
+            self.scratch_note_with(id, user)?
+        } else {
+            self.target_note(conn, data)?
+        };
+        if self.jobs.is_active(id) {
+            return Err(format!("paragraph {id} is already queued or running"));
+        }
+        self.notes.update(&note_id, |note| {
+            let paragraph = paragraph_in(note, id)?;
+            apply_edits(paragraph, data, user)
+        })?;
+        self.queue_run(
+            ctx,
+            Job {
+                note_id,
+                paragraph_id: id.to_owned(),
+                requester: conn,
+                msg_id: msg_id.map(str::to_owned),
+                then: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The scratch note, created on first use, with a paragraph `id` added
+    /// if it has none: lets a client that knows only RUN_PARAGRAPH work on
+    /// a fresh server.
+    fn scratch_note_with(&mut self, paragraph_id: &str, user: &str) -> Result<String, String> {
+        let note_id = match self.notes.find_by_path(SCRATCH_PATH) {
+            Some(note) => note.id.clone(),
+            None => {
+                let mut note = Note::new(
+                    ids::note_id(),
+                    SCRATCH_PATH.to_owned(),
+                    &self.config.default_interpreter,
+                    user,
+                );
+                note.paragraphs.clear();
+                let id = note.id.clone();
+                self.notes
+                    .insert(note)
+                    .map_err(|e| format!("could not create the scratch note: {e}"))?;
+                id
+            }
+        };
+        self.notes.update(&note_id, |note| {
+            if note.paragraph_mut(paragraph_id).is_none() {
+                note.paragraphs
+                    .push(Paragraph::with_id(paragraph_id.to_owned(), user));
+            }
+            Ok(())
+        })?;
+        Ok(note_id)
+    }
+
+    fn cancel_paragraph(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        data: &Data<'_>,
+    ) -> OpResult {
+        let id = data.string("id")?;
+        let note_id = self.target_note(conn, data)?;
+        if self
+            .notes
+            .get(&note_id)
+            .is_none_or(|n| !n.paragraphs.iter().any(|p| p.id == id))
+        {
+            return Err(format!("paragraph {id} not found in note {note_id}"));
+        }
+        if let Some(job) = self.jobs.cancel(id) {
+            self.set_status(ctx, &job, Status::Abort, None);
+        }
+        Ok(())
+    }
+
+    fn run_all_paragraphs(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        data: &Data<'_>,
+        user: &str,
+        msg_id: Option<&str>,
+    ) -> OpResult {
+        let note_id = data.string("noteId")?;
+        let items: Vec<Value> = match data.0.get("paragraphs") {
+            Some(Value::String(text)) => serde_json::from_str(text)
+                .map_err(|e| format!("data.paragraphs is not a JSON array: {e}"))?,
+            Some(Value::Array(items)) => items.clone(),
+            _ => return Err("data.paragraphs must be a JSON string holding an array".to_owned()),
+        };
+        let mut order = Vec::new();
+        self.notes.update(note_id, |note| {
+            for item in &items {
+                let Value::Object(fields) = item else {
+                    return Err("each entry of data.paragraphs must be an object".to_owned());
+                };
+                let edits = Data(fields);
+                let id = edits.string("id")?;
+                let paragraph = paragraph_in(note, id)?;
+                apply_edits(paragraph, &edits, user)?;
+                let enabled = paragraph
+                    .config
+                    .get("enabled")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                if enabled {
+                    order.push(id.to_owned());
+                }
+            }
+            Ok(())
+        })?;
+        if order.iter().any(|id| self.jobs.is_active(id)) {
+            return Err("some of these paragraphs are already queued or running".to_owned());
+        }
+        if order.is_empty() {
+            return Ok(());
+        }
+        let first = order.remove(0);
+        self.queue_run(
+            ctx,
+            Job {
+                note_id: note_id.to_owned(),
+                paragraph_id: first,
+                requester: conn,
+                msg_id: msg_id.map(str::to_owned),
+                then: order,
+            },
+        );
+        Ok(())
+    }
+
+    fn interpreter_bindings(&self, ctx: &mut Context<'_>, conn: ConnectionId) {
+        let bindings: Vec<Value> = BUILT_IN
+            .iter()
+            .map(|info| {
+                json!({
+                    "id": info.name,
+                    "name": info.name,
+                    "selected": true,
+                    "interpreters": [{
+                        "name": info.name,
+                        "defaultInterpreter": true,
+                        "editor": { "language": info.language, "editOnDblClick": info.edit_on_double_click },
+                    }],
+                })
+            })
+            .collect();
+        Self::send(
+            ctx,
+            conn,
+            "INTERPRETER_BINDINGS",
+            &json!({ "interpreterBindings": bindings }),
+        );
+    }
+
+    fn editor_setting(
+        &self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        data: &Data<'_>,
+    ) -> OpResult {
+        let paragraph_id = data.string("paragraphId")?;
+        let text = data.opt_string("paragraphText")?.unwrap_or("");
+        let default_group = self
+            .notes
+            .note_of_paragraph(paragraph_id)
+            .and_then(|id| self.notes.get(id))
+            .map_or(self.config.default_interpreter.as_str(), |n| {
+                n.default_interpreter_group.as_str()
+            });
+        let name = parse_directive(text).name.unwrap_or(default_group);
+        let editor = match interpreter::info(name) {
+            Some(info) => json!({
+                "language": info.language,
+                "editOnDblClick": info.edit_on_double_click,
+                "completionSupport": info.completion_support,
+            }),
+            None => {
+                json!({ "language": "text", "editOnDblClick": false, "completionSupport": false })
+            }
+        };
+        Self::send(
+            ctx,
+            conn,
+            "EDITOR_SETTING",
+            &json!({ "paragraphId": paragraph_id, "editor": editor }),
+        );
+        Ok(())
+    }
+
+    /// Sets a paragraph's status (and results), persists, and tells the
+    /// watchers and the requester. Returns false if the paragraph is gone.
+    fn set_status(
+        &mut self,
+        ctx: &mut Context<'_>,
+        job: &Job,
+        status: Status,
+        results: Option<super::model::Results>,
+    ) -> bool {
+        let now = dates::now_disk();
+        let updated = self.notes.update(&job.note_id, |note| {
+            let paragraph = paragraph_in(note, &job.paragraph_id)?;
+            paragraph.status = status;
+            match status {
+                Status::Pending => {
+                    paragraph.results = None;
+                    paragraph.date_started = None;
+                    paragraph.date_finished = None;
+                }
+                Status::Running => paragraph.date_started = Some(now.clone()),
+                _ => {
+                    if paragraph.date_started.is_none() {
+                        paragraph.date_started = Some(now.clone());
+                    }
+                    paragraph.date_finished = Some(now.clone());
+                    paragraph.results = results;
+                }
+            }
+            Ok(paragraph.for_wire())
+        });
+        match updated {
+            Ok(paragraph) => {
+                self.to_watchers(
+                    ctx,
+                    &job.note_id,
+                    Some(job.requester),
+                    "PARAGRAPH",
+                    &json!({ "paragraph": paragraph }),
+                    job.msg_id.as_deref(),
+                );
+                true
+            }
+            Err(error) => {
+                log::warn!(
+                    "paragraph {} -> {}: {error}",
+                    job.paragraph_id,
+                    status.as_str()
+                );
+                false
+            }
+        }
+    }
+
+    /// Marks a paragraph PENDING and queues it; a blank one finishes at
+    /// once with no results.
+    fn queue_run(&mut self, ctx: &mut Context<'_>, job: Job) {
+        if !self.set_status(ctx, &job, Status::Pending, None) {
+            return;
+        }
+        let blank = self
+            .notes
+            .get(&job.note_id)
+            .and_then(|n| n.paragraphs.iter().find(|p| p.id == job.paragraph_id))
+            .is_some_and(|p| p.text.trim().is_empty());
+        if blank {
+            if self.set_status(ctx, &job, Status::Finished, None) {
+                self.continue_batch(ctx, job);
+            }
+            return;
+        }
+        self.jobs.enqueue(job);
+        self.run_next(ctx);
+    }
+
+    /// Starts the next queued paragraph if none is running.
+    pub(super) fn run_next(&mut self, ctx: &mut Context<'_>) {
+        while let Some(job) = self.jobs.next_to_run() {
+            let Some(note) = self.notes.get(&job.note_id) else {
+                continue;
+            };
+            let Some(paragraph) = note.paragraphs.iter().find(|p| p.id == job.paragraph_id) else {
+                continue;
+            };
+            let text = paragraph.text.clone();
+            let group = note.default_interpreter_group.clone();
+            if !self.set_status(ctx, &job, Status::Running, None) {
+                continue;
+            }
+            match self.jobs.dispatch(job, text, group) {
+                Ok(()) => return,
+                Err(job) => {
+                    let results = super::model::Results {
+                        code: "ERROR".to_owned(),
+                        msg: vec![super::model::ResultMessage::text(
+                            "the interpreter thread is not running",
+                        )],
+                    };
+                    self.set_status(ctx, &job, Status::Error, Some(results));
+                }
+            }
+        }
+    }
+
+    /// Records a finished run and continues its RUN_ALL batch on success.
+    pub(super) fn finish_run(&mut self, ctx: &mut Context<'_>, finished: Finished) {
+        let Finished {
+            job,
+            results,
+            cancelled,
+        } = finished;
+        let status = if cancelled {
+            Status::Abort
+        } else if results.code == "ERROR" {
+            Status::Error
+        } else {
+            Status::Finished
+        };
+        if self.set_status(ctx, &job, status, Some(results)) && status == Status::Finished {
+            self.continue_batch(ctx, job);
+        }
+    }
+
+    fn continue_batch(&mut self, ctx: &mut Context<'_>, job: Job) {
+        let mut rest = job.then;
+        if rest.is_empty() {
+            return;
+        }
+        let next = rest.remove(0);
+        self.queue_run(
+            ctx,
+            Job {
+                paragraph_id: next,
+                then: rest,
+                ..job
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notebook::model::Object;
+
+    #[test]
+    fn edits_merge_config_and_replace_params() {
+        let mut p = Paragraph::with_id("p1".into(), "anonymous");
+        p.config.insert("keep".into(), json!(1));
+        p.config.insert("colWidth".into(), json!(6));
+        let data: Object = serde_json::from_value(json!({
+            "paragraph": "%md hi", "title": "T", "config": {"colWidth": 12}, "params": {"x": 1}
+        }))
+        .unwrap();
+        apply_edits(&mut p, &Data(&data), "alice").unwrap();
+        assert_eq!(p.text, "%md hi");
+        assert_eq!(p.title.as_deref(), Some("T"));
+        assert_eq!(p.config["keep"], json!(1));
+        assert_eq!(p.config["colWidth"], json!(12));
+        assert_eq!(p.settings.params["x"], json!(1));
+        assert_eq!(p.user, "alice");
+        let bad: Object = serde_json::from_value(json!({ "config": "nope" })).unwrap();
+        assert_eq!(
+            apply_edits(&mut p, &Data(&bad), "alice"),
+            Err("data.config must be an object".to_owned())
+        );
+    }
+}
