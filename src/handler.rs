@@ -69,8 +69,8 @@ pub trait Handler {
 
     /// A request that is not a WebSocket upgrade. The response is sent and
     /// the connection closed. Default: `404 Not Found`.
-    fn on_http(&mut self, request: &HttpRequest<'_>) -> HttpResponse {
-        let _ = request;
+    fn on_http(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
+        let _ = (ctx, request);
         HttpResponse::not_found()
     }
 
@@ -78,8 +78,12 @@ pub trait Handler {
     /// subprotocol), or refuse it with a response such as `403`. Called
     /// with the raw request so path, `Origin`, cookies and query can be
     /// checked. Default: accept on any path, no subprotocol.
-    fn on_upgrade(&mut self, request: &HttpRequest<'_>) -> Result<Accept, HttpResponse> {
-        let _ = request;
+    fn on_upgrade(
+        &mut self,
+        ctx: &mut Context<'_>,
+        request: &HttpRequest<'_>,
+    ) -> Result<Accept, HttpResponse> {
+        let _ = (ctx, request);
         Ok(Accept::default())
     }
 

@@ -9,6 +9,7 @@
 //!   messages; [`echo`] is the simplest application and [`notebook`] the
 //!   default one (Zeppelin's op protocol with embedded interpreters).
 
+pub mod config;
 pub mod echo;
 pub mod handler;
 pub mod notebook;

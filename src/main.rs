@@ -1,21 +1,27 @@
 //! The `wsloop` command line.
 
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use wsloop::notebook::{NotebookConfig, NotebookHandler};
-use wsloop::{EchoHandler, Handler, Server, ServerConfig};
+use clap::{Parser, Subcommand};
+use wsloop::config::{self, Overrides, Settings};
+use wsloop::notebook::{NotebookHandler, security};
+use wsloop::{EchoHandler, Handler, Server};
 
 /// wsloop: a low-latency RFC 6455 WebSocket server on a single-threaded
-/// event loop.
+/// event loop. Without a subcommand it serves the notebook application
+/// (Zeppelin's op protocol on /ws, the notebook page on /).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
-    listen: SocketAddr,
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Address to listen on [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
 
     /// Serve the echo application (every message goes back to its sender,
     /// on any path) instead of the notebook server.
@@ -23,58 +29,100 @@ struct Cli {
     echo: bool,
 
     /// Directory holding the notes (`<path>_<id>.zpln`) and the `%sql`
-    /// database; created if missing.
-    #[arg(long, default_value = "notebook", value_name = "DIR")]
-    notebook_dir: PathBuf,
+    /// database; created if missing [default: notebook].
+    #[arg(long, value_name = "DIR")]
+    notebook_dir: Option<PathBuf>,
 
-    /// Log level: error, warn, info, debug or trace (RUST_LOG also works).
+    /// TOML configuration file (limits, timeouts, origins, users,
+    /// interpreters); command-line options win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log level: off, error, warn, info, debug or trace [default: info;
+    /// RUST_LOG also works].
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<log::LevelFilter>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read a password from standard input and print its argon2id hash,
+    /// for `password_hash` in the configuration file.
+    HashPassword,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::HashPassword) = cli.command {
+        return hash_password();
+    }
+    let overrides = Overrides {
+        listen: cli.listen,
+        echo: cli.echo,
+        notebook_dir: cli.notebook_dir,
+        log_level: cli.log_level,
+    };
+    let settings = match config::load(cli.config.as_deref(), overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("wsloop: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if let Some(level) = cli.log_level {
+    if let Some(level) = settings.log_level {
         logger.filter_level(level);
     }
     logger.init();
 
-    let config = ServerConfig {
-        listen: cli.listen,
-        handle_signals: true,
-        ..ServerConfig::default()
-    };
-    if cli.echo {
-        return serve(config, EchoHandler, "echo");
+    if settings.echo {
+        return serve(settings, EchoHandler, "echo");
     }
-    let notebook = NotebookConfig {
-        notebook_dir: cli.notebook_dir.clone(),
-        max_message_size: config.limits.max_message_size,
-        ..NotebookConfig::default()
-    };
-    match NotebookHandler::open(notebook) {
+    let dir = settings.notebook.notebook_dir.clone();
+    match NotebookHandler::open(settings.notebook.clone()) {
         Ok(handler) => {
             log::info!(
                 "notebook: {} note(s) in {}",
                 handler.note_count(),
-                cli.notebook_dir.display()
+                dir.display()
             );
-            serve(config, handler, "notebook")
+            serve(settings, handler, "notebook")
         }
         Err(error) => {
             eprintln!(
                 "wsloop: cannot open the notebook directory {}: {error}",
-                cli.notebook_dir.display()
+                dir.display()
             );
             ExitCode::from(1)
         }
     }
 }
 
+fn hash_password() -> ExitCode {
+    eprintln!("password (one line on standard input):");
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
+        eprintln!("wsloop: no password given");
+        return ExitCode::from(2);
+    }
+    match security::hash_password(line.trim_end_matches(['\r', '\n'])) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("wsloop: cannot hash: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Binds, logs the start-up line and runs the loop until shutdown.
-fn serve<H: Handler>(config: ServerConfig, handler: H, application: &str) -> ExitCode {
+fn serve<H: Handler>(settings: Settings, handler: H, application: &str) -> ExitCode {
+    let config = settings.server;
     let listen = config.listen;
     let limits = config.limits.clone();
     let max_connections = config.max_connections;
@@ -87,12 +135,20 @@ fn serve<H: Handler>(config: ServerConfig, handler: H, application: &str) -> Exi
     };
     let endpoint = if application == "echo" { "" } else { "/ws" };
     log::info!(
-        "wsloop {application} listening on ws://{}{endpoint} (max {max_connections} connections, frame/message limit {}/{} bytes, ping every {:?})",
+        "wsloop {application} listening on ws://{}{endpoint} (max {max_connections} connections; frame/message \
+         limit {}/{} bytes; write buffer {}/{} bytes; ping every {:?}, pong within {:?}; close timeout {:?})",
         server.local_addr(),
         limits.max_frame_size,
         limits.max_message_size,
+        limits.write_buffer_soft,
+        limits.write_buffer_hard,
         limits.ping_interval,
+        limits.pong_timeout,
+        limits.close_timeout,
     );
+    if application != "echo" {
+        log::info!("notebook page: http://{}/", server.local_addr());
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

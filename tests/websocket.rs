@@ -137,11 +137,15 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
-    fn on_http(&mut self, request: &HttpRequest<'_>) -> HttpResponse {
+    fn on_http(&mut self, _ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
         HttpResponse::text(200, format!("you asked for {}\n", request.path()))
     }
 
-    fn on_upgrade(&mut self, request: &HttpRequest<'_>) -> Result<Accept, HttpResponse> {
+    fn on_upgrade(
+        &mut self,
+        _ctx: &mut Context<'_>,
+        request: &HttpRequest<'_>,
+    ) -> Result<Accept, HttpResponse> {
         if request.path() == "/forbidden" {
             return Err(HttpResponse::text(403, "not here\n"));
         }

@@ -2,6 +2,7 @@
 //! ticket, dispatches the op, and carries paragraph runs between the loop
 //! and the job thread.
 
+use std::collections::BTreeMap;
 use std::io;
 
 use serde::Serialize;
@@ -12,6 +13,7 @@ use super::envelope::{self, Request};
 use super::interpreter::{Interpreters, MarkdownInterpreter, SqlInterpreter};
 use super::jobs::Jobs;
 use super::notes::Notes;
+use super::security::Security;
 use super::watchers::Watchers;
 use crate::handler::{Accept, ConnectionId, Handler};
 use crate::proto::{HttpRequest, HttpResponse, Message};
@@ -23,7 +25,12 @@ pub struct NotebookHandler {
     pub(super) notes: Notes,
     pub(super) watchers: Watchers,
     pub(super) tickets: Tickets,
+    pub(super) security: Security,
     pub(super) jobs: Jobs,
+    /// Ops received, by name (for `/metrics`).
+    pub(super) op_counts: BTreeMap<String, u64>,
+    /// Paragraph runs ended, by final status (for `/metrics`).
+    pub(super) run_counts: BTreeMap<&'static str, u64>,
 }
 
 impl NotebookHandler {
@@ -38,10 +45,13 @@ impl NotebookHandler {
         let interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter), Box::new(sql)]);
         Ok(NotebookHandler {
             tickets: Tickets::new(config.anonymous_allowed),
+            security: Security::new(config.users.clone(), config.allowed_origins.clone()),
             config,
             notes,
             watchers: Watchers::default(),
             jobs: Jobs::new(interpreters, sql_cancel),
+            op_counts: BTreeMap::new(),
+            run_counts: BTreeMap::new(),
         })
     }
 
@@ -121,6 +131,12 @@ impl NotebookHandler {
                 return Self::send(ctx, conn, "AUTH_INFO", &serde_json::json!({ "info": info }));
             }
         };
+        let counted = if super::ops::is_known(&request.op) {
+            request.op.as_str()
+        } else {
+            "unknown"
+        };
+        *self.op_counts.entry(counted.to_owned()).or_default() += 1;
         if let Err(info) = self.dispatch(ctx, conn, &request, &principal) {
             log::debug!("{conn}: {} refused: {info}", request.op);
             Self::send(
@@ -145,11 +161,16 @@ impl Handler for NotebookHandler {
         self.run_next(ctx);
     }
 
-    fn on_upgrade(&mut self, request: &HttpRequest<'_>) -> Result<Accept, HttpResponse> {
-        if request.path() != "/ws" {
-            return Err(HttpResponse::text(404, "the WebSocket endpoint is /ws\n"));
-        }
-        Ok(Accept::default())
+    fn on_http(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
+        self.http(ctx, request)
+    }
+
+    fn on_upgrade(
+        &mut self,
+        _ctx: &mut Context<'_>,
+        request: &HttpRequest<'_>,
+    ) -> Result<Accept, HttpResponse> {
+        self.authorize_upgrade(request)
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, message: Message<'_>) {

@@ -59,6 +59,14 @@ impl Tickets {
         ticket
     }
 
+    /// The principal and roles a ticket was issued to (for the cookie).
+    pub fn principal_for(&self, ticket: &str) -> Option<(String, Vec<String>)> {
+        self.issued
+            .iter()
+            .find(|(_, (issued, _))| constant_time_eq(issued.as_bytes(), ticket.as_bytes()))
+            .map(|(principal, (_, roles))| (principal.clone(), roles.clone()))
+    }
+
     /// Checks a message's claimed identity.
     pub fn check(&self, principal: &str, ticket: &str) -> TicketCheck {
         if let Some((expected, roles)) = self.issued.get(principal) {

@@ -12,8 +12,10 @@ pub mod jobs;
 pub mod model;
 pub mod notes;
 mod ops;
+pub mod security;
 pub mod store;
 pub mod watchers;
+mod web;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +40,11 @@ pub struct NotebookConfig {
     pub sql_timeout: Duration,
     /// The server's message size limit, reported by LIST_CONFIGURATIONS.
     pub max_message_size: usize,
+    /// Origins allowed besides the server's own host; `*` allows any.
+    /// Empty (default): the own host plus localhost/127.0.0.1, any port.
+    pub allowed_origins: Vec<String>,
+    /// Users who can log in with HTTP Basic (argon2 password hashes).
+    pub users: Vec<security::User>,
 }
 
 impl Default for NotebookConfig {
@@ -49,6 +56,8 @@ impl Default for NotebookConfig {
             sql_database: PathBuf::from("notebook.sqlite3"),
             sql_timeout: Duration::from_secs(10),
             max_message_size: crate::proto::Limits::default().max_message_size,
+            allowed_origins: Vec::new(),
+            users: Vec::new(),
         }
     }
 }

@@ -19,6 +19,30 @@ const SCRATCH_PATH: &str = "/scratch";
 
 type OpResult = Result<(), String>;
 
+/// Every op the server implements.
+const OPS: &[&str] = &[
+    "PING",
+    "LIST_CONFIGURATIONS",
+    "LIST_NOTES",
+    "GET_NOTE",
+    "GET_HOME_NOTE",
+    "NEW_NOTE",
+    "DEL_NOTE",
+    "COMMIT_PARAGRAPH",
+    "INSERT_PARAGRAPH",
+    "PARAGRAPH_REMOVE",
+    "RUN_PARAGRAPH",
+    "CANCEL_PARAGRAPH",
+    "RUN_ALL_PARAGRAPHS",
+    "GET_INTERPRETER_BINDINGS",
+    "EDITOR_SETTING",
+];
+
+/// Whether `op` is one the server implements.
+pub(super) fn is_known(op: &str) -> bool {
+    OPS.contains(&op)
+}
+
 /// Applies the edits an op carries to a paragraph: text (`paragraph`),
 /// title, config (merged key by key, unknown keys kept) and params.
 fn apply_edits(paragraph: &mut Paragraph, data: &Data<'_>, user: &str) -> OpResult {
@@ -513,6 +537,9 @@ impl NotebookHandler {
         });
         match updated {
             Ok(paragraph) => {
+                if matches!(status, Status::Finished | Status::Error | Status::Abort) {
+                    *self.run_counts.entry(status.as_str()).or_default() += 1;
+                }
                 self.to_watchers(
                     ctx,
                     &job.note_id,

@@ -6,6 +6,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::conn::Conn;
+use super::stats::ServerStats;
 use crate::handler::ConnectionId;
 use crate::proto::{CloseCode, EncodedHeader, Message, Phase, SendError};
 
@@ -15,6 +16,7 @@ use crate::proto::{CloseCode, EncodedHeader, Message, Phase, SendError};
 pub struct Context<'a> {
     pub(crate) conns: &'a mut Slab<Conn>,
     pub(crate) flush_list: &'a mut Vec<usize>,
+    pub(crate) stats: &'a mut ServerStats,
     pub(crate) now: Instant,
 }
 
@@ -22,6 +24,11 @@ impl<'a> Context<'a> {
     /// The time the loop woke up for this batch of events.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// The server's counters, for metrics.
+    pub fn stats(&self) -> &ServerStats {
+        self.stats
     }
 
     fn lookup(&mut self, id: ConnectionId) -> Option<&mut Conn> {
@@ -62,8 +69,18 @@ impl<'a> Context<'a> {
         payload: &[u8],
     ) -> Result<(), SendError> {
         let now = self.now;
-        let conn = self.lookup(to).ok_or(SendError::NotOpen)?;
+        let Some(conn) = self
+            .conns
+            .get_mut(to.index as usize)
+            .filter(|conn| conn.id.generation == to.generation)
+        else {
+            return Err(SendError::NotOpen);
+        };
         let result = conn.proto.send_encoded(header, payload, now);
+        if result.is_ok() {
+            self.stats.messages_out += 1;
+            self.stats.bytes_out += payload.len() as u64;
+        }
         if let Err(SendError::Backlogged) = result {
             log::warn!("{to} ({}): not reading; closing with 1008", conn.peer);
         }

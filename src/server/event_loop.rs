@@ -21,6 +21,7 @@ use super::config::ServerConfig;
 use super::conn::Conn;
 use super::context::Context;
 use super::shutdown::{Notifier, ShutdownHandle};
+use super::stats::ServerStats;
 use super::timers::Timers;
 use crate::handler::{ConnectionId, Handler};
 use crate::proto::handshake::{
@@ -68,6 +69,7 @@ struct Core<H: Handler> {
     timers: Timers,
     flush_list: Vec<usize>,
     read_again: Vec<usize>,
+    stats: ServerStats,
     next_generation: u32,
     open_websockets: usize,
     max_inbuf: usize,
@@ -108,6 +110,7 @@ impl<H: Handler> Server<H> {
             timers: Timers::default(),
             flush_list: Vec::new(),
             read_again: Vec::new(),
+            stats: ServerStats::default(),
             next_generation: 0,
             open_websockets: 0,
             max_inbuf,
@@ -292,11 +295,14 @@ impl<H: Handler> Core<H> {
     }
 
     fn context(&mut self, now: Instant) -> (&mut H, Context<'_>) {
+        self.stats.open_connections = self.open_websockets as u64;
+        self.stats.sockets = self.conns.len() as u64;
         (
             &mut self.handler,
             Context {
                 conns: &mut self.conns,
                 flush_list: &mut self.flush_list,
+                stats: &mut self.stats,
                 now,
             },
         )
@@ -326,6 +332,7 @@ impl<H: Handler> Core<H> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let id = ConnectionId { index, generation };
         entry.insert(Conn::new(socket, peer, id, &self.config.limits, now));
+        self.stats.accepted += 1;
         log::debug!("{id} {peer}: accepted");
         self.arm_timer(slot);
     }
@@ -444,7 +451,9 @@ impl<H: Handler> Core<H> {
             }
         };
         if !wants_upgrade(&request) {
-            let response = self.handler.on_http(&request);
+            let (handler, mut ctx) = self.context(now);
+            let response = handler.on_http(&mut ctx, &request);
+            self.stats.http_requests += 1;
             let conn = &mut self.conns[slot];
             log::debug!(
                 "{} {}: {} {} -> {}",
@@ -469,7 +478,8 @@ impl<H: Handler> Core<H> {
             self.refuse(slot, &response, "connection limit", now);
             return buf.len();
         }
-        let accept = match self.handler.on_upgrade(&request) {
+        let (handler, mut ctx) = self.context(now);
+        let accept = match handler.on_upgrade(&mut ctx, &request) {
             Ok(accept) => accept,
             Err(response) => {
                 self.refuse(slot, &response, "refused by the application", now);
@@ -492,12 +502,18 @@ impl<H: Handler> Core<H> {
         let id = conn.id;
         log::debug!("{id} {}: open {}", conn.peer, request.target);
         self.open_websockets += 1;
+        self.stats.upgrades += 1;
         let (handler, mut ctx) = self.context(now);
         handler.on_open(&mut ctx, id, &request);
         head_len
     }
 
     fn refuse(&mut self, slot: usize, response: &HttpResponse, why: &str, now: Instant) {
+        *self
+            .stats
+            .rejected_handshakes
+            .entry(response.status)
+            .or_default() += 1;
         let conn = &mut self.conns[slot];
         log::warn!(
             "{} {}: handshake refused with {}: {why}",
@@ -517,9 +533,12 @@ impl<H: Handler> Core<H> {
             match conn.proto.receive(&mut decoder, &mut buf[pos..], now) {
                 Received::Message(message, used) => {
                     pos += used;
+                    self.stats.messages_in += 1;
+                    self.stats.bytes_in += message.len() as u64;
                     let mut ctx = Context {
                         conns: &mut self.conns,
                         flush_list: &mut self.flush_list,
+                        stats: &mut self.stats,
                         now,
                     };
                     self.handler.on_message(&mut ctx, id, message);
@@ -570,7 +589,16 @@ impl<H: Handler> Core<H> {
 
     fn deliver_close(&mut self, id: ConnectionId, report: CloseReport, now: Instant) {
         self.open_websockets = self.open_websockets.saturating_sub(1);
-        log::debug!("{id}: closed with {} {:?}", report.code, report.reason);
+        *self.stats.closes.entry(report.code.0).or_default() += 1;
+        if matches!(report.code.0, 1000 | 1001 | 1005) {
+            log::debug!("{id}: closed with {} {:?}", report.code, report.reason);
+        } else {
+            log::info!(
+                "{id}: closed abnormally with {} {:?}",
+                report.code,
+                report.reason
+            );
+        }
         let (handler, mut ctx) = self.context(now);
         handler.on_close(&mut ctx, id, report.code, &report.reason);
     }

@@ -6,9 +6,11 @@ mod conn;
 mod context;
 mod event_loop;
 mod shutdown;
+mod stats;
 mod timers;
 
 pub use config::ServerConfig;
 pub use context::Context;
 pub use event_loop::Server;
 pub use shutdown::{Notifier, ShutdownHandle};
+pub use stats::{ServerStats, write_labelled};

@@ -1,0 +1,467 @@
+//! The configuration file (TOML) and how it combines with the command line:
+//! built-in defaults, then the file, then command-line options, which win.
+//! Every problem is reported with the key it concerns.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::notebook::NotebookConfig;
+use crate::notebook::interpreter;
+use crate::notebook::security::User;
+use crate::proto::handshake::HEADER_SLOTS;
+use crate::server::ServerConfig;
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key, e.g. `limits.ping_interval`, or the file for syntax errors.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The file's layout. Unknown keys are errors, so a typo never passes
+/// silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    echo: Option<bool>,
+    log_level: Option<String>,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    notebook: NotebookFile,
+    #[serde(default)]
+    security: SecurityFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_connections: Option<usize>,
+    max_request_head: Option<usize>,
+    max_headers: Option<usize>,
+    handshake_timeout: Option<String>,
+    max_frame_size: Option<usize>,
+    max_message_size: Option<usize>,
+    max_fragments: Option<usize>,
+    write_buffer_soft: Option<usize>,
+    write_buffer_hard: Option<usize>,
+    ping_interval: Option<String>,
+    pong_timeout: Option<String>,
+    close_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotebookFile {
+    dir: Option<PathBuf>,
+    default_interpreter: Option<String>,
+    sql_database: Option<PathBuf>,
+    sql_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecurityFile {
+    anonymous: Option<bool>,
+    allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    users: Vec<UserFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserFile {
+    name: String,
+    password_hash: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Options given on the command line; `None` leaves the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--echo` (only ever turns echo mode on).
+    pub echo: bool,
+    /// `--notebook-dir`.
+    pub notebook_dir: Option<PathBuf>,
+    /// `--log-level`.
+    pub log_level: Option<log::LevelFilter>,
+}
+
+/// Everything the binary needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The server (address, limits, connection cap).
+    pub server: ServerConfig,
+    /// Serve the echo application instead of the notebook.
+    pub echo: bool,
+    /// Log level, if set by file or command line.
+    pub log_level: Option<log::LevelFilter>,
+    /// The notebook application.
+    pub notebook: NotebookConfig,
+}
+
+fn duration(key: &str, value: &Option<String>, target: &mut Duration) -> Result<(), ConfigError> {
+    if let Some(text) = value {
+        let parsed = humantime::parse_duration(text).map_err(|e| {
+            error(
+                key,
+                format!("{text:?} is not a duration like \"30s\" or \"500ms\" ({e})"),
+            )
+        })?;
+        if parsed.is_zero() {
+            return Err(error(key, "must be longer than zero"));
+        }
+        *target = parsed;
+    }
+    Ok(())
+}
+
+fn size(key: &str, value: Option<usize>, target: &mut usize) -> Result<(), ConfigError> {
+    if let Some(value) = value {
+        if value == 0 {
+            return Err(error(key, "must be at least 1"));
+        }
+        *target = value;
+    }
+    Ok(())
+}
+
+/// Reads `path` (if given) and applies `overrides` on top.
+pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Settings, ConfigError> {
+    let file = match path {
+        None => FileConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| error(path.display().to_string(), format!("cannot read: {e}")))?;
+            parse(&text).map_err(|e| ConfigError {
+                key: format!("{}: {}", path.display(), e.key),
+                problem: e.problem,
+            })?
+        }
+    };
+    resolve(file, overrides)
+}
+
+/// Parses the text of a configuration file.
+fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let message = e.message().to_owned();
+        let location = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}")
+            })
+            .unwrap_or_else(|| "file".to_owned());
+        error(location, message)
+    })
+}
+
+fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigError> {
+    let mut server = ServerConfig {
+        handle_signals: true,
+        ..ServerConfig::default()
+    };
+    if let Some(listen) = &file.listen {
+        server.listen = listen.parse().map_err(|_| {
+            error(
+                "listen",
+                format!("{listen:?} is not an address like \"127.0.0.1:8081\""),
+            )
+        })?;
+    }
+    let log_level = match &file.log_level {
+        Some(level) => Some(level.parse::<log::LevelFilter>().map_err(|_| {
+            error(
+                "log_level",
+                format!("{level:?} is not one of off, error, warn, info, debug, trace"),
+            )
+        })?),
+        None => None,
+    };
+
+    let l = &file.limits;
+    let limits = &mut server.limits;
+    size(
+        "limits.max_connections",
+        l.max_connections,
+        &mut server.max_connections,
+    )?;
+    size(
+        "limits.max_request_head",
+        l.max_request_head,
+        &mut limits.max_request_head,
+    )?;
+    size("limits.max_headers", l.max_headers, &mut limits.max_headers)?;
+    if limits.max_headers > HEADER_SLOTS {
+        return Err(error(
+            "limits.max_headers",
+            format!("must be at most {HEADER_SLOTS}"),
+        ));
+    }
+    size(
+        "limits.max_frame_size",
+        l.max_frame_size,
+        &mut limits.max_frame_size,
+    )?;
+    size(
+        "limits.max_message_size",
+        l.max_message_size,
+        &mut limits.max_message_size,
+    )?;
+    size(
+        "limits.max_fragments",
+        l.max_fragments,
+        &mut limits.max_fragments,
+    )?;
+    size(
+        "limits.write_buffer_soft",
+        l.write_buffer_soft,
+        &mut limits.write_buffer_soft,
+    )?;
+    size(
+        "limits.write_buffer_hard",
+        l.write_buffer_hard,
+        &mut limits.write_buffer_hard,
+    )?;
+    if limits.write_buffer_soft > limits.write_buffer_hard {
+        return Err(error(
+            "limits.write_buffer_soft",
+            "must not exceed limits.write_buffer_hard",
+        ));
+    }
+    duration(
+        "limits.handshake_timeout",
+        &l.handshake_timeout,
+        &mut limits.handshake_timeout,
+    )?;
+    duration(
+        "limits.ping_interval",
+        &l.ping_interval,
+        &mut limits.ping_interval,
+    )?;
+    duration(
+        "limits.pong_timeout",
+        &l.pong_timeout,
+        &mut limits.pong_timeout,
+    )?;
+    duration(
+        "limits.close_timeout",
+        &l.close_timeout,
+        &mut limits.close_timeout,
+    )?;
+
+    let mut notebook = NotebookConfig {
+        max_message_size: server.limits.max_message_size,
+        ..NotebookConfig::default()
+    };
+    let n = &file.notebook;
+    if let Some(dir) = &n.dir {
+        notebook.notebook_dir = dir.clone();
+    }
+    if let Some(name) = &n.default_interpreter {
+        if interpreter::info(name).is_none() {
+            let known: Vec<&str> = interpreter::BUILT_IN.iter().map(|i| i.name).collect();
+            return Err(error(
+                "notebook.default_interpreter",
+                format!(
+                    "{name:?} is not a built-in interpreter ({})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        notebook.default_interpreter = name.clone();
+    }
+    if let Some(database) = &n.sql_database {
+        if database
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(error(
+                "notebook.sql_database",
+                "must stay inside the notebook directory (no '..')",
+            ));
+        }
+        notebook.sql_database = database.clone();
+    }
+    duration(
+        "notebook.sql_timeout",
+        &n.sql_timeout,
+        &mut notebook.sql_timeout,
+    )?;
+
+    let s = &file.security;
+    if let Some(anonymous) = s.anonymous {
+        notebook.anonymous_allowed = anonymous;
+    }
+    if let Some(origins) = &s.allowed_origins {
+        notebook.allowed_origins = origins.clone();
+    }
+    for (index, user) in s.users.iter().enumerate() {
+        let key = format!("security.users[{index}]");
+        if user.name.is_empty() || user.name == "anonymous" || user.name.contains(':') {
+            return Err(error(
+                format!("{key}.name"),
+                "must be non-empty, not \"anonymous\", without ':'",
+            ));
+        }
+        if s.users[..index].iter().any(|u| u.name == user.name) {
+            return Err(error(
+                format!("{key}.name"),
+                format!("{:?} is listed twice", user.name),
+            ));
+        }
+        let parsed = User::new(&user.name, &user.password_hash, user.roles.clone())
+            .map_err(|e| error(format!("{key}.password_hash"), e))?;
+        notebook.users.push(parsed);
+    }
+
+    if let Some(listen) = overrides.listen {
+        server.listen = listen;
+    }
+    if let Some(dir) = overrides.notebook_dir {
+        notebook.notebook_dir = dir;
+    }
+    Ok(Settings {
+        server,
+        echo: overrides.echo || file.echo.unwrap_or(false),
+        log_level: overrides.log_level.or(log_level),
+        notebook,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_text(text: &str) -> Result<Settings, ConfigError> {
+        resolve(parse(text)?, Overrides::default())
+    }
+
+    #[test]
+    fn a_full_file_is_applied_and_the_command_line_wins() {
+        let hash = crate::notebook::security::hash_password("secret").unwrap();
+        let text = format!(
+            r#"
+            listen = "127.0.0.1:9000"
+            log_level = "debug"
+            [limits]
+            max_connections = 50
+            ping_interval = "5s"
+            close_timeout = "250ms"
+            max_message_size = 1048576
+            [notebook]
+            dir = "/tmp/notes"
+            sql_timeout = "2s"
+            [security]
+            anonymous = false
+            allowed_origins = ["https://example.com"]
+            [[security.users]]
+            name = "alice"
+            password_hash = "{hash}"
+            roles = ["admin"]
+            "#
+        );
+        let settings = from_text(&text).unwrap();
+        assert_eq!(settings.server.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(settings.server.max_connections, 50);
+        assert_eq!(settings.server.limits.ping_interval, Duration::from_secs(5));
+        assert_eq!(
+            settings.server.limits.close_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(settings.notebook.max_message_size, 1048576);
+        assert_eq!(settings.notebook.sql_timeout, Duration::from_secs(2));
+        assert!(!settings.notebook.anonymous_allowed);
+        assert_eq!(settings.notebook.users[0].name, "alice");
+        assert_eq!(settings.log_level, Some(log::LevelFilter::Debug));
+
+        let overridden = resolve(
+            parse(&text).unwrap(),
+            Overrides {
+                listen: Some("127.0.0.1:7000".parse().unwrap()),
+                notebook_dir: Some("elsewhere".into()),
+                log_level: Some(log::LevelFilter::Warn),
+                echo: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(overridden.server.listen.port(), 7000);
+        assert_eq!(overridden.notebook.notebook_dir, PathBuf::from("elsewhere"));
+        assert_eq!(overridden.log_level, Some(log::LevelFilter::Warn));
+        assert!(overridden.echo);
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let cases = [
+            ("listen = \"nowhere\"", "listen"),
+            ("log_level = \"loud\"", "log_level"),
+            ("[limits]\nping_interval = \"soon\"", "limits.ping_interval"),
+            ("[limits]\nclose_timeout = \"0s\"", "limits.close_timeout"),
+            ("[limits]\nmax_frame_size = 0", "limits.max_frame_size"),
+            (
+                "[limits]\nwrite_buffer_soft = 10\nwrite_buffer_hard = 5",
+                "limits.write_buffer_soft",
+            ),
+            ("[limits]\nmax_headers = 1000", "limits.max_headers"),
+            (
+                "[notebook]\ndefault_interpreter = \"spark\"",
+                "notebook.default_interpreter",
+            ),
+            (
+                "[notebook]\nsql_database = \"../x.db\"",
+                "notebook.sql_database",
+            ),
+            (
+                "[[security.users]]\nname = \"bob\"\npassword_hash = \"plain\"",
+                "security.users[0].password_hash",
+            ),
+            (
+                "[[security.users]]\nname = \"anonymous\"\npassword_hash = \"x\"",
+                "security.users[0].name",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = from_text(text).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_point_at_the_line() {
+        let err =
+            from_text("listen = \"127.0.0.1:1\"\n[limits]\nmax_frame_sise = 10\n").unwrap_err();
+        assert_eq!(err.key, "line 3");
+        assert!(err.problem.contains("max_frame_sise"), "{err}");
+        let err = from_text("[limits\n").unwrap_err();
+        assert!(err.key.starts_with("line"), "{err}");
+        let err = from_text("[limits]\nmax_frame_size = \"big\"\n").unwrap_err();
+        assert_eq!(err.key, "line 2", "{err}");
+    }
+}

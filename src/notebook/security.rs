@@ -1,0 +1,284 @@
+//! Who may connect: configured users with argon2 password hashes, HTTP
+//! Basic credentials, the ticket cookie, and the `Origin` allowlist.
+
+use std::collections::HashMap;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::auth::constant_time_eq;
+use crate::proto::HttpRequest;
+
+/// Name of the cookie the ticket endpoint sets.
+pub const TICKET_COOKIE: &str = "wsloop_ticket";
+
+/// A configured user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Login name (the principal).
+    pub name: String,
+    password_hash: String,
+    /// Roles reported with the user's tickets.
+    pub roles: Vec<String>,
+}
+
+impl User {
+    /// A user whose password hash is a valid PHC string (as printed by
+    /// `wsloop hash-password`).
+    pub fn new(name: &str, password_hash: &str, roles: Vec<String>) -> Result<User, String> {
+        PasswordHash::new(password_hash).map_err(|e| {
+            format!("not a PHC password hash (make one with `wsloop hash-password`): {e}")
+        })?;
+        Ok(User {
+            name: name.to_owned(),
+            password_hash: password_hash.to_owned(),
+            roles,
+        })
+    }
+}
+
+/// Hashes a password with argon2id and a random salt, as a PHC string.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// The user list and origin policy, with a cache of verified credentials.
+#[derive(Debug)]
+pub struct Security {
+    users: Vec<User>,
+    allowed_origins: Vec<String>,
+    /// user → SHA-1 of (secret key, user, password) for credentials that
+    /// passed argon2 once, so repeated logins do not stall the loop for an
+    /// argon2 run each. The key is random per process.
+    verified: HashMap<String, [u8; 20]>,
+    cache_key: [u8; 32],
+}
+
+/// Credentials a request carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `Authorization: Basic …`.
+    Basic {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+    /// A malformed `Authorization` header.
+    Malformed,
+}
+
+impl Security {
+    /// The configured users and origins.
+    pub fn new(users: Vec<User>, allowed_origins: Vec<String>) -> Security {
+        let mut cache_key = [0u8; 32];
+        getrandom::fill(&mut cache_key).expect("the OS random source is unavailable");
+        Security {
+            users,
+            allowed_origins,
+            verified: HashMap::new(),
+            cache_key,
+        }
+    }
+
+    fn cache_digest(&self, user: &str, password: &str) -> [u8; 20] {
+        let mut sha = sha1_smol::Sha1::new();
+        sha.update(&self.cache_key);
+        sha.update(user.as_bytes());
+        sha.update(&[0]);
+        sha.update(password.as_bytes());
+        sha.digest().bytes()
+    }
+
+    /// Checks a user's password; returns the user when it is right.
+    pub fn verify(&mut self, user: &str, password: &str) -> Option<&User> {
+        let index = self.users.iter().position(|u| u.name == user)?;
+        let digest = self.cache_digest(user, password);
+        let cached = self
+            .verified
+            .get(user)
+            .is_some_and(|known| constant_time_eq(known, &digest));
+        if !cached {
+            let hash = PasswordHash::new(&self.users[index].password_hash).ok()?;
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .ok()?;
+            self.verified.insert(user.to_owned(), digest);
+        }
+        self.users.get(index)
+    }
+
+    /// Whether `Origin` may open a WebSocket or get a ticket. Requests
+    /// without `Origin` (non-browser clients) pass. Allowed: `*` in the
+    /// list, an origin in the list, the server's own host (as the `Host`
+    /// header names it), and, when no list is configured, localhost and
+    /// 127.0.0.1 on any port.
+    pub fn origin_allowed(&self, request: &HttpRequest<'_>) -> bool {
+        let Some(origin) = request.header_str("origin") else {
+            return true;
+        };
+        if self
+            .allowed_origins
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+        {
+            return true;
+        }
+        let Some((_, authority)) = origin.split_once("://") else {
+            return false;
+        };
+        let authority = authority.trim_end_matches('/');
+        if request
+            .header_str("host")
+            .is_some_and(|host| host.eq_ignore_ascii_case(authority))
+        {
+            return true;
+        }
+        if !self.allowed_origins.is_empty() {
+            return false;
+        }
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host),
+        };
+        matches!(
+            host.to_ascii_lowercase().as_str(),
+            "localhost" | "127.0.0.1" | "::1"
+        )
+    }
+}
+
+/// The `Authorization: Basic` credentials of a request, if it has any.
+pub fn basic_credentials(request: &HttpRequest<'_>) -> Option<Credentials> {
+    let value = request.header_str("authorization")?;
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Some(Credentials::Malformed);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Some(Credentials::Malformed);
+    }
+    let decoded = BASE64.decode(encoded.trim()).ok();
+    let text = decoded.and_then(|bytes| String::from_utf8(bytes).ok());
+    match text.as_deref().and_then(|t| t.split_once(':')) {
+        Some((user, password)) => Some(Credentials::Basic {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        }),
+        None => Some(Credentials::Malformed),
+    }
+}
+
+/// The ticket cookie's value, if the request carries one.
+pub fn ticket_cookie<'a>(request: &HttpRequest<'a>) -> Option<&'a str> {
+    request
+        .header_values("cookie")
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TICKET_COOKIE)
+        .map(|(_, value)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(headers: &'a [httparse::Header<'a>]) -> HttpRequest<'a> {
+        HttpRequest {
+            method: "GET",
+            target: "/ws",
+            minor_version: 1,
+            headers,
+        }
+    }
+
+    fn header<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
+        httparse::Header {
+            name,
+            value: value.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn passwords_verify_against_their_hash_only() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        let mut security = Security::new(
+            vec![User::new("alice", &hash, vec!["admin".into()]).unwrap()],
+            vec![],
+        );
+        assert_eq!(
+            security
+                .verify("alice", "correct horse")
+                .map(|u| u.name.as_str()),
+            Some("alice")
+        );
+        assert!(
+            security.verify("alice", "correct horse").is_some(),
+            "cached path"
+        );
+        assert!(security.verify("alice", "wrong").is_none());
+        assert!(security.verify("bob", "correct horse").is_none());
+        assert!(User::new("x", "plaintext", vec![]).is_err());
+    }
+
+    #[test]
+    fn origin_policy() {
+        let default = Security::new(vec![], vec![]);
+        let same = [
+            header("Host", "notes.example:8081"),
+            header("Origin", "http://notes.example:8081"),
+        ];
+        assert!(default.origin_allowed(&request(&same)));
+        let local = [
+            header("Host", "notes.example"),
+            header("Origin", "http://localhost:3000"),
+        ];
+        assert!(default.origin_allowed(&request(&local)));
+        let evil = [
+            header("Host", "notes.example"),
+            header("Origin", "https://evil.example"),
+        ];
+        assert!(!default.origin_allowed(&request(&evil)));
+        let none = [header("Host", "notes.example")];
+        assert!(default.origin_allowed(&request(&none)));
+        let listed = Security::new(vec![], vec!["https://evil.example".into()]);
+        assert!(listed.origin_allowed(&request(&evil)));
+        assert!(
+            !listed.origin_allowed(&request(&local)),
+            "a configured list replaces the localhost default"
+        );
+        let any = Security::new(vec![], vec!["*".into()]);
+        assert!(any.origin_allowed(&request(&evil)));
+    }
+
+    #[test]
+    fn basic_and_cookie_parsing() {
+        let h = [header(
+            "Authorization",
+            "Basic YWxpY2U6czNjcjN0OndpdGg6Y29sb25z",
+        )];
+        assert_eq!(
+            basic_credentials(&request(&h)),
+            Some(Credentials::Basic {
+                user: "alice".into(),
+                password: "s3cr3t:with:colons".into()
+            })
+        );
+        let bad = [header("Authorization", "Bearer x")];
+        assert_eq!(
+            basic_credentials(&request(&bad)),
+            Some(Credentials::Malformed)
+        );
+        let cookies = [header("Cookie", "a=1; wsloop_ticket=abc-123; b=2")];
+        assert_eq!(ticket_cookie(&request(&cookies)), Some("abc-123"));
+    }
+}

@@ -1,0 +1,208 @@
+//! The notebook's plain-HTTP side on the WebSocket port: the page,
+//! `/healthz`, `/metrics`, `/api/security/ticket`, and the authentication
+//! and `Origin` check of the `/ws` upgrade.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use super::app::NotebookHandler;
+use super::auth::TicketCheck;
+use super::security::{Credentials, TICKET_COOKIE, basic_credentials, ticket_cookie};
+use crate::handler::Accept;
+use crate::proto::{HttpRequest, HttpResponse};
+use crate::server::{Context, write_labelled};
+
+/// The notebook page: HTML, CSS and JS in one file, nothing fetched from
+/// elsewhere.
+const PAGE: &str = include_str!("page.html");
+
+/// Keeps the page from being framed, sniffed, or loading anything foreign.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn unauthorized(body: &str) -> HttpResponse {
+    HttpResponse::text(401, body).with_header(
+        "WWW-Authenticate",
+        "Basic realm=\"wsloop\", charset=\"UTF-8\"",
+    )
+}
+
+fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
+    HttpResponse {
+        status,
+        headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
+        body: body.to_string().into_bytes(),
+    }
+    .with_header("Cache-Control", "no-store")
+}
+
+/// Who an authenticated request acts as.
+struct Identity {
+    principal: String,
+    roles: Vec<String>,
+}
+
+impl NotebookHandler {
+    /// Answers a plain HTTP request.
+    pub(super) fn http(
+        &mut self,
+        ctx: &mut Context<'_>,
+        request: &HttpRequest<'_>,
+    ) -> HttpResponse {
+        let path = request.path();
+        let known = matches!(
+            path,
+            "/" | "/index.html" | "/healthz" | "/metrics" | "/api/security/ticket"
+        );
+        if !known {
+            return HttpResponse::not_found();
+        }
+        if request.method != "GET" {
+            return HttpResponse::text(405, "only GET is supported here\n")
+                .with_header("Allow", "GET");
+        }
+        match path {
+            "/healthz" => HttpResponse::text(200, "ok\n"),
+            "/metrics" => self.metrics(ctx),
+            "/api/security/ticket" => self.ticket(request),
+            _ => HttpResponse {
+                status: 200,
+                headers: vec![(
+                    "Content-Type".to_owned(),
+                    "text/html; charset=utf-8".to_owned(),
+                )],
+                body: PAGE.as_bytes().to_vec(),
+            }
+            .with_header("Content-Security-Policy", PAGE_POLICY)
+            .with_header("X-Content-Type-Options", "nosniff")
+            .with_header("Referrer-Policy", "no-referrer")
+            .with_header("Cache-Control", "no-cache"),
+        }
+    }
+
+    fn metrics(&self, ctx: &mut Context<'_>) -> HttpResponse {
+        let mut out = String::new();
+        ctx.stats().write_prometheus(&mut out);
+        write_labelled(
+            &mut out,
+            "wsloop_notebook_ops_total",
+            "Notebook ops received, by op.",
+            "op",
+            &self.op_counts,
+        );
+        write_labelled(
+            &mut out,
+            "wsloop_notebook_paragraph_runs_total",
+            "Paragraph runs ended, by status.",
+            "status",
+            &self.run_counts,
+        );
+        let _ = write!(
+            out,
+            "# HELP wsloop_notebook_notes Notes stored.\n# TYPE wsloop_notebook_notes gauge\nwsloop_notebook_notes {}\n",
+            self.notes.summaries().len()
+        );
+        HttpResponse {
+            status: 200,
+            headers: vec![(
+                "Content-Type".to_owned(),
+                "text/plain; version=0.0.4; charset=utf-8".to_owned(),
+            )],
+            body: out.into_bytes(),
+        }
+    }
+
+    /// Authenticates a request from its Basic credentials, `ticket` query
+    /// parameter or ticket cookie. `Ok(None)`: no credentials at all.
+    fn identify(&mut self, request: &HttpRequest<'_>) -> Result<Option<Identity>, HttpResponse> {
+        match basic_credentials(request) {
+            Some(Credentials::Basic { user, password }) => {
+                return match self.security.verify(&user, &password) {
+                    Some(found) => Ok(Some(Identity {
+                        principal: found.name.clone(),
+                        roles: found.roles.clone(),
+                    })),
+                    None => {
+                        log::warn!("refused credentials for user {user:?}");
+                        Err(unauthorized("wrong user name or password\n"))
+                    }
+                };
+            }
+            Some(Credentials::Malformed) => {
+                return Err(unauthorized("malformed Authorization header\n"));
+            }
+            None => {}
+        }
+        if let Some(ticket) = request.query_param("ticket") {
+            let principal = request.query_param("principal").unwrap_or("anonymous");
+            return match self.tickets.check(principal, ticket) {
+                TicketCheck::Valid { principal, roles } => Ok(Some(Identity { principal, roles })),
+                _ => Err(unauthorized("invalid ticket\n")),
+            };
+        }
+        if let Some(ticket) = ticket_cookie(request)
+            && let Some((principal, roles)) = self.tickets.principal_for(ticket)
+        {
+            return Ok(Some(Identity { principal, roles }));
+        }
+        Ok(None)
+    }
+
+    /// `GET /api/security/ticket`: a fresh ticket for Basic credentials
+    /// (also set as an HttpOnly cookie), or the anonymous identity.
+    fn ticket(&mut self, request: &HttpRequest<'_>) -> HttpResponse {
+        if !self.security.origin_allowed(request) {
+            return HttpResponse::text(403, "origin not allowed\n");
+        }
+        let identity = match self.identify(request) {
+            Ok(identity) => identity,
+            Err(refusal) => return refusal,
+        };
+        let (principal, roles, ticket, cookie) = match identity {
+            Some(Identity { principal, roles }) if principal != "anonymous" => {
+                let ticket = self.tickets.issue(&principal, roles.clone());
+                let cookie = format!("{TICKET_COOKIE}={ticket}; Path=/; HttpOnly; SameSite=Strict");
+                (principal, roles, ticket, Some(cookie))
+            }
+            _ if self.tickets.anonymous_allowed() => (
+                "anonymous".to_owned(),
+                vec!["anonymous".to_owned()],
+                "anonymous".to_owned(),
+                None,
+            ),
+            _ => return unauthorized("log in with HTTP Basic credentials\n"),
+        };
+        let roles = serde_json::to_string(&roles).unwrap_or_else(|_| "[]".to_owned());
+        let body = json!({ "status": "OK", "body": { "principal": principal, "ticket": ticket, "roles": roles } });
+        let response = json_response(200, &body);
+        match cookie {
+            Some(cookie) => response.with_header("Set-Cookie", cookie),
+            None => response,
+        }
+    }
+
+    /// The `/ws` upgrade: right path, allowed `Origin`, and valid
+    /// credentials (or anonymous access).
+    pub(super) fn authorize_upgrade(
+        &mut self,
+        request: &HttpRequest<'_>,
+    ) -> Result<Accept, HttpResponse> {
+        if request.path() != "/ws" {
+            return Err(HttpResponse::text(404, "the WebSocket endpoint is /ws\n"));
+        }
+        if !self.security.origin_allowed(request) {
+            return Err(HttpResponse::text(403, "origin not allowed\n"));
+        }
+        match self.identify(request)? {
+            Some(identity) => log::debug!("upgrade by {} {:?}", identity.principal, identity.roles),
+            None if self.tickets.anonymous_allowed() => {}
+            None => {
+                return Err(unauthorized(
+                    "log in first: HTTP Basic, a ticket, or the ticket cookie\n",
+                ));
+            }
+        }
+        Ok(Accept::default())
+    }
+}
