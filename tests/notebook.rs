@@ -477,9 +477,12 @@ fn tickets_are_checked_on_every_op() {
         },
         ServerConfig::default(),
     );
-    let mut client = JsonClient::open(closed.addr);
-    client.send_op("LIST_NOTES", json!({}));
-    client.expect("AUTH_INFO");
+    // The upgrade itself is refused without credentials.
+    let mut raw = RawClient::connect(closed.addr);
+    raw.send_raw(common::upgrade_request("/ws", "").as_bytes());
+    let (status, head, _) = raw.read_response();
+    assert_eq!(status, 401);
+    assert!(head.contains("WWW-Authenticate: Basic"), "{head}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
