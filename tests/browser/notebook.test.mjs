@@ -1,0 +1,159 @@
+// The notebook page in a real browser: Debian's Chromium driven by
+// playwright-core. Starts the wsloop binary ($WSLOOP_BIN, default
+// target/release/wsloop) on a free loopback port with a fresh notebook
+// directory, and checks what a person would do: create a note, run SQL and
+// Markdown, watch a second tab update live, survive a server restart.
+// Prints "N passed, M failed" and exits non-zero on any failure.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const binary = process.env.WSLOOP_BIN || join(root, "target/release/wsloop");
+const screenshotDir = join(root, "target");
+const notebookDir = mkdtempSync(join(tmpdir(), "wsloop-browser-"));
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    });
+    server.on("error", fail);
+  });
+}
+
+function startServer(port) {
+  const child = spawn(binary, ["--listen", `127.0.0.1:${port}`, "--notebook-dir", notebookDir, "--log-level", "info"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  return new Promise((ok, fail) => {
+    let log = "";
+    const timer = setTimeout(() => fail(new Error("wsloop did not start:\n" + log)), 10000);
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      if (log.includes("listening on ws://")) {
+        clearTimeout(timer);
+        ok(child);
+      }
+    });
+    child.on("exit", (code) => fail(new Error(`wsloop exited with ${code}:\n${log}`)));
+  });
+}
+
+function stopServer(child) {
+  return new Promise((ok) => {
+    if (child.exitCode !== null) return ok();
+    child.on("exit", () => ok());
+    child.kill("SIGTERM");
+  });
+}
+
+const tests = [];
+const test = (name, body) => tests.push({ name, body });
+
+async function createNote(page, name) {
+  await page.getByTestId("new-note-name").fill(name);
+  await page.getByTestId("new-note").click();
+  await page.getByTestId("note-title").filter({ hasText: "/" + name }).waitFor();
+}
+
+async function runInParagraph(page, index, text) {
+  const paragraph = page.getByTestId("paragraph").nth(index);
+  await paragraph.getByTestId("paragraph-editor").fill(text);
+  await paragraph.getByTestId("run-paragraph").click();
+  await page.getByTestId("paragraph").nth(index).getByTestId("paragraph-status").filter({ hasText: /FINISHED|ERROR/ }).waitFor();
+  return page.getByTestId("paragraph").nth(index);
+}
+
+test("create a note, run %sql and %md, see a table and bold text", async ({ browser, url }) => {
+  const page = await browser.newPage();
+  await page.goto(url);
+  await createNote(page, "browser test");
+  const sql = await runInParagraph(page, 0, "%sql select 1+1 as two");
+  await sql.getByTestId("result-table").locator("td", { hasText: /^2$/ }).waitFor();
+  const header = await sql.getByTestId("result-table").locator("th").first().textContent();
+  if (header !== "two") throw new Error(`table header is ${header}`);
+  // The numeric column can be shown as a bar chart.
+  await sql.getByTestId("chart-toggle").click();
+  await sql.getByTestId("result-chart").waitFor({ state: "visible" });
+
+  await page.getByTestId("add-paragraph").click();
+  await page.getByTestId("paragraph").nth(1).waitFor();
+  const md = await runInParagraph(page, 1, "%md **hi** <script>window.pwned = 1</script>");
+  await md.locator(".results strong", { hasText: "hi" }).waitFor();
+  if (await page.evaluate(() => window.pwned)) throw new Error("script in Markdown ran");
+  if (await md.locator(".results script").count()) throw new Error("script element rendered");
+  mkdirSync(screenshotDir, { recursive: true });
+  await page.screenshot({ path: join(screenshotDir, "notebook-page.png"), fullPage: true });
+  await page.close();
+});
+
+test("two tabs on one note both see a run live", async ({ browser, url }) => {
+  const first = await browser.newPage();
+  await first.goto(url);
+  await createNote(first, "shared tabs");
+  const second = await browser.newPage();
+  await second.goto(url);
+  await second.getByTestId("note-link").filter({ hasText: "/shared tabs" }).click();
+  await second.getByTestId("note-title").filter({ hasText: "/shared tabs" }).waitFor();
+  await runInParagraph(first, 0, "%sql select 21*2 as answer");
+  await second.getByTestId("paragraph").first().getByTestId("result-table").locator("td", { hasText: /^42$/ }).waitFor();
+  const status = await second.getByTestId("paragraph-status").first().textContent();
+  if (status !== "FINISHED") throw new Error(`second tab shows ${status}`);
+  await first.close();
+  await second.close();
+});
+
+test("a dropped connection shows a banner, then reconnects and reopens the note", async ({ browser, url, restart }) => {
+  const page = await browser.newPage();
+  await page.goto(url);
+  await createNote(page, "survivor");
+  await restart(async () => {
+    await page.getByTestId("banner").filter({ hasText: "Connection lost" }).waitFor({ state: "visible" });
+  });
+  await page.getByTestId("banner").waitFor({ state: "hidden", timeout: 20000 });
+  await page.getByTestId("note-title").filter({ hasText: "/survivor" }).waitFor();
+  const paragraph = await runInParagraph(page, 0, "%md back *again*");
+  await paragraph.locator(".results em", { hasText: "again" }).waitFor();
+  await page.close();
+});
+
+const port = await freePort();
+let server = await startServer(port);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const context = {
+  browser,
+  url: `http://127.0.0.1:${port}/`,
+  restart: async (whileDown) => {
+    await stopServer(server);
+    await whileDown();
+    server = await startServer(port);
+  },
+};
+let passed = 0, failed = 0;
+for (const { name, body } of tests) {
+  try {
+    await body(context);
+    passed += 1;
+    console.log(`ok - ${name}`);
+  } catch (error) {
+    failed += 1;
+    console.log(`FAILED - ${name}\n${error.stack || error}`);
+  }
+}
+await browser.close();
+await stopServer(server);
+rmSync(notebookDir, { recursive: true, force: true });
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
