@@ -1,0 +1,462 @@
+//! The notebook server's HTTP face: endpoints, every authentication path
+//! (accepted and refused), the Origin allowlist, and configuration files.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use common::{JsonClient, RawClient, TestServer, Wsloop, upgrade_request};
+use serde_json::{Value, json};
+use wsloop::ServerConfig;
+use wsloop::notebook::security::{User, hash_password};
+use wsloop::notebook::{NotebookConfig, NotebookHandler};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wsloop-web-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn start(name: &str, configure: impl FnOnce(&mut NotebookConfig)) -> (TestServer, PathBuf) {
+    let dir = temp_dir(name);
+    let mut config = NotebookConfig {
+        notebook_dir: dir.clone(),
+        ..NotebookConfig::default()
+    };
+    configure(&mut config);
+    let handler = NotebookHandler::open(config).unwrap();
+    (TestServer::start(ServerConfig::default(), handler), dir)
+}
+
+/// Sends one HTTP request; returns status, head and body.
+fn get(server: &TestServer, method: &str, target: &str, headers: &str) -> (u16, String, String) {
+    let mut client = RawClient::connect(server.addr);
+    client.send_raw(
+        format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n",
+            server.addr
+        )
+        .as_bytes(),
+    );
+    let response = client.read_response();
+    client.expect_eof();
+    response
+}
+
+/// Tries an upgrade to `target` with extra headers; returns the status.
+fn upgrade_status(server: &TestServer, target: &str, headers: &str) -> u16 {
+    let mut client = RawClient::connect(server.addr);
+    client.send_raw(upgrade_request(target, headers).as_bytes());
+    client.read_response_head().0
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Authorization: Basic {token}\r\n")
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+#[test]
+fn endpoints_answer_with_length_and_type() {
+    let (server, dir) = start("endpoints", |_| {});
+    let (status, head, body) = get(&server, "GET", "/healthz", "");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(
+        header(&head, "Content-Type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(header(&head, "Content-Length"), Some("3"));
+
+    let (status, head, body) = get(&server, "GET", "/", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&head, "Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        header(&head, "Content-Security-Policy")
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert!(body.contains("wsloop notebook") && body.contains("new WebSocket("));
+    assert!(
+        !body.contains("http://") && !body.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+
+    assert_eq!(get(&server, "GET", "/nope", "").0, 404);
+    let (status, head, _) = get(&server, "POST", "/healthz", "Content-Length: 0\r\n");
+    assert_eq!(status, 405);
+    assert_eq!(header(&head, "Allow"), Some("GET"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn metrics_count_connections_messages_ops_runs_and_refusals() {
+    let (server, dir) = start("metrics", |_| {});
+    let mut client = JsonClient::open(server.addr);
+    client.send_op("LIST_NOTES", json!({}));
+    client.expect("NOTES_INFO");
+    client.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": "m1", "paragraph": "%md *x*" }),
+    );
+    loop {
+        if client.expect("PARAGRAPH")["paragraph"]["status"] == "FINISHED" {
+            break;
+        }
+    }
+    let mut closer = JsonClient::open(server.addr);
+    closer.raw.send_frame(0x88, &4321u16.to_be_bytes());
+    assert_eq!(closer.raw.expect_close(), 4321);
+    // A second, different version header: refused as an unsupported version.
+    assert_eq!(
+        upgrade_status(&server, "/ws", "Sec-WebSocket-Version: 99\r\n"),
+        426
+    );
+
+    let (status, head, body) = get(&server, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(
+        header(&head, "Content-Type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    for expected in [
+        "wsloop_open_connections 1\n",
+        "wsloop_notebook_ops_total{op=\"LIST_NOTES\"} 1\n",
+        "wsloop_notebook_ops_total{op=\"RUN_PARAGRAPH\"} 1\n",
+        "wsloop_notebook_paragraph_runs_total{status=\"FINISHED\"} 1\n",
+        "wsloop_closes_total{code=\"4321\"} 1\n",
+        "wsloop_messages_in_total 2\n",
+        "# TYPE wsloop_bytes_out_total counter\n",
+    ] {
+        assert!(body.contains(expected), "missing {expected:?} in\n{body}");
+    }
+    assert!(
+        body.contains("wsloop_rejected_handshakes_total{status=\"426\"} 1\n"),
+        "{body}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn ticket_endpoint_issues_tickets_for_users_and_the_anonymous_identity() {
+    let hash = hash_password("s3cret").unwrap();
+    let (server, dir) = start("ticket", |c| {
+        c.users = vec![User::new("alice", &hash, vec!["admin".into()]).unwrap()]
+    });
+    let (status, _, body) = get(&server, "GET", "/api/security/ticket", "");
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        json!({ "status": "OK", "body": { "principal": "anonymous", "ticket": "anonymous", "roles": "[\"anonymous\"]" } })
+    );
+
+    let (status, head, body) = get(
+        &server,
+        "GET",
+        "/api/security/ticket",
+        &basic("alice", "s3cret"),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "Content-Type"), Some("application/json"));
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["body"]["principal"], "alice");
+    assert_eq!(body["body"]["roles"], "[\"admin\"]");
+    let ticket = body["body"]["ticket"].as_str().unwrap().to_owned();
+    assert_eq!(ticket.len(), 36, "a UUID");
+    let cookie = header(&head, "Set-Cookie").unwrap();
+    assert_eq!(
+        cookie,
+        format!("wsloop_ticket={ticket}; Path=/; HttpOnly; SameSite=Strict")
+    );
+
+    // A second login issues a fresh ticket.
+    let (_, _, again) = get(
+        &server,
+        "GET",
+        "/api/security/ticket",
+        &basic("alice", "s3cret"),
+    );
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_ne!(again["body"]["ticket"], ticket.as_str());
+
+    let (status, head, _) = get(
+        &server,
+        "GET",
+        "/api/security/ticket",
+        &basic("alice", "wrong"),
+    );
+    assert_eq!(status, 401);
+    assert!(
+        header(&head, "WWW-Authenticate")
+            .unwrap()
+            .starts_with("Basic")
+    );
+    assert_eq!(
+        get(
+            &server,
+            "GET",
+            "/api/security/ticket",
+            &basic("mallory", "s3cret")
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        get(
+            &server,
+            "GET",
+            "/api/security/ticket",
+            "Authorization: Basic !!!\r\n"
+        )
+        .0,
+        401
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn with_anonymous_off_every_upgrade_path_is_checked() {
+    let hash = hash_password("s3cret").unwrap();
+    let (server, dir) = start("auth", |c| {
+        c.anonymous_allowed = false;
+        c.users = vec![User::new("alice", &hash, vec!["admin".into()]).unwrap()];
+    });
+    let (status, head, _) = get(&server, "GET", "/api/security/ticket", "");
+    assert_eq!(status, 401);
+    assert!(header(&head, "WWW-Authenticate").is_some());
+
+    assert_eq!(upgrade_status(&server, "/ws", ""), 401, "no credentials");
+    assert_eq!(
+        upgrade_status(&server, "/ws", &basic("alice", "s3cret")),
+        101,
+        "Basic"
+    );
+    assert_eq!(
+        upgrade_status(&server, "/ws", &basic("alice", "nope")),
+        401,
+        "wrong password"
+    );
+
+    let (_, _, body) = get(
+        &server,
+        "GET",
+        "/api/security/ticket",
+        &basic("alice", "s3cret"),
+    );
+    let ticket = serde_json::from_str::<Value>(&body).unwrap()["body"]["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        upgrade_status(&server, &format!("/ws?principal=alice&ticket={ticket}"), ""),
+        101,
+        "ticket parameter"
+    );
+    assert_eq!(
+        upgrade_status(&server, "/ws?principal=alice&ticket=forged", ""),
+        401,
+        "wrong ticket"
+    );
+    assert_eq!(
+        upgrade_status(
+            &server,
+            "/ws",
+            &format!("Cookie: wsloop_ticket={ticket}\r\n")
+        ),
+        101,
+        "cookie"
+    );
+    assert_eq!(
+        upgrade_status(&server, "/ws", "Cookie: wsloop_ticket=stale\r\n"),
+        401,
+        "stale cookie"
+    );
+
+    // On an authenticated connection, messages need the ticket too.
+    let mut client = RawClient::connect(server.addr);
+    client.send_raw(upgrade_request("/ws", &basic("alice", "s3cret")).as_bytes());
+    assert_eq!(client.read_response_head().0, 101);
+    let mut client = JsonClient { raw: client };
+    client.send_text(
+        &json!({ "op": "LIST_NOTES", "principal": "alice", "ticket": ticket }).to_string(),
+    );
+    client.expect("NOTES_INFO");
+    client.send_text(
+        &json!({ "op": "LIST_NOTES", "principal": "alice", "ticket": "old" }).to_string(),
+    );
+    client.expect("SESSION_LOGOUT");
+    client.send_op("LIST_NOTES", json!({}));
+    client.expect("AUTH_INFO");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn origins_outside_the_allowlist_get_403() {
+    let (server, dir) = start("origin", |_| {});
+    let own = format!("Origin: http://{}\r\n", server.addr);
+    let host_line = format!("Host: {}\r\n", server.addr);
+    let same_host = upgrade_request("/ws", &own).replace("Host: 127.0.0.1\r\n", &host_line);
+    let mut client = RawClient::connect(server.addr);
+    client.send_raw(same_host.as_bytes());
+    assert_eq!(client.read_response_head().0, 101, "own origin");
+    assert_eq!(
+        upgrade_status(&server, "/ws", "Origin: http://localhost:5173\r\n"),
+        101,
+        "localhost"
+    );
+    let mut refused = RawClient::connect(server.addr);
+    refused.send_raw(upgrade_request("/ws", "Origin: https://evil.example\r\n").as_bytes());
+    let (status, _, body) = refused.read_response();
+    assert_eq!((status, body.as_str()), (403, "origin not allowed\n"));
+    assert_eq!(
+        get(
+            &server,
+            "GET",
+            "/api/security/ticket",
+            "Origin: https://evil.example\r\n"
+        )
+        .0,
+        403
+    );
+    drop(client);
+    drop(server);
+
+    let (listed, _) = start("origin", |c| {
+        c.allowed_origins = vec!["https://notes.example".into()]
+    });
+    assert_eq!(
+        upgrade_status(&listed, "/ws", "Origin: https://notes.example\r\n"),
+        101
+    );
+    assert_eq!(
+        upgrade_status(&listed, "/ws", "Origin: http://localhost:5173\r\n"),
+        403
+    );
+    drop(listed);
+    let (open, _) = start("origin", |c| c.allowed_origins = vec!["*".into()]);
+    assert_eq!(
+        upgrade_status(&open, "/ws", "Origin: https://evil.example\r\n"),
+        101
+    );
+    drop(open);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Runs `wsloop --config FILE` with `contents`; returns (exit code, stderr).
+fn run_with_config(name: &str, contents: &str) -> (Option<i32>, String) {
+    let path =
+        std::env::temp_dir().join(format!("wsloop-config-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["--config", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_files_stop_start_up_naming_the_key() {
+    let cases = [
+        (
+            "unknown",
+            "[limits]\nmax_frame_sise = 10\n",
+            "max_frame_sise",
+        ),
+        (
+            "duration",
+            "[limits]\nping_interval = \"often\"\n",
+            "limits.ping_interval",
+        ),
+        ("type", "[limits]\nmax_connections = \"many\"\n", "line 2"),
+        ("syntax", "listen = \"127.0.0.1:1\n", "line 1"),
+        (
+            "hash",
+            "[[security.users]]\nname = \"bob\"\npassword_hash = \"hunter2\"\n",
+            "security.users[0].password_hash",
+        ),
+        ("origins", "[security]\nallowed_origins = \"*\"\n", "line 2"),
+        (
+            "interpreter",
+            "[notebook]\ndefault_interpreter = \"spark\"\n",
+            "notebook.default_interpreter",
+        ),
+    ];
+    for (name, contents, key) in cases {
+        let (code, stderr) = run_with_config(name, contents);
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains("invalid configuration") && stderr.contains(key),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["--config", "/nonexistent/wsloop.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
+}
+
+#[test]
+fn hash_password_output_works_in_a_config_file_and_the_command_line_wins() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"open sesame\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+
+    let dir = temp_dir("configured");
+    let config = dir.with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\n[notebook]\ndir = \"{}\"\n[security]\nanonymous = false\n[[security.users]]\nname = \"ops\"\npassword_hash = \"{hash}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    // --listen (added by the helper) overrides the file's unusable port 1.
+    let server = Wsloop::start("", &["--config", config.to_str().unwrap()]);
+    let status = |headers: &str| {
+        let mut client = RawClient::connect(server.addr);
+        client.send_raw(upgrade_request("/ws", headers).as_bytes());
+        client.read_response_head().0
+    };
+    assert_eq!(status(""), 401);
+    assert_eq!(status(&basic("ops", "open sesame")), 101);
+    assert_eq!(status(&basic("ops", "closed sesame")), 401);
+    drop(server);
+    std::fs::remove_file(config).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
