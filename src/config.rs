@@ -418,6 +418,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let example = from_text(include_str!("../wsloop.example.toml")).unwrap();
+        let defaults = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(example.server.limits, defaults.server.limits);
+        assert_eq!(example.server.listen, defaults.server.listen);
+        assert_eq!(
+            example.server.max_connections,
+            defaults.server.max_connections
+        );
+        assert_eq!(example.notebook, defaults.notebook);
+        assert!(!example.echo);
+    }
+
+    #[test]
     fn every_problem_names_its_key() {
         let cases = [
             ("listen = \"nowhere\"", "listen"),
