@@ -1,0 +1,144 @@
+//! Micro-benchmarks of the sans-IO core: frame header parsing, unmasking,
+//! UTF-8 validation, handshake parsing and accept key, frame encoding, and
+//! decoding whole messages in place. Run with `cargo bench --bench micro`.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use wsloop::proto::frame::{
+    EncodedHeader, OpCode, encode_frame, encode_masked_frame, parse_header,
+};
+use wsloop::proto::handshake::{HeadScanner, accept_key, parse_request, validate_upgrade};
+use wsloop::proto::mask::apply_mask;
+use wsloop::proto::utf8::Utf8Validator;
+use wsloop::proto::{Decoded, Decoder, Limits};
+
+const SIZES: [usize; 6] = [16, 128, 1024, 16 * 1024, 256 * 1024, 1024 * 1024];
+const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+fn frame_header(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame_header_parse");
+    for (name, len) in [("7-bit", 20usize), ("16-bit", 1024), ("64-bit", 1 << 20)] {
+        let mut frame = Vec::new();
+        encode_masked_frame(&mut frame, 0x82, KEY, &vec![0u8; len]);
+        frame.truncate(14);
+        group.bench_function(name, |b| b.iter(|| parse_header(black_box(&frame), 0)));
+    }
+    group.finish();
+}
+
+fn unmask(c: &mut Criterion) {
+    let mut group = c.benchmark_group("unmask");
+    for size in SIZES {
+        let mut buffer = vec![0xA5u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| apply_mask(black_box(&mut buffer), KEY, 0));
+        });
+    }
+    group.finish();
+}
+
+fn utf8(c: &mut Criterion) {
+    let mut group = c.benchmark_group("utf8_validate");
+    let sample = "Hello, wsloop! κόσμε ✓ 日本語 ".repeat(1 << 15);
+    for size in SIZES {
+        let mut end = size.min(sample.len());
+        while !sample.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &sample.as_bytes()[..end];
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_with_input(BenchmarkId::new("whole", size), &text, |b, text| {
+            b.iter(|| std::str::from_utf8(black_box(text)).is_ok());
+        });
+        group.bench_with_input(
+            BenchmarkId::new("incremental_4k_pieces", size),
+            &text,
+            |b, text| {
+                b.iter(|| {
+                    let mut validator = Utf8Validator::default();
+                    for piece in text.chunks(4096) {
+                        validator.feed(black_box(piece)).unwrap();
+                    }
+                    validator.finish().unwrap();
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+fn handshake(c: &mut Criterion) {
+    let request: &[u8] = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8081\r\nConnection: Upgrade\r\nPragma: no-cache\r\nCache-Control: no-cache\r\nUpgrade: websocket\r\nOrigin: http://127.0.0.1:8081\r\nSec-WebSocket-Version: 13\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36\r\nAccept-Encoding: gzip, deflate\r\nAccept-Language: en-US,en;q=0.9\r\nSec-WebSocket-Key: zDZ/E2myeYgoGbO1hLHQWw==\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+    let mut group = c.benchmark_group("handshake");
+    group.throughput(Throughput::Bytes(request.len() as u64));
+    group.bench_function("scan_parse_validate", |b| {
+        b.iter(|| {
+            let mut scanner = HeadScanner::default();
+            let end = scanner.find_end(black_box(request), 8192).unwrap().unwrap();
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let parsed = parse_request(&request[..end], &mut slots).unwrap();
+            validate_upgrade(&parsed).unwrap()
+        });
+    });
+    group.bench_function("accept_key", |b| {
+        b.iter(|| accept_key(black_box(b"zDZ/E2myeYgoGbO1hLHQWw==")))
+    });
+    group.finish();
+}
+
+fn encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame_encode");
+    for size in [20usize, 1024, 16 * 1024, 256 * 1024] {
+        let payload = vec![7u8; size];
+        let mut out = Vec::with_capacity(size + 16);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                out.clear();
+                encode_frame(&mut out, true, OpCode::Binary, black_box(&payload));
+            });
+        });
+    }
+    group.bench_function("header_only", |b| {
+        b.iter(|| EncodedHeader::new(true, 0, OpCode::Text, black_box(1000)))
+    });
+    group.finish();
+}
+
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode_in_place");
+    for size in [20usize, 1024, 16 * 1024, 256 * 1024] {
+        let mut wire = Vec::new();
+        for _ in 0..16 {
+            encode_masked_frame(&mut wire, 0x81, KEY, "a".repeat(size).as_bytes());
+        }
+        let mut work = wire.clone();
+        let mut decoder = Decoder::new(&Limits::default());
+        group.throughput(Throughput::Bytes((16 * size) as u64));
+        group.bench_with_input(BenchmarkId::new("16_text_messages", size), &size, |b, _| {
+            b.iter(|| {
+                // Decoding unmasks in place, so start from the masked bytes.
+                work.copy_from_slice(&wire);
+                let mut pos = 0;
+                while let Ok(Decoded::Frame(frame, used)) = decoder.decode(&mut work[pos..]) {
+                    black_box(frame);
+                    pos += used;
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    frame_header,
+    unmask,
+    utf8,
+    handshake,
+    encode,
+    decode
+);
+criterion_main!(benches);
