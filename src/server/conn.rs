@@ -56,3 +56,18 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection owns no buffers, so its footprint is this struct
+    /// (in the slab) plus a timer entry; keep it well under the 2 KiB
+    /// per-connection budget.
+    #[test]
+    fn an_idle_connection_record_stays_small() {
+        let size = std::mem::size_of::<Conn>();
+        println!("size_of::<Conn>() = {size}");
+        assert!(size <= 512, "Conn grew to {size} bytes");
+    }
+}
