@@ -86,8 +86,10 @@ pub struct CloseReport {
     pub reason: String,
 }
 
-/// Output buffers larger than this are released once drained.
-const KEEP_OUTPUT_CAPACITY: usize = 64 * 1024;
+/// Written bytes at the front of the output buffer are dropped (the rest
+/// moved down) once there are at least this many and they are at least
+/// half of the buffer.
+const COMPACT_OUTPUT_AFTER: usize = 64 * 1024;
 
 /// The protocol state of one connection.
 #[derive(Debug)]
@@ -109,6 +111,10 @@ pub struct Connection {
     pong_timeout: Duration,
     close_timeout: Duration,
     write_buffer_hard: usize,
+    /// A drained output buffer keeps up to this much capacity while the
+    /// connection is busy (reallocating per large message costs page
+    /// faults); a quiet connection gives it all back.
+    keep_output_capacity: usize,
 }
 
 impl Connection {
@@ -132,6 +138,7 @@ impl Connection {
             pong_timeout: limits.pong_timeout,
             close_timeout: limits.close_timeout,
             write_buffer_hard: limits.write_buffer_hard,
+            keep_output_capacity: limits.write_buffer_soft,
         }
     }
 
@@ -316,11 +323,20 @@ impl Connection {
         self.out_pos = (self.out_pos + n).min(self.out.len());
         if self.out_pos == self.out.len() {
             self.out_pos = 0;
-            if self.out.capacity() > KEEP_OUTPUT_CAPACITY {
+            self.out.clear();
+            if self.out.capacity() > self.keep_output_capacity {
                 self.out = Vec::new();
-            } else {
-                self.out.clear();
             }
+        } else if self.out_pos >= COMPACT_OUTPUT_AFTER
+            && self.out_pos >= self.out.len() - self.out_pos
+        {
+            // A peer that never quite catches up never drains the buffer:
+            // drop the written prefix once it is at least half of it, so
+            // the buffer holds what is pending, not everything ever sent.
+            // Moving at most as many bytes as were written keeps this
+            // amortized O(1) per byte.
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
         }
     }
 
@@ -720,6 +736,29 @@ mod tests {
             conn.send(Message::Binary(&chunk), now),
             Err(SendError::NotOpen)
         );
+    }
+
+    #[test]
+    fn a_buffer_that_never_fully_drains_stays_the_size_of_what_is_pending() {
+        let now = Instant::now();
+        let (mut conn, _) = open_connection(now);
+        let chunk = vec![1u8; 16 * 1024];
+        let frame_len = chunk.len() + 4;
+        for _ in 0..10_000 {
+            conn.send(Message::Binary(&chunk), now).unwrap();
+            // The peer takes one byte less than was sent each time.
+            conn.consume_output(frame_len - 1);
+        }
+        assert_eq!(conn.pending_output_len(), 10_000);
+        assert!(
+            conn.output_capacity() < 512 * 1024,
+            "{} bytes held for {} pending",
+            conn.output_capacity(),
+            conn.pending_output_len()
+        );
+        // What is left is exactly the unwritten tail: the last byte of each
+        // of the last 10,000 frames, all payload bytes (1).
+        assert!(conn.pending_output().iter().all(|&b| b == 1));
     }
 
     #[test]

@@ -39,9 +39,11 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// Size of the shared read buffer every socket is read into first.
 const SCRATCH_SIZE: usize = 128 * 1024;
 /// Bytes asked for per read when appending to a connection's own buffer.
-const READ_CHUNK: usize = 64 * 1024;
-/// Receive buffers above this size are freed as soon as they empty.
-const KEEP_INBUF_CAPACITY: usize = 256 * 1024;
+const READ_CHUNK: usize = 128 * 1024;
+/// Receive buffers above this size are freed as soon as they empty
+/// (smaller ones are kept while the connection is busy, and freed when it
+/// goes quiet).
+const KEEP_INBUF_CAPACITY: usize = 1024 * 1024;
 /// Reads per socket per wakeup before other sockets get their turn.
 const READS_PER_WAKEUP: usize = 16;
 /// Pause before accepting again after the process ran out of descriptors.
@@ -349,6 +351,7 @@ impl<H: Handler> Core<H> {
             }
             let discard = conn.proto.phase() == Phase::Closed;
             let into_scratch = discard || conn.inbuf.is_empty();
+            let mut asked = scratch.len();
             let result = if into_scratch {
                 conn.socket.read(scratch)
             } else {
@@ -360,6 +363,7 @@ impl<H: Handler> Core<H> {
                     self.remove(slot, now);
                     return;
                 }
+                asked = spare.len();
                 conn.socket.read(spare)
             };
             match result {
@@ -369,7 +373,14 @@ impl<H: Handler> Core<H> {
                 }
                 Ok(n) => {
                     conn.proto.note_received(now);
+                    // A TCP read that returns less than asked emptied the
+                    // receive queue: the next arrival raises a new edge, so
+                    // the usual extra read that ends in EAGAIN is skipped.
+                    let drained = n < asked;
                     if discard {
+                        if drained {
+                            return;
+                        }
                         continue;
                     }
                     if into_scratch {
@@ -390,15 +401,23 @@ impl<H: Handler> Core<H> {
                         }
                     }
                     self.after_io(slot, now);
+                    if drained {
+                        self.flush_now(slot, now);
+                        return;
+                    }
                     if self.conns.get(slot).is_some_and(|conn| {
                         conn.proto.pending_output_len() > self.config.limits.write_buffer_soft
                     }) {
                         // Let the flush decide whether to pause reading.
+                        self.flush_now(slot, now);
                         self.read_again.push(slot);
                         return;
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.flush_now(slot, now);
+                    return;
+                }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     log::debug!("{} {}: read error: {error}", conn.id, conn.peer);
@@ -628,6 +647,16 @@ impl<H: Handler> Core<H> {
         }
         // Otherwise a response or close frame is still going out; the
         // flush removes the connection once it has.
+    }
+
+    /// Writes a connection's output right after its input was handled,
+    /// so its peer is not kept waiting for the rest of the batch. Output
+    /// the handler queued for other connections waits for the batch end,
+    /// so a broadcast still costs one write per recipient.
+    fn flush_now(&mut self, slot: usize, now: Instant) {
+        if self.conns.get(slot).is_some_and(|conn| conn.flush_queued) {
+            self.flush(slot, now);
+        }
     }
 
     fn flush_all(&mut self, now: Instant) {
