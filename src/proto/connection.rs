@@ -308,6 +308,31 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues the part of a frame the caller could not write directly
+    /// (`written` bytes of header-then-payload already went out). Only
+    /// valid when [`Connection::can_write_directly`] said so just before.
+    pub fn send_encoded_after_direct_write(
+        &mut self,
+        header: &EncodedHeader,
+        payload: &[u8],
+        written: usize,
+    ) {
+        let header = header.as_bytes();
+        if written < header.len() {
+            self.out.extend_from_slice(&header[written..]);
+            self.out.extend_from_slice(payload);
+        } else {
+            let from = (written - header.len()).min(payload.len());
+            self.out.extend_from_slice(&payload[from..]);
+        }
+    }
+
+    /// Whether a data frame may bypass the output buffer and go straight to
+    /// the socket: the connection is open and nothing is queued ahead of it.
+    pub fn can_write_directly(&self) -> bool {
+        self.phase == Phase::Open && self.pending_output_len() == 0
+    }
+
     /// Bytes waiting to be written.
     pub fn pending_output(&self) -> &[u8] {
         &self.out[self.out_pos..]
@@ -759,6 +784,28 @@ mod tests {
         // What is left is exactly the unwritten tail: the last byte of each
         // of the last 10,000 frames, all payload bytes (1).
         assert!(conn.pending_output().iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    fn a_partly_written_direct_frame_queues_exactly_its_remainder() {
+        let now = Instant::now();
+        let payload: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let header = EncodedHeader::new(true, 0, OpCode::Binary, payload.len());
+        let mut whole = header.as_bytes().to_vec();
+        whole.extend_from_slice(&payload);
+        for written in [0, 1, header.as_bytes().len(), 100, whole.len()] {
+            let (mut conn, _) = open_connection(now);
+            assert!(conn.can_write_directly());
+            conn.send_encoded_after_direct_write(&header, &payload, written);
+            assert_eq!(
+                conn.pending_output(),
+                &whole[written..],
+                "written {written}"
+            );
+        }
+        let (mut conn, _) = open_connection(now);
+        conn.send(Message::Text("queued"), now).unwrap();
+        assert!(!conn.can_write_directly(), "never jump the queue");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Settings of one server instance.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::proto::Limits;
 
@@ -14,6 +15,10 @@ pub struct ServerConfig {
     /// Open WebSocket connections above which new upgrades get `503`.
     /// Default 10,000.
     pub max_connections: usize,
+    /// After activity, how long the loop polls without sleeping before it
+    /// blocks: trades a little CPU for the wake-up latency of a sleeping
+    /// thread. Zero disables it. Default 50 µs.
+    pub busy_poll: Duration,
     /// Stop gracefully on SIGINT/SIGTERM. On for the binary; tests and
     /// embedders use a `ShutdownHandle` instead.
     pub handle_signals: bool,
@@ -25,6 +30,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             limits: Limits::default(),
             max_connections: 10_000,
+            busy_poll: Duration::from_micros(50),
             handle_signals: false,
         }
     }

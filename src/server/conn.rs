@@ -30,6 +30,8 @@ pub(crate) struct Conn {
     pub flush_queued: bool,
     /// Earliest instant a timer entry is armed for, if any.
     pub timer_at: Option<Instant>,
+    /// A write failed (peer reset): the next flush removes the connection.
+    pub write_failed: bool,
 }
 
 impl Conn {
@@ -53,6 +55,59 @@ impl Conn {
             write_shutdown: false,
             flush_queued: false,
             timer_at: None,
+            write_failed: false,
+        }
+    }
+
+    /// Writes `header` then `payload` with one vectored write, as far as the
+    /// socket takes them; returns the bytes written. A failure is recorded
+    /// in `write_failed`.
+    pub fn write_direct(&mut self, header: &[u8], payload: &[u8]) -> usize {
+        let total = header.len() + payload.len();
+        let mut written = 0;
+        while written < total {
+            let (head_rest, body_rest) = if written < header.len() {
+                (&header[written..], payload)
+            } else {
+                (&header[..0], &payload[written - header.len()..])
+            };
+            let parts = [
+                std::io::IoSlice::new(head_rest),
+                std::io::IoSlice::new(body_rest),
+            ];
+            match std::io::Write::write_vectored(&mut self.socket, &parts) {
+                Ok(0) => {
+                    self.write_failed = true;
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::debug!("{} {}: write error: {error}", self.id, self.peer);
+                    self.write_failed = true;
+                    break;
+                }
+            }
+        }
+        written
+    }
+
+    /// Writes queued output until the socket would block. A failure is
+    /// recorded in `write_failed` (the caller decides when to drop the
+    /// connection, never in the middle of handling its input).
+    pub fn write_pending(&mut self) {
+        while !self.write_failed && self.proto.pending_output_len() > 0 {
+            match std::io::Write::write(&mut self.socket, self.proto.pending_output()) {
+                Ok(0) => self.write_failed = true,
+                Ok(n) => self.proto.consume_output(n),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::debug!("{} {}: write error: {error}", self.id, self.peer);
+                    self.write_failed = true;
+                }
+            }
         }
     }
 }

@@ -10,6 +10,9 @@ use super::stats::ServerStats;
 use crate::handler::ConnectionId;
 use crate::proto::{CloseCode, EncodedHeader, Message, Phase, SendError};
 
+/// Payloads at least this large are written straight to an idle socket.
+const DIRECT_WRITE: usize = 32 * 1024;
+
 /// The handler's access to the server's connections during a callback.
 /// Sends are queued in the recipients' write buffers and flushed by the
 /// loop after the current batch of events, one write per connection.
@@ -76,6 +79,19 @@ impl<'a> Context<'a> {
         else {
             return Err(SendError::NotOpen);
         };
+        if payload.len() >= DIRECT_WRITE && conn.proto.can_write_directly() && !conn.write_failed {
+            // A large frame with nothing queued ahead goes to the socket at
+            // once, from where it lies: no copy into the output buffer.
+            let written = conn.write_direct(header.as_bytes(), payload);
+            conn.proto
+                .send_encoded_after_direct_write(header, payload, written);
+            self.stats.messages_out += 1;
+            self.stats.bytes_out += payload.len() as u64;
+            if conn.proto.pending_output_len() > 0 || conn.write_failed {
+                self.queue_flush(to);
+            }
+            return Ok(());
+        }
         let result = conn.proto.send_encoded(header, payload, now);
         if result.is_ok() {
             self.stats.messages_out += 1;

@@ -6,7 +6,7 @@
 //! handler, then write every connection with queued output once, and run
 //! due timers. WRITABLE interest is registered only while output is pending.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::mem;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -44,6 +44,9 @@ const READ_CHUNK: usize = 128 * 1024;
 /// (smaller ones are kept while the connection is busy, and freed when it
 /// goes quiet).
 const KEEP_INBUF_CAPACITY: usize = 1024 * 1024;
+/// Queued output at which a connection is written in the middle of a
+/// batch rather than at its end.
+const EARLY_WRITE: usize = 32 * 1024;
 /// Reads per socket per wakeup before other sockets get their turn.
 const READS_PER_WAKEUP: usize = 16;
 /// Pause before accepting again after the process ran out of descriptors.
@@ -58,6 +61,7 @@ pub struct Server<H: Handler> {
     shutdown: ShutdownHandle,
     notifier: Notifier,
     scratch: Vec<u8>,
+    last_activity: Instant,
     core: Core<H>,
 }
 
@@ -134,6 +138,7 @@ impl<H: Handler> Server<H> {
                 waker,
             },
             scratch: vec![0; SCRATCH_SIZE],
+            last_activity: Instant::now(),
             core,
         })
     }
@@ -171,13 +176,16 @@ impl<H: Handler> Server<H> {
             } else {
                 Some(Duration::ZERO)
             };
-            if let Err(error) = self.poll.poll(&mut events, timeout) {
+            if let Err(error) = self.wait(&mut events, timeout, now) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(error);
             }
             let now = Instant::now();
+            if !events.is_empty() {
+                self.last_activity = now;
+            }
             for slot in mem::take(&mut self.core.read_again) {
                 self.core.on_readable(slot, &mut self.scratch, now);
             }
@@ -229,6 +237,35 @@ impl<H: Handler> Server<H> {
         }
         log::info!("server stopped");
         Ok(())
+    }
+
+    /// Waits for events. Right after activity, polls without blocking for
+    /// up to `busy_poll` first: a peer that answers within that window is
+    /// served without the wake-up latency of a sleeping thread.
+    fn wait(
+        &mut self,
+        events: &mut Events,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> io::Result<()> {
+        let spin = self.core.config.busy_poll;
+        if !spin.is_zero()
+            && timeout != Some(Duration::ZERO)
+            && now.duration_since(self.last_activity) < spin
+        {
+            let until = now + spin;
+            loop {
+                self.poll.poll(events, Some(Duration::ZERO))?;
+                if !events.is_empty() || Instant::now() >= until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if !events.is_empty() {
+                return Ok(());
+            }
+        }
+        self.poll.poll(events, timeout)
     }
 
     fn accept_all(&mut self, now: Instant) {
@@ -561,6 +598,12 @@ impl<H: Handler> Core<H> {
                         now,
                     };
                     self.handler.on_message(&mut ctx, id, message);
+                    // Output worth a syscall on its own goes out now, so
+                    // large echoes stream instead of waiting for the batch.
+                    let conn = &mut self.conns[slot];
+                    if conn.proto.pending_output_len() >= EARLY_WRITE {
+                        conn.write_pending();
+                    }
                 }
                 Received::Handled(used) => pos += used,
                 Received::NeedMore(used) => {
@@ -672,18 +715,10 @@ impl<H: Handler> Core<H> {
             return;
         };
         conn.flush_queued = false;
-        while conn.proto.pending_output_len() > 0 {
-            match conn.socket.write(conn.proto.pending_output()) {
-                Ok(0) => break,
-                Ok(n) => conn.proto.consume_output(n),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    log::debug!("{} {}: write error: {error}", conn.id, conn.peer);
-                    self.remove(slot, now);
-                    return;
-                }
-            }
+        conn.write_pending();
+        if conn.write_failed {
+            self.remove(slot, now);
+            return;
         }
         let pending = conn.proto.pending_output_len();
         let soft = self.config.limits.write_buffer_soft;
