@@ -45,6 +45,7 @@ fn error(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    busy_poll: Option<String>,
     echo: Option<bool>,
     log_level: Option<String>,
     #[serde(default)]
@@ -192,6 +193,14 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
             error(
                 "listen",
                 format!("{listen:?} is not an address like \"127.0.0.1:8081\""),
+            )
+        })?;
+    }
+    if let Some(text) = &file.busy_poll {
+        server.busy_poll = humantime::parse_duration(text).map_err(|e| {
+            error(
+                "busy_poll",
+                format!("{text:?} is not a duration like \"50us\" or \"0s\" ({e})"),
             )
         })?;
     }
@@ -436,6 +445,7 @@ mod tests {
         let cases = [
             ("listen = \"nowhere\"", "listen"),
             ("log_level = \"loud\"", "log_level"),
+            ("busy_poll = \"a while\"", "busy_poll"),
             ("[limits]\nping_interval = \"soon\"", "limits.ping_interval"),
             ("[limits]\nclose_timeout = \"0s\"", "limits.close_timeout"),
             ("[limits]\nmax_frame_size = 0", "limits.max_frame_size"),
