@@ -1,0 +1,490 @@
+//! The load generator: one thread, one mio `Poll`, N WebSocket connections,
+//! exactly K messages in flight on each.
+//!
+//! Every message is the same pre-built masked binary frame, so sending costs
+//! no copying: all frames due on a connection go out in one `writev` of
+//! slices of that one buffer. Each echo is parsed from the connection's read
+//! buffer as it arrives and its payload compared (memcmp) with what was sent;
+//! every completed echo releases one more send. Nothing is counted during the
+//! warm-up; the measured window is bracketed by `getrusage` (our CPU) and,
+//! when asked, `/proc/PID/stat` of the server.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use serde::{Deserialize, Serialize};
+
+use crate::handshake::{self, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT};
+use crate::sys;
+
+/// Per-connection read buffer. Payload bytes are verified and dropped as
+/// they arrive, so large messages never need to fit in it.
+const READ_BUFFER: usize = 64 * 1024;
+/// Most frames handed to one `writev`.
+const MAX_IOV: usize = 64;
+/// Connections opened per handshake batch.
+const CONNECT_BATCH: usize = 100;
+/// Connection errors printed to stderr (the rest are only counted).
+const MAX_LOGGED_ERRORS: u64 = 10;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub payload: usize,
+    pub in_flight: usize,
+    pub seconds: f64,
+    pub warmup: f64,
+    pub latency: bool,
+    pub server_pid: Option<u32>,
+}
+
+/// The JSON line `load` prints; also what the orchestrator stores per run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub connections: usize,
+    pub payload: usize,
+    pub in_flight: usize,
+    /// Length of the measured window actually observed, in seconds.
+    pub seconds: f64,
+    /// Echoes received (and verified) in the window.
+    pub messages: u64,
+    pub msgs_per_sec: f64,
+    /// Payload bytes echoed per second, MB = 10^6 bytes.
+    pub mb_per_sec: f64,
+    /// Connections lost: handshake failures, resets, wrong echoes, closes.
+    pub errors: u64,
+    /// Round-trip percentiles in microseconds (with `--latency` only).
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub p999_us: Option<f64>,
+    /// Our user+sys CPU time over the window / window wall time, in percent.
+    pub client_cpu_percent: f64,
+    /// The server's utime+stime over the window / wall time, in percent
+    /// (with `--server-pid` only).
+    pub server_cpu_percent: Option<f64>,
+    /// Set by the orchestrator when the run itself failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// Counters shared by all connections.
+struct Stats {
+    measuring: bool,
+    /// Connections still open.
+    alive: usize,
+    messages: u64,
+    errors: u64,
+    /// Round-trip times in nanoseconds (only with `--latency`).
+    latencies: Vec<u64>,
+}
+
+impl Stats {
+    fn error(&mut self, token: usize, what: &dyn std::fmt::Display) {
+        if self.errors < MAX_LOGGED_ERRORS {
+            eprintln!("connection {token}: {what}");
+        }
+        self.errors += 1;
+    }
+}
+
+/// Where the parser is within the server's byte stream.
+#[derive(Debug, Clone, Copy)]
+enum Parse {
+    /// Expecting a frame header.
+    Header,
+    /// Inside a data frame's payload.
+    Data { remaining: u64, fin: bool },
+    /// Inside a control frame's payload (ping/pong), which is skipped.
+    Skip { remaining: u64 },
+}
+
+/// One WebSocket connection of the generator.
+struct Conn {
+    stream: TcpStream,
+    alive: bool,
+    read_buffer: Box<[u8]>,
+    /// Bytes of `read_buffer` filled (only an incomplete header is ever kept).
+    read_len: usize,
+    parse: Parse,
+    /// A data message has started and not finished (fragmented echoes).
+    in_message: bool,
+    /// Bytes of the current echo verified so far.
+    message_offset: usize,
+    /// Frames queued and not yet completely written.
+    to_send: usize,
+    /// Bytes of the first queued frame already written.
+    sent_offset: usize,
+    /// Messages sent (or queued) whose echo has not arrived.
+    awaiting: usize,
+    /// Send time of each awaiting message, oldest first (`--latency`).
+    sent_at: VecDeque<Instant>,
+}
+
+/// The frame to send and the payload every echo must equal.
+struct Message {
+    frame: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// Runs the generator and returns its report.
+pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
+    if config.connections == 0 || config.in_flight == 0 {
+        return Err(io::Error::other(
+            "--connections and --in-flight must be at least 1",
+        ));
+    }
+    sys::raise_nofile_limit()?;
+    let payload = handshake::payload(config.payload);
+    let message = Message {
+        frame: handshake::masked_frame(OP_BINARY, &payload),
+        payload,
+    };
+
+    let opened = handshake::open_all(config.addr, config.connections, CONNECT_BATCH, |_| {})?;
+    let mut poll = Poll::new()?;
+    let mut conns = Vec::with_capacity(opened.len());
+    for (index, opened) in opened.into_iter().enumerate() {
+        opened.stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(opened.stream);
+        poll.registry().register(
+            &mut stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let mut read_buffer = vec![0u8; READ_BUFFER].into_boxed_slice();
+        read_buffer[..opened.leftover.len()].copy_from_slice(&opened.leftover);
+        conns.push(Conn {
+            stream,
+            alive: true,
+            read_buffer,
+            read_len: opened.leftover.len(),
+            parse: Parse::Header,
+            in_message: false,
+            message_offset: 0,
+            to_send: 0,
+            sent_offset: 0,
+            awaiting: 0,
+            sent_at: VecDeque::with_capacity(if config.latency { config.in_flight } else { 0 }),
+        });
+    }
+
+    let mut stats = Stats {
+        measuring: false,
+        alive: conns.len(),
+        messages: 0,
+        errors: 0,
+        latencies: Vec::with_capacity(if config.latency { 1 << 20 } else { 0 }),
+    };
+
+    // Fill the pipe: K messages per connection.
+    let start = Instant::now();
+    for (token, conn) in conns.iter_mut().enumerate() {
+        for _ in 0..config.in_flight {
+            conn.queue(config.latency, start);
+        }
+        if let Err(error) = conn.flush(&message.frame) {
+            conn.fail(token, &mut stats, &error);
+        }
+        // Anything that arrived with the handshake response.
+        if conn.alive
+            && conn.read_len > 0
+            && let Err(error) = conn.parse(&message, config.latency, &mut stats, start)
+        {
+            conn.fail(token, &mut stats, &error);
+        }
+    }
+
+    // The warm-up counts from the first send (the initial fill of large
+    // messages can itself take a while); the window always lasts the full
+    // `seconds` from the moment it actually starts.
+    let window_start_at = start + Duration::from_secs_f64(config.warmup.max(0.0));
+    let window_length = Duration::from_secs_f64(config.seconds.max(0.0));
+    let mut window: Option<(Instant, Duration, Option<u64>)> = None;
+    let mut window_end_at: Option<Instant> = None;
+    let snapshot = || {
+        (
+            Instant::now(),
+            sys::self_cpu_time(),
+            config
+                .server_pid
+                .and_then(|pid| sys::process_cpu_ticks(pid).ok()),
+        )
+    };
+
+    let mut events = Events::with_capacity(1024);
+    let window_end = loop {
+        let now = Instant::now();
+        if window.is_none() && now >= window_start_at {
+            let opened = snapshot();
+            window_end_at = Some(opened.0 + window_length);
+            window = Some(opened);
+            stats.measuring = true;
+        }
+        if window_end_at.is_some_and(|end| now >= end) || stats.alive == 0 {
+            stats.measuring = false;
+            break snapshot();
+        }
+        let deadline = window_end_at.unwrap_or(window_start_at);
+        match poll.poll(&mut events, Some(deadline.saturating_duration_since(now))) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+        for event in events.iter() {
+            let token = event.token().0;
+            let conn = &mut conns[token];
+            if !conn.alive {
+                continue;
+            }
+            if (event.is_readable() || event.is_read_closed() || event.is_error())
+                && let Err(error) = conn.read(&message, config.latency, &mut stats)
+            {
+                conn.fail(token, &mut stats, &error);
+                continue;
+            }
+            if conn.to_send > 0
+                && let Err(error) = conn.flush(&message.frame)
+            {
+                conn.fail(token, &mut stats, &error);
+            }
+        }
+    };
+
+    let (started, cpu_start, server_start) = window.unwrap_or(window_end);
+    let (ended, cpu_end, server_end) = window_end;
+    let seconds = ended.duration_since(started).as_secs_f64().max(1e-9);
+    stats.latencies.sort_unstable();
+    let percentile = |p: f64| percentile_us(&stats.latencies, p).filter(|_| config.latency);
+    let (p50_us, p99_us, p999_us) = (percentile(0.50), percentile(0.99), percentile(0.999));
+    let server_cpu_percent = match (server_start, server_end) {
+        (Some(a), Some(b)) => {
+            Some((b.saturating_sub(a)) as f64 / sys::clock_ticks_per_second() / seconds * 100.0)
+        }
+        _ => None,
+    };
+    Ok(LoadReport {
+        connections: config.connections,
+        payload: config.payload,
+        in_flight: config.in_flight,
+        seconds,
+        messages: stats.messages,
+        msgs_per_sec: stats.messages as f64 / seconds,
+        mb_per_sec: stats.messages as f64 * config.payload as f64 / seconds / 1e6,
+        errors: stats.errors,
+        p50_us,
+        p99_us,
+        p999_us,
+        client_cpu_percent: cpu_end.saturating_sub(cpu_start).as_secs_f64() / seconds * 100.0,
+        server_cpu_percent,
+        failure: None,
+    })
+}
+
+/// The `p` quantile of sorted `samples` (nanoseconds), in microseconds.
+fn percentile_us(samples: &[u64], p: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    Some(samples[rank - 1] as f64 / 1e3)
+}
+
+impl Conn {
+    /// Queues one more message (sent by the next [`Conn::flush`]).
+    fn queue(&mut self, latency: bool, now: Instant) {
+        self.to_send += 1;
+        self.awaiting += 1;
+        if latency {
+            self.sent_at.push_back(now);
+        }
+    }
+
+    /// Writes every queued frame with as few `writev` calls as the socket
+    /// allows, stopping at `WouldBlock` (the WRITABLE event resumes it).
+    fn flush(&mut self, frame: &[u8]) -> io::Result<()> {
+        while self.to_send > 0 {
+            let count = self.to_send.min(MAX_IOV);
+            let mut slices = [IoSlice::new(frame); MAX_IOV];
+            slices[0] = IoSlice::new(&frame[self.sent_offset..]);
+            match self.stream.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    let total = self.sent_offset + written;
+                    let whole = total / frame.len();
+                    self.to_send -= whole;
+                    self.sent_offset = total % frame.len();
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until the socket is drained, verifying and counting echoes as
+    /// they complete. A read that returns less than asked drained the
+    /// receive queue (edge-triggered: the next arrival raises a new event),
+    /// so the read that would end in `WouldBlock` is skipped: it would cost
+    /// a syscall per message and make the client the bottleneck.
+    fn read(&mut self, message: &Message, latency: bool, stats: &mut Stats) -> io::Result<()> {
+        loop {
+            let asked = self.read_buffer.len() - self.read_len;
+            match self.stream.read(&mut self.read_buffer[self.read_len..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "server closed the connection",
+                    ));
+                }
+                Ok(n) => {
+                    self.read_len += n;
+                    // One clock read per read() call, not per message.
+                    let now = Instant::now();
+                    self.parse(message, latency, stats, now)?;
+                    if n < asked {
+                        return Ok(());
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Consumes everything parseable in the read buffer; keeps only an
+    /// incomplete frame header for the next read.
+    fn parse(
+        &mut self,
+        message: &Message,
+        latency: bool,
+        stats: &mut Stats,
+        now: Instant,
+    ) -> io::Result<()> {
+        let mut pos = 0;
+        while pos < self.read_len {
+            match self.parse {
+                Parse::Header => {
+                    let header =
+                        match handshake::parse_server_header(&self.read_buffer[pos..self.read_len])
+                        {
+                            Ok(Some(header)) => header,
+                            Ok(None) => break,
+                            Err(what) => return Err(io::Error::other(what)),
+                        };
+                    pos += header.len;
+                    match header.opcode {
+                        OP_TEXT | OP_BINARY if !self.in_message => {
+                            self.in_message = true;
+                            self.message_offset = 0;
+                        }
+                        OP_CONTINUATION if self.in_message => {}
+                        OP_CLOSE => return Err(io::Error::other("server sent a close frame")),
+                        opcode if opcode >= 0x8 => {
+                            self.parse = Parse::Skip {
+                                remaining: header.payload_len,
+                            };
+                            continue;
+                        }
+                        opcode => {
+                            return Err(io::Error::other(format!("unexpected opcode {opcode:#x}")));
+                        }
+                    }
+                    self.parse = Parse::Data {
+                        remaining: header.payload_len,
+                        fin: header.fin,
+                    };
+                    if header.payload_len == 0 {
+                        self.end_frame(header.fin, message, latency, stats, now)?;
+                    }
+                }
+                Parse::Data { remaining, fin } => {
+                    let take = (remaining.min((self.read_len - pos) as u64)) as usize;
+                    let end = self.message_offset + take;
+                    if end > message.payload.len() {
+                        return Err(io::Error::other("echo longer than the message sent"));
+                    }
+                    if self.read_buffer[pos..pos + take]
+                        != message.payload[self.message_offset..end]
+                    {
+                        return Err(io::Error::other(
+                            "echo payload differs from the message sent",
+                        ));
+                    }
+                    self.message_offset = end;
+                    pos += take;
+                    let remaining = remaining - take as u64;
+                    self.parse = Parse::Data { remaining, fin };
+                    if remaining == 0 {
+                        self.end_frame(fin, message, latency, stats, now)?;
+                    }
+                }
+                Parse::Skip { remaining } => {
+                    let take = remaining.min((self.read_len - pos) as u64);
+                    pos += take as usize;
+                    self.parse = if take == remaining {
+                        Parse::Header
+                    } else {
+                        Parse::Skip {
+                            remaining: remaining - take,
+                        }
+                    };
+                }
+            }
+        }
+        self.read_buffer.copy_within(pos..self.read_len, 0);
+        self.read_len -= pos;
+        Ok(())
+    }
+
+    /// A data frame's payload is complete; on FIN the echo is complete too.
+    fn end_frame(
+        &mut self,
+        fin: bool,
+        message: &Message,
+        latency: bool,
+        stats: &mut Stats,
+        now: Instant,
+    ) -> io::Result<()> {
+        self.parse = Parse::Header;
+        if !fin {
+            return Ok(());
+        }
+        if self.message_offset != message.payload.len() {
+            return Err(io::Error::other("echo shorter than the message sent"));
+        }
+        if self.awaiting == 0 {
+            return Err(io::Error::other("echo of a message never sent"));
+        }
+        self.in_message = false;
+        self.message_offset = 0;
+        self.awaiting -= 1;
+        let sent = self.sent_at.pop_front();
+        if stats.measuring {
+            stats.messages += 1;
+            if let (true, Some(sent)) = (latency, sent) {
+                stats
+                    .latencies
+                    .push(now.duration_since(sent).as_nanos() as u64);
+            }
+        }
+        // Keep exactly K in flight: every echo releases the next message.
+        self.queue(latency, now);
+        Ok(())
+    }
+
+    /// Drops a broken connection and counts it as an error.
+    fn fail(&mut self, token: usize, stats: &mut Stats, error: &io::Error) {
+        stats.error(token, error);
+        stats.alive -= 1;
+        self.alive = false;
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}

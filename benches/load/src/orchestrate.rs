@@ -1,0 +1,621 @@
+//! `run`: the whole comparison.
+//!
+//! 1. Memory: for each server, a fresh instance; its RSS before and after
+//!    `idle` opens the idle connections.
+//! 2. All three servers are started (each pinned to CPU 0 by default, with
+//!    a raised fd limit, on its own free loopback port) and stay up for the
+//!    rest.
+//! 3. Latency cell, then the throughput matrix. For each cell and repeat the
+//!    three servers are measured back to back, so slow drift of the machine
+//!    affects all three alike. The load generator runs pinned to CPU 1 (by
+//!    default) and samples the server's CPU time itself over its measured
+//!    window; after each run we wait for the server to go quiet before the
+//!    next one.
+//! 4. `results.json`, `results.md`, `echo-throughput.svg`.
+//!
+//! Every child process is held in a [`ChildGuard`], so it is stopped on any
+//! return path, error or panic included.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::handshake;
+use crate::load::LoadReport;
+use crate::report::{self, CellResult, LatencyResult, MemoryResult, Meta, Results, SERVERS};
+use crate::sys::{self, ChildGuard};
+
+/// Raise the server's fd limit (as root the hard one too), then exec it.
+const SERVER_SHELL: &str = r#"ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@""#;
+
+/// Command-line options of `run`.
+pub struct RunOptions {
+    pub quick: bool,
+    pub out: Option<PathBuf>,
+    pub wsloop: Option<PathBuf>,
+    pub repeat: Option<usize>,
+    pub seconds: Option<f64>,
+    pub warmup: Option<f64>,
+    /// CPU list (`taskset -c`) for the servers.
+    pub server_cpu: String,
+    /// CPU list (`taskset -c`) for the load generator and `idle`.
+    pub client_cpu: String,
+}
+
+/// The matrix and timings of one run.
+struct Plan {
+    connections: Vec<usize>,
+    payloads: Vec<usize>,
+    in_flight: Vec<usize>,
+    seconds: f64,
+    warmup: f64,
+    repeat: usize,
+    idle_connections: usize,
+}
+
+impl Plan {
+    fn new(options: &RunOptions) -> Plan {
+        let mut plan = if options.quick {
+            Plan {
+                connections: vec![1, 100],
+                payloads: vec![20, 16384],
+                in_flight: vec![1, 16],
+                seconds: 1.0,
+                warmup: 0.5,
+                repeat: 1,
+                idle_connections: 1_000,
+            }
+        } else {
+            Plan {
+                connections: vec![1, 10, 100, 500],
+                payloads: vec![20, 1024, 16384, 262144],
+                in_flight: vec![1, 16],
+                seconds: 3.0,
+                warmup: 1.0,
+                repeat: 3,
+                idle_connections: 10_000,
+            }
+        };
+        plan.repeat = options.repeat.unwrap_or(plan.repeat).max(1);
+        plan.seconds = options.seconds.unwrap_or(plan.seconds);
+        plan.warmup = options.warmup.unwrap_or(plan.warmup);
+        plan
+    }
+
+    fn cells(&self) -> Vec<(usize, usize, usize)> {
+        let mut cells = Vec::new();
+        for &connections in &self.connections {
+            for &payload in &self.payloads {
+                for &in_flight in &self.in_flight {
+                    cells.push((connections, payload, in_flight));
+                }
+            }
+        }
+        cells
+    }
+}
+
+/// Paths every step needs.
+struct Context {
+    /// This binary (peers, `load`, `idle`).
+    exe: PathBuf,
+    wsloop: PathBuf,
+    logs: PathBuf,
+    server_cpu: String,
+    client_cpu: String,
+}
+
+/// The benchmarked servers.
+#[derive(Clone, Copy, Debug)]
+enum Server {
+    Wsloop,
+    TokioTungstenite,
+    Fastwebsockets,
+}
+
+impl Server {
+    const ALL: [Server; 3] = [
+        Server::Wsloop,
+        Server::TokioTungstenite,
+        Server::Fastwebsockets,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Server::Wsloop => SERVERS[0],
+            Server::TokioTungstenite => SERVERS[1],
+            Server::Fastwebsockets => SERVERS[2],
+        }
+    }
+}
+
+/// A running server, stopped (SIGTERM, then SIGKILL) when dropped.
+struct ServerProcess {
+    server: Server,
+    addr: SocketAddr,
+    process: ChildGuard,
+}
+
+impl ServerProcess {
+    /// Starts `server` on a free loopback port, pinned to the server CPU with
+    /// a raised fd limit, and waits until it completes a WebSocket handshake.
+    fn start(server: Server, context: &Context) -> io::Result<ServerProcess> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let listen = addr.to_string();
+        let (program, args): (&Path, Vec<&str>) = match server {
+            Server::Wsloop => (
+                &context.wsloop,
+                vec!["--echo", "--listen", &listen, "--log-level", "error"],
+            ),
+            Server::TokioTungstenite => (
+                &context.exe,
+                vec!["serve", "tokio-tungstenite", "--listen", &listen],
+            ),
+            Server::Fastwebsockets => (
+                &context.exe,
+                vec!["serve", "fastwebsockets", "--listen", &listen],
+            ),
+        };
+        let log_path = context.logs.join(format!("{}.log", server.name()));
+        let log = File::options().create(true).append(true).open(&log_path)?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(SERVER_SHELL)
+            .arg("sh")
+            .args(["taskset", "-c", &context.server_cpu])
+            .arg(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let mut process = ChildGuard::new(child);
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = process.child().try_wait()? {
+                return Err(io::Error::other(format!(
+                    "{} exited at start ({status}); see {}",
+                    server.name(),
+                    log_path.display()
+                )));
+            }
+            if handshake::open_all(addr, 1, 1, |_| {}).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "{} did not come up on {addr}",
+                    server.name()
+                )));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let affinity = cpus_allowed(process.id()).unwrap_or_default();
+        if affinity != context.server_cpu {
+            eprintln!(
+                "warning: {} runs on CPUs {affinity:?}, not {}",
+                server.name(),
+                context.server_cpu
+            );
+        }
+        Ok(ServerProcess {
+            server,
+            addr,
+            process,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// `Err` with a reason when the server is no longer running.
+    fn check_alive(&mut self) -> Result<(), String> {
+        match self.process.child().try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!("{} is not running ({status})", self.server.name())),
+            Err(error) => Err(format!("{}: {error}", self.server.name())),
+        }
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `Cpus_allowed_list` of a process.
+fn cpus_allowed(pid: u32) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("Cpus_allowed_list:"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+/// Runs everything and writes the report.
+pub fn run(options: RunOptions) -> io::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = root.canonicalize().unwrap_or(root);
+    let out = options
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("benches/results"));
+    let wsloop = options
+        .wsloop
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/wsloop"));
+    if !wsloop.is_file() {
+        return Err(io::Error::other(format!(
+            "{} not found: run `cargo build --release` at the repository root first (or pass --wsloop)",
+            wsloop.display()
+        )));
+    }
+    let logs = out.join("logs");
+    fs::create_dir_all(&logs)?;
+    for server in Server::ALL {
+        // Server logs are appended to within a run; start each run afresh.
+        let _ = fs::remove_file(logs.join(format!("{}.log", server.name())));
+    }
+    let context = Context {
+        exe: std::env::current_exe()?,
+        wsloop: wsloop.canonicalize()?,
+        logs,
+        server_cpu: options.server_cpu.clone(),
+        client_cpu: options.client_cpu.clone(),
+    };
+    let plan = Plan::new(&options);
+    let cells = plan.cells();
+    let runs_total = (cells.len() + 1) * plan.repeat * Server::ALL.len();
+    eprintln!(
+        "{} cells + latency cell, {} repeat(s), {} s + {} s warm-up each: {} load runs, roughly {:.0} s; \
+         then memory with {} idle connections. Server logs: {}",
+        cells.len(),
+        plan.repeat,
+        plan.seconds,
+        plan.warmup,
+        runs_total,
+        runs_total as f64 * (plan.seconds + plan.warmup + 0.4),
+        plan.idle_connections,
+        context.logs.display(),
+    );
+    let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+
+    // 1. Memory, each on a fresh server.
+    let memory: Vec<MemoryResult> = Server::ALL
+        .iter()
+        .map(|&server| memory_cell(server, &context, plan.idle_connections))
+        .collect();
+
+    // 2. All three servers up for the load runs.
+    let mut servers = Server::ALL
+        .iter()
+        .map(|&server| ServerProcess::start(server, &context))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut progress = Progress {
+        done: 0,
+        total: runs_total,
+    };
+
+    // 3a. Latency cell.
+    let mut latency_runs: Vec<Vec<LoadReport>> = vec![Vec::new(); servers.len()];
+    for _ in 0..plan.repeat {
+        for (index, server) in servers.iter_mut().enumerate() {
+            let run = run_load(&context, server, (1, 20, 1), &plan, true);
+            progress.report(server.server, (1, 20, 1), &run);
+            latency_runs[index].push(run);
+        }
+    }
+    let latency = servers
+        .iter()
+        .zip(latency_runs)
+        .map(|(server, runs)| LatencyResult::from_runs(server.server.name(), runs))
+        .collect();
+
+    // 3b. Throughput matrix.
+    let mut results_cells = Vec::new();
+    for &cell in &cells {
+        let mut runs: Vec<Vec<LoadReport>> = vec![Vec::new(); servers.len()];
+        for _ in 0..plan.repeat {
+            for (index, server) in servers.iter_mut().enumerate() {
+                let run = run_load(&context, server, cell, &plan, false);
+                progress.report(server.server, cell, &run);
+                runs[index].push(run);
+            }
+        }
+        for (server, runs) in servers.iter().zip(runs) {
+            results_cells.push(CellResult::from_runs(
+                server.server.name(),
+                cell.0,
+                cell.1,
+                cell.2,
+                runs,
+            ));
+        }
+    }
+    drop(servers);
+
+    // 4. Report.
+    let results = Results {
+        meta: Meta {
+            quick: options.quick,
+            repeat: plan.repeat,
+            cell_seconds: plan.seconds,
+            warmup_seconds: plan.warmup,
+            idle_connections: plan.idle_connections,
+            server_cpu: context.server_cpu.clone(),
+            client_cpu: context.client_cpu.clone(),
+            wsloop_binary: context.wsloop.display().to_string(),
+            wsloop_git_rev: git_revision(&root),
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            cpu_model: cpu_model(),
+            started_unix,
+            total_seconds: started.elapsed().as_secs_f64(),
+        },
+        latency,
+        memory,
+        cells: results_cells,
+    };
+    report::write_all(&results, &out)?;
+    eprintln!(
+        "wrote {}/results.json, results.md, echo-throughput.svg",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Progress lines on stderr.
+struct Progress {
+    done: usize,
+    total: usize,
+}
+
+impl Progress {
+    fn report(
+        &mut self,
+        server: Server,
+        (connections, payload, in_flight): (usize, usize, usize),
+        run: &LoadReport,
+    ) {
+        self.done += 1;
+        let latency = run
+            .p50_us
+            .map(|p50| format!("  p50 {p50:.1} µs"))
+            .unwrap_or_default();
+        eprintln!(
+            "[{:>3}/{}] {:<17} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s {:>8.1} MB/s  server {:>3.0}%  client {:>3.0}%  errors {}{latency}{}",
+            self.done,
+            self.total,
+            server.name(),
+            connections,
+            payload,
+            in_flight,
+            run.msgs_per_sec,
+            run.mb_per_sec,
+            run.server_cpu_percent.unwrap_or(f64::NAN),
+            run.client_cpu_percent,
+            run.errors,
+            run.failure
+                .as_deref()
+                .map(|failure| format!("  FAILED: {failure}"))
+                .unwrap_or_default(),
+        );
+    }
+}
+
+/// One `load` run against `server`; a failed run is returned as a report
+/// with `failure` set and every connection counted as an error.
+fn run_load(
+    context: &Context,
+    server: &mut ServerProcess,
+    (connections, payload, in_flight): (usize, usize, usize),
+    plan: &Plan,
+    latency: bool,
+) -> LoadReport {
+    let failed = |why: String| LoadReport {
+        connections,
+        payload,
+        in_flight,
+        errors: connections as u64,
+        failure: Some(why),
+        ..LoadReport::default()
+    };
+    if let Err(why) = server.check_alive() {
+        return failed(why);
+    }
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", &context.client_cpu])
+        .arg(&context.exe)
+        .arg("load")
+        .args(["--addr", &server.addr.to_string()])
+        .args(["--connections", &connections.to_string()])
+        .args(["--payload", &payload.to_string()])
+        .args(["--in-flight", &in_flight.to_string()])
+        .args(["--seconds", &plan.seconds.to_string()])
+        .args(["--warmup", &plan.warmup.to_string()])
+        .args(["--server-pid", &server.pid().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if latency {
+        command.arg("--latency");
+    }
+    let result =
+        (|| -> io::Result<Result<LoadReport, String>> {
+            let mut client = ChildGuard::new(command.spawn()?);
+            let limit = Duration::from_secs_f64(plan.seconds + plan.warmup + 60.0);
+            let deadline = Instant::now() + limit;
+            let status = loop {
+                if let Some(status) = client.child().try_wait()? {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    return Ok(Err(format!("load generator still running after {limit:?}")));
+                }
+                thread::sleep(Duration::from_millis(10));
+            };
+            let mut stdout = String::new();
+            let mut stderr = String::new();
+            if let Some(mut pipe) = client.child().stdout.take() {
+                pipe.read_to_string(&mut stdout)?;
+            }
+            if let Some(mut pipe) = client.child().stderr.take() {
+                pipe.read_to_string(&mut stderr)?;
+            }
+            if !status.success() {
+                return Ok(Err(format!(
+                    "load generator failed ({status}): {}",
+                    stderr.trim()
+                )));
+            }
+            if !stderr.trim().is_empty() {
+                eprintln!("{}", stderr.trim_end());
+            }
+            let line = stdout.lines().last().unwrap_or_default();
+            Ok(serde_json::from_str(line)
+                .map_err(|error| format!("bad load output {line:?}: {error}")))
+        })();
+    sys::wait_until_quiet(server.pid(), Duration::from_secs(3));
+    match result {
+        Ok(Ok(report)) => report,
+        Ok(Err(why)) => failed(why),
+        Err(error) => failed(error.to_string()),
+    }
+}
+
+/// RSS of a fresh `server` before and after `idle` opens `connections`
+/// idle WebSocket connections to it.
+fn memory_cell(server: Server, context: &Context, connections: usize) -> MemoryResult {
+    eprintln!(
+        "memory: {} with {connections} idle connections",
+        server.name()
+    );
+    let mut result = MemoryResult {
+        server: server.name().to_string(),
+        connections,
+        ..MemoryResult::default()
+    };
+    if let Err(error) = measure_memory(server, context, &mut result) {
+        eprintln!("memory: {}: {error}", server.name());
+        result.error = Some(error.to_string());
+    }
+    result
+}
+
+fn measure_memory(server: Server, context: &Context, result: &mut MemoryResult) -> io::Result<()> {
+    let process = ServerProcess::start(server, context)?;
+    if let Some(limit) = sys::open_files_limit(process.pid())
+        && limit < result.connections as u64 + 64
+    {
+        return Err(io::Error::other(format!(
+            "the server may open only {limit} files, too few for {} connections",
+            result.connections
+        )));
+    }
+    thread::sleep(Duration::from_millis(300));
+    result.rss_before_bytes = sys::vm_rss_bytes(process.pid())?;
+
+    let mut idle = ChildGuard::new(
+        Command::new("taskset")
+            .args(["-c", &context.client_cpu])
+            .arg(&context.exe)
+            .arg("idle")
+            .args(["--addr", &process.addr.to_string()])
+            .args(["--connections", &result.connections.to_string()])
+            .args(["--hold-seconds", "600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    // Wait for the "open" line without blocking forever on a stuck client.
+    let stdout = idle
+        .child()
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("no idle stdout"))?;
+    let (lines_tx, lines_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let opened = loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(wait) {
+            Ok(line) if line.contains(r#""event":"open""#) => break line,
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(io::Error::other("idle client timed out"));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = idle.child().wait()?;
+                return Err(io::Error::other(format!(
+                    "idle client exited ({status}) before opening everything"
+                )));
+            }
+        }
+    };
+    let opened: serde_json::Value = serde_json::from_str(&opened).map_err(io::Error::other)?;
+    result.open_seconds = opened["seconds"].as_f64().unwrap_or_default();
+    // Let the server finish whatever the last handshakes started.
+    thread::sleep(Duration::from_secs(1));
+    result.rss_after_bytes = sys::vm_rss_bytes(process.pid())?;
+    result.per_connection_bytes = (result.rss_after_bytes as f64 - result.rss_before_bytes as f64)
+        / result.connections as f64;
+    eprintln!(
+        "memory: {}: {:.1} MiB -> {:.1} MiB, {:.0} B per connection",
+        server.name(),
+        result.rss_before_bytes as f64 / 1048576.0,
+        result.rss_after_bytes as f64 / 1048576.0,
+        result.per_connection_bytes
+    );
+    drop(idle);
+    drop(process);
+    Ok(())
+}
+
+/// Short git revision of the repository's HEAD, if git is there. Read-only
+/// (no index refresh), so it never races with other git users of the tree.
+fn git_revision(root: &Path) -> Option<String> {
+    let output = Command::new("git")
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}

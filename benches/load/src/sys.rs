@@ -1,0 +1,173 @@
+//! Small Linux helpers: file-descriptor limit, CPU time of this process and
+//! of another one (`/proc/PID/stat`), resident memory (`/proc/PID/status`),
+//! and stopping a child process politely.
+
+use std::io;
+use std::process::Child;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Raises `RLIMIT_NOFILE` as far as allowed and returns the new soft limit.
+///
+/// As root the hard limit is raised too, to 2^20 (the kernel's default
+/// `fs.nr_open`); otherwise the soft limit goes up to the hard one.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    const WANT: libc::rlim_t = 1 << 20;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if limit.rlim_max < WANT {
+            let raised = libc::rlimit {
+                rlim_cur: WANT,
+                rlim_max: WANT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return Ok(WANT);
+            }
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// User plus system CPU time this process has used so far (`getrusage`).
+pub fn self_cpu_time() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct; RUSAGE_SELF cannot fail.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// `utime + stime` of process `pid`, in clock ticks (`/proc/PID/stat`).
+pub fn process_cpu_ticks(pid: u32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: the
+    // fields we want are counted from the last ')'.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| io::Error::other("bad /proc stat"))?;
+    // After the name come field 3 (state) onwards; utime and stime are
+    // fields 14 and 15, i.e. indexes 11 and 12 here.
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |index: usize| -> io::Result<u64> {
+        fields
+            .get(index)
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| io::Error::other("bad /proc stat field"))
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// Clock ticks per second, the unit of [`process_cpu_ticks`].
+pub fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// Resident set size of process `pid` in bytes (`VmRSS` in `/proc/PID/status`).
+pub fn vm_rss_bytes(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .ok_or_else(|| io::Error::other("no VmRSS"))?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .ok_or_else(|| io::Error::other("bad VmRSS"))?;
+    Ok(kib * 1024)
+}
+
+/// Soft "Max open files" limit of process `pid` (`/proc/PID/limits`).
+pub fn open_files_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Waits until process `pid` stops using CPU (no new ticks over 100 ms), at
+/// most `limit`, so one server's teardown does not leak into the next run.
+pub fn wait_until_quiet(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let Ok(mut last) = process_cpu_ticks(pid) else {
+        return;
+    };
+    while Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        let Ok(now) = process_cpu_ticks(pid) else {
+            return;
+        };
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Stops a child: SIGTERM, up to `grace` to exit, then SIGKILL. Always reaps it.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SAFETY: kill() on our own, not yet reaped, child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A child process that is stopped (see [`terminate`]) when dropped, so an
+/// error or panic anywhere in the orchestrator leaves nothing running.
+pub struct ChildGuard {
+    child: Child,
+}
+
+impl ChildGuard {
+    pub fn new(child: Child) -> Self {
+        ChildGuard { child }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(2));
+    }
+}
