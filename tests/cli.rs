@@ -17,14 +17,7 @@ fn sigterm_closes_connections_with_1001_and_exits_0() {
     client.send_frame(0x81, b"before shutdown");
     assert_eq!(client.read_frame().unwrap().payload, b"before shutdown");
 
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.send_sigterm();
     assert_eq!(client.expect_close(), 1001);
     client.send_frame(0x88, &1001u16.to_be_bytes());
     let replied = Instant::now();

@@ -285,8 +285,8 @@ impl Wsloop {
         }
     }
 
-    /// Sends SIGTERM and waits; returns the exit status and the log.
-    pub fn terminate(&mut self) -> (ExitStatus, String) {
+    /// Sends SIGTERM (asks for a graceful shutdown) and returns at once.
+    pub fn send_sigterm(&self) {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -295,6 +295,11 @@ impl Wsloop {
                 .unwrap()
                 .success()
         );
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status and the log.
+    pub fn terminate(&mut self) -> (ExitStatus, String) {
+        self.send_sigterm();
         let status = self.child.wait().unwrap();
         let log = self.log.take().unwrap().join().unwrap().join("\n");
         (status, log)
