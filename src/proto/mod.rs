@@ -6,6 +6,7 @@ pub mod close_code;
 pub mod connection;
 pub mod decoder;
 pub mod error;
+pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod http;
