@@ -364,3 +364,20 @@ fn keepalive_pings_a_silent_peer_then_closes_1011() {
         assert_eq!(frame.opcode, 9);
     }
 }
+
+#[test]
+fn a_last_message_arriving_with_the_fin_ends_the_connection_at_once() {
+    let recorder = Recorder::default();
+    let server = TestServer::start(ServerConfig::default(), recorder.clone());
+    let mut client = RawClient::open(server.addr, "/half-close");
+    // The message and the FIN in one go: one readable + read-closed event.
+    let mut wire = common::masked_frame(0x81, b"last words");
+    wire.extend(common::masked_frame(0x81, b"and more"));
+    client.send_raw(&wire);
+    client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(client.read_frame().unwrap().payload, b"last words");
+    assert_eq!(client.read_frame().unwrap().payload, b"and more");
+    // Noticed now, not when keepalive gives up 30 s later.
+    wait_for(|| recorder.events_for("/half-close").len() == 2);
+    assert_eq!(recorder.events_for("/half-close")[1], "close 1006");
+}

@@ -161,6 +161,7 @@ impl<H: Handler> Server<H> {
     /// Runs the loop until a graceful shutdown completes.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let mut failure = None;
         self.core.handler.on_start(self.notifier.clone());
         loop {
             let now = Instant::now();
@@ -180,14 +181,16 @@ impl<H: Handler> Server<H> {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(error);
+                log::error!("poll failed: {error}; dropping every connection");
+                failure = Some(error);
+                break;
             }
             let now = Instant::now();
             if !events.is_empty() {
                 self.last_activity = now;
             }
             for slot in mem::take(&mut self.core.read_again) {
-                self.core.on_readable(slot, &mut self.scratch, now);
+                self.core.on_readable(slot, &mut self.scratch, now, false);
             }
             for event in events.iter() {
                 match event.token() {
@@ -210,8 +213,13 @@ impl<H: Handler> Server<H> {
                         }
                     }
                     Token(slot) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.core.on_readable(slot, &mut self.scratch, now);
+                        let closing = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closing {
+                            // When the peer's FIN (or an error) came with
+                            // the data, no further edge will announce it:
+                            // read on until the read that reports it.
+                            self.core
+                                .on_readable(slot, &mut self.scratch, now, !closing);
                         }
                         if event.is_writable() {
                             self.core.flush(slot, now);
@@ -234,6 +242,9 @@ impl<H: Handler> Server<H> {
         let remaining: Vec<usize> = self.core.conns.iter().map(|(slot, _)| slot).collect();
         for slot in remaining {
             self.core.remove(slot, now);
+        }
+        if let Some(error) = failure {
+            return Err(error);
         }
         log::info!("server stopped");
         Ok(())
@@ -377,8 +388,10 @@ impl<H: Handler> Core<H> {
     }
 
     /// Reads until `WouldBlock` (or the per-wakeup budget), processing as
-    /// bytes arrive.
-    fn on_readable(&mut self, slot: usize, scratch: &mut [u8], now: Instant) {
+    /// bytes arrive. With `stop_short`, a read that returns less than asked
+    /// ends the turn (the queue is drained and the next arrival raises a
+    /// new edge); without it, reading goes on until `WouldBlock` or EOF.
+    fn on_readable(&mut self, slot: usize, scratch: &mut [u8], now: Instant, stop_short: bool) {
         for _ in 0..READS_PER_WAKEUP {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
@@ -413,7 +426,7 @@ impl<H: Handler> Core<H> {
                     // A TCP read that returns less than asked emptied the
                     // receive queue: the next arrival raises a new edge, so
                     // the usual extra read that ends in EAGAIN is skipped.
-                    let drained = n < asked;
+                    let drained = stop_short && n < asked;
                     if discard {
                         if drained {
                             return;
@@ -680,16 +693,18 @@ impl<H: Handler> Core<H> {
     fn on_eof(&mut self, slot: usize, now: Instant) {
         let conn = &mut self.conns[slot];
         conn.read_closed = true;
-        let finished = conn.proto.phase() == Phase::Closed
-            && (conn.write_shutdown || conn.proto.pending_output_len() == 0);
-        if conn.proto.phase() != Phase::Closed || finished {
-            if conn.proto.phase() != Phase::Closed {
-                log::debug!("{} {}: peer went away", conn.id, conn.peer);
-            }
-            self.remove(slot, now);
+        if conn.proto.phase() != Phase::Closed {
+            // No closing handshake: an abnormal closure (1006).
+            log::debug!("{} {}: peer went away", conn.id, conn.peer);
+            conn.proto.abort(now);
         }
-        // Otherwise a response or close frame is still going out; the
-        // flush removes the connection once it has.
+        if conn.write_shutdown || conn.proto.pending_output_len() == 0 {
+            self.remove(slot, now);
+        } else {
+            // What is queued still goes out (the peer may only have closed
+            // its sending side); the flush removes the connection after.
+            self.after_io(slot, now);
+        }
     }
 
     /// Writes a connection's output right after its input was handled,
@@ -736,13 +751,14 @@ impl<H: Handler> Core<H> {
             } else {
                 Interest::READABLE
             };
-            if let Err(error) = self
+            match self
                 .registry
                 .reregister(&mut conn.socket, Token(slot), interest)
             {
-                log::warn!("{}: reregister: {error}", conn.id);
+                Ok(()) => conn.writable_interest = want_writable,
+                // Left as it was, so the next flush tries again.
+                Err(error) => log::warn!("{}: reregister: {error}", conn.id),
             }
-            conn.writable_interest = want_writable;
         }
         if pending == 0 && closed && !conn.write_shutdown {
             // Closing TCP from our side first (RFC 6455 §7.1.1); keep
