@@ -88,6 +88,7 @@ pub fn encode<T: Serialize>(op: &str, data: &T, msg_id: Option<&str>) -> String 
 }
 
 /// Typed access to `data` fields, with errors that name the field.
+#[derive(Clone, Copy)]
 pub struct Data<'a>(pub &'a Object);
 
 impl<'a> Data<'a> {

@@ -19,6 +19,16 @@ const SCRATCH_PATH: &str = "/scratch";
 
 type OpResult = Result<(), String>;
 
+/// The request an op is handling: who sent it, its `data`, the principal
+/// it acts as, and the `msgId` to echo.
+#[derive(Clone, Copy)]
+struct Call<'r> {
+    conn: ConnectionId,
+    data: Data<'r>,
+    user: &'r str,
+    msg_id: Option<&'r str>,
+}
+
 /// Every op the server implements.
 const OPS: &[&str] = &[
     "PING",
@@ -45,7 +55,7 @@ pub(super) fn is_known(op: &str) -> bool {
 
 /// Applies the edits an op carries to a paragraph: text (`paragraph`),
 /// title, config (merged key by key, unknown keys kept) and params.
-fn apply_edits(paragraph: &mut Paragraph, data: &Data<'_>, user: &str) -> OpResult {
+fn apply_edits(paragraph: &mut Paragraph, data: Data<'_>, user: &str) -> OpResult {
     if let Some(text) = data.opt_string("paragraph")? {
         paragraph.text = text.to_owned();
     }
@@ -81,8 +91,12 @@ impl NotebookHandler {
         request: &Request,
         user: &str,
     ) -> OpResult {
-        let data = Data(&request.data);
-        let msg_id = request.msg_id.as_deref();
+        let call = Call {
+            conn,
+            data: Data(&request.data),
+            user,
+            msg_id: request.msg_id.as_deref(),
+        };
         match request.op.as_str() {
             "PING" => Ok(()),
             "LIST_CONFIGURATIONS" => {
@@ -98,32 +112,32 @@ impl NotebookHandler {
                 );
                 Ok(())
             }
-            "GET_NOTE" => self.get_note(ctx, conn, &data),
+            "GET_NOTE" => self.get_note(ctx, call),
             "GET_HOME_NOTE" => {
                 self.watchers.unbind(conn);
                 Self::send(ctx, conn, "NOTE", &json!({ "note": null }));
                 Ok(())
             }
-            "NEW_NOTE" => self.new_note(ctx, conn, &data, user),
-            "DEL_NOTE" => self.delete_note(ctx, &data),
-            "COMMIT_PARAGRAPH" => self.commit_paragraph(ctx, conn, &data, user, msg_id),
-            "INSERT_PARAGRAPH" => self.insert_paragraph(ctx, conn, &data, user, msg_id),
-            "PARAGRAPH_REMOVE" => self.remove_paragraph(ctx, conn, &data),
-            "RUN_PARAGRAPH" => self.run_paragraph(ctx, conn, &data, user, msg_id),
-            "CANCEL_PARAGRAPH" => self.cancel_paragraph(ctx, conn, &data),
-            "RUN_ALL_PARAGRAPHS" => self.run_all_paragraphs(ctx, conn, &data, user, msg_id),
+            "NEW_NOTE" => self.new_note(ctx, call),
+            "DEL_NOTE" => self.delete_note(ctx, call),
+            "COMMIT_PARAGRAPH" => self.commit_paragraph(ctx, call),
+            "INSERT_PARAGRAPH" => self.insert_paragraph(ctx, call),
+            "PARAGRAPH_REMOVE" => self.remove_paragraph(ctx, call),
+            "RUN_PARAGRAPH" => self.run_paragraph(ctx, call),
+            "CANCEL_PARAGRAPH" => self.cancel_paragraph(ctx, call),
+            "RUN_ALL_PARAGRAPHS" => self.run_all_paragraphs(ctx, call),
             "GET_INTERPRETER_BINDINGS" => {
                 self.interpreter_bindings(ctx, conn);
                 Ok(())
             }
-            "EDITOR_SETTING" => self.editor_setting(ctx, conn, &data),
+            "EDITOR_SETTING" => self.editor_setting(ctx, call),
             other => Err(format!("unknown op {other}")),
         }
     }
 
     /// The note an op acts on: `data.noteId`, else the connection's note,
     /// else the note holding paragraph `data.id`.
-    fn target_note(&self, conn: ConnectionId, data: &Data<'_>) -> Result<String, String> {
+    fn target_note(&self, conn: ConnectionId, data: Data<'_>) -> Result<String, String> {
         if let Some(note_id) = data.opt_string("noteId")? {
             return match self.notes.get(note_id) {
                 Some(_) => Ok(note_id.to_owned()),
@@ -161,7 +175,8 @@ impl NotebookHandler {
         );
     }
 
-    fn get_note(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, data: &Data<'_>) -> OpResult {
+    fn get_note(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call { conn, data, .. } = call;
         let id = data.string("id")?;
         let note = self
             .notes
@@ -172,13 +187,10 @@ impl NotebookHandler {
         Ok(())
     }
 
-    fn new_note(
-        &mut self,
-        ctx: &mut Context<'_>,
-        conn: ConnectionId,
-        data: &Data<'_>,
-        user: &str,
-    ) -> OpResult {
+    fn new_note(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call {
+            conn, data, user, ..
+        } = call;
         let path = normalize_note_path(data.opt_string("name")?.unwrap_or(""))
             .map_err(|e| e.to_string())?;
         if self.notes.find_by_path(&path).is_some() {
@@ -207,7 +219,8 @@ impl NotebookHandler {
         Ok(())
     }
 
-    fn delete_note(&mut self, ctx: &mut Context<'_>, data: &Data<'_>) -> OpResult {
+    fn delete_note(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call { data, .. } = call;
         let id = data.string("id")?;
         self.notes.remove(id)?;
         self.jobs.forget_note(id);
@@ -220,14 +233,13 @@ impl NotebookHandler {
         Ok(())
     }
 
-    fn commit_paragraph(
-        &mut self,
-        ctx: &mut Context<'_>,
-        conn: ConnectionId,
-        data: &Data<'_>,
-        user: &str,
-        msg_id: Option<&str>,
-    ) -> OpResult {
+    fn commit_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call {
+            conn,
+            data,
+            user,
+            msg_id,
+        } = call;
         let id = data.string("id")?;
         let note_id = self.target_note(conn, data)?;
         let paragraph = self.notes.update(&note_id, |note| {
@@ -246,14 +258,13 @@ impl NotebookHandler {
         Ok(())
     }
 
-    fn insert_paragraph(
-        &mut self,
-        ctx: &mut Context<'_>,
-        conn: ConnectionId,
-        data: &Data<'_>,
-        user: &str,
-        msg_id: Option<&str>,
-    ) -> OpResult {
+    fn insert_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call {
+            conn,
+            data,
+            user,
+            msg_id,
+        } = call;
         let note_id = self.target_note(conn, data)?;
         let requested = data.opt_index("index")?;
         let config = data.opt_object("config")?.cloned().unwrap_or_default();
@@ -278,12 +289,8 @@ impl NotebookHandler {
         Ok(())
     }
 
-    fn remove_paragraph(
-        &mut self,
-        ctx: &mut Context<'_>,
-        conn: ConnectionId,
-        data: &Data<'_>,
-    ) -> OpResult {
+    fn remove_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call { conn, data, .. } = call;
         let id = data.string("id")?;
         let note_id = self.target_note(conn, data)?;
         self.notes.update(&note_id, |note| {
@@ -303,14 +310,13 @@ impl NotebookHandler {
         Ok(())
     }
 
-    fn run_paragraph(
-        &mut self,
-        ctx: &mut Context<'_>,
-        conn: ConnectionId,
-        data: &Data<'_>,
-        user: &str,
-        msg_id: Option<&str>,
-    ) -> OpResult {
+    fn run_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call {
+            conn,
+            data,
+            user,
+            msg_id,
+        } = call;
         let id = data.string("id")?;
         let unbound = data.opt_string("noteId")?.is_none() && self.watchers.note_of(conn).is_none();
         let note_id = if unbound && self.notes.note_of_paragraph(id).is_none() {
@@ -369,12 +375,8 @@ impl NotebookHandler {
         Ok(note_id)
     }
 
-    fn cancel_paragraph(
-        &mut self,
-        ctx: &mut Context<'_>,
-        conn: ConnectionId,
-        data: &Data<'_>,
-    ) -> OpResult {
+    fn cancel_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call { conn, data, .. } = call;
         let id = data.string("id")?;
         let note_id = self.target_note(conn, data)?;
         if self
@@ -390,14 +392,13 @@ impl NotebookHandler {
         Ok(())
     }
 
-    fn run_all_paragraphs(
-        &mut self,
-        ctx: &mut Context<'_>,
-        conn: ConnectionId,
-        data: &Data<'_>,
-        user: &str,
-        msg_id: Option<&str>,
-    ) -> OpResult {
+    fn run_all_paragraphs(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call {
+            conn,
+            data,
+            user,
+            msg_id,
+        } = call;
         let note_id = data.string("noteId")?;
         let items: Vec<Value> = match data.0.get("paragraphs") {
             Some(Value::String(text)) => serde_json::from_str(text)
@@ -414,7 +415,7 @@ impl NotebookHandler {
                 let edits = Data(fields);
                 let id = edits.string("id")?;
                 let paragraph = paragraph_in(note, id)?;
-                apply_edits(paragraph, &edits, user)?;
+                apply_edits(paragraph, edits, user)?;
                 let enabled = paragraph
                     .config
                     .get("enabled")
@@ -470,12 +471,8 @@ impl NotebookHandler {
         );
     }
 
-    fn editor_setting(
-        &self,
-        ctx: &mut Context<'_>,
-        conn: ConnectionId,
-        data: &Data<'_>,
-    ) -> OpResult {
+    fn editor_setting(&self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call { conn, data, .. } = call;
         let paragraph_id = data.string("paragraphId")?;
         let text = data.opt_string("paragraphText")?.unwrap_or("");
         let default_group = self
@@ -661,7 +658,7 @@ mod tests {
             "paragraph": "%md hi", "title": "T", "config": {"colWidth": 12}, "params": {"x": 1}
         }))
         .unwrap();
-        apply_edits(&mut p, &Data(&data), "alice").unwrap();
+        apply_edits(&mut p, Data(&data), "alice").unwrap();
         assert_eq!(p.text, "%md hi");
         assert_eq!(p.title.as_deref(), Some("T"));
         assert_eq!(p.config["keep"], json!(1));
@@ -670,7 +667,7 @@ mod tests {
         assert_eq!(p.user, "alice");
         let bad: Object = serde_json::from_value(json!({ "config": "nope" })).unwrap();
         assert_eq!(
-            apply_edits(&mut p, &Data(&bad), "alice"),
+            apply_edits(&mut p, Data(&bad), "alice"),
             Err("data.config must be an object".to_owned())
         );
     }
