@@ -460,3 +460,36 @@ fn hash_password_output_works_in_a_config_file_and_the_command_line_wins() {
     std::fs::remove_file(config).unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn repeated_wrong_passwords_are_throttled_without_running_argon2() {
+    let hash = hash_password("s3cret").unwrap();
+    let (server, dir) = start("throttle", |c| {
+        c.users = vec![User::new("alice", &hash, vec![]).unwrap()]
+    });
+    for _ in 0..5 {
+        assert_eq!(
+            upgrade_status(&server, "/ws", &basic("alice", "guess")),
+            401
+        );
+    }
+    // From now on even the right password is refused for a while.
+    let mut client = RawClient::connect(server.addr);
+    client.send_raw(upgrade_request("/ws", &basic("alice", "s3cret")).as_bytes());
+    let (status, head, body) = client.read_response();
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(header(&head, "Retry-After"), Some("60"));
+    assert_eq!(
+        get(
+            &server,
+            "GET",
+            "/api/security/ticket",
+            &basic("alice", "s3cret")
+        )
+        .0,
+        429
+    );
+    // Requests without a password are not affected.
+    assert_eq!(upgrade_status(&server, "/ws", ""), 101);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -167,10 +167,10 @@ impl Handler for NotebookHandler {
 
     fn on_upgrade(
         &mut self,
-        _ctx: &mut Context<'_>,
+        ctx: &mut Context<'_>,
         request: &HttpRequest<'_>,
     ) -> Result<Accept, HttpResponse> {
-        self.authorize_upgrade(request)
+        self.authorize_upgrade(ctx, request)
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, message: Message<'_>) {

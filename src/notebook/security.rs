@@ -2,6 +2,8 @@
 //! Basic credentials, the ticket cookie, and the `Origin` allowlist.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -11,6 +13,16 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::auth::constant_time_eq;
 use crate::proto::HttpRequest;
+
+/// Failed logins from one address within [`FAILURE_WINDOW`] after which its
+/// further attempts are refused without running argon2.
+pub const MAX_FAILURES: u32 = 5;
+
+/// How long failed logins are remembered (and an address stays refused).
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Addresses tracked at most; the oldest entries make way beyond it.
+const MAX_TRACKED: usize = 10_000;
 
 /// Name of the cookie the ticket endpoint sets.
 pub const TICKET_COOKIE: &str = "wsloop_ticket";
@@ -58,6 +70,8 @@ pub struct Security {
     /// argon2 run each. The key is random per process.
     verified: HashMap<String, [u8; 20]>,
     cache_key: [u8; 32],
+    /// Failed logins per peer address: count, and when the count started.
+    failures: HashMap<IpAddr, (u32, Instant)>,
 }
 
 /// Credentials a request carried.
@@ -84,7 +98,38 @@ impl Security {
             allowed_origins,
             verified: HashMap::new(),
             cache_key,
+            failures: HashMap::new(),
         }
+    }
+
+    /// Whether `peer` failed to log in too often lately: its attempts are
+    /// refused without an argon2 run, so a password flood cannot keep the
+    /// event loop busy.
+    pub fn throttled(&self, peer: IpAddr, now: Instant) -> bool {
+        self.failures.get(&peer).is_some_and(|(count, since)| {
+            *count >= MAX_FAILURES && now.duration_since(*since) < FAILURE_WINDOW
+        })
+    }
+
+    /// Records a failed login from `peer`.
+    pub fn record_failure(&mut self, peer: IpAddr, now: Instant) {
+        if self.failures.len() >= MAX_TRACKED {
+            self.failures
+                .retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+            if self.failures.len() >= MAX_TRACKED {
+                self.failures.clear();
+            }
+        }
+        let entry = self.failures.entry(peer).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    /// Forgets `peer`'s failures after a successful login.
+    pub fn record_success(&mut self, peer: IpAddr) {
+        self.failures.remove(&peer);
     }
 
     fn cache_digest(&self, user: &str, password: &str) -> [u8; 20] {
@@ -228,6 +273,27 @@ mod tests {
         assert!(security.verify("alice", "wrong").is_none());
         assert!(security.verify("bob", "correct horse").is_none());
         assert!(User::new("x", "plaintext", vec![]).is_err());
+    }
+
+    #[test]
+    fn repeated_failures_throttle_an_address_for_a_while() {
+        let mut security = Security::new(vec![], vec![]);
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..MAX_FAILURES - 1 {
+            security.record_failure(peer, t0);
+        }
+        assert!(!security.throttled(peer, t0));
+        security.record_failure(peer, t0);
+        assert!(security.throttled(peer, t0));
+        assert!(!security.throttled(other, t0));
+        assert!(
+            !security.throttled(peer, t0 + FAILURE_WINDOW),
+            "forgiven after the window"
+        );
+        security.record_success(peer);
+        assert!(!security.throttled(peer, t0));
     }
 
     #[test]

@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::app::NotebookHandler;
 use super::auth::TicketCheck;
-use super::security::{Credentials, TICKET_COOKIE, basic_credentials, ticket_cookie};
+use super::security::{
+    Credentials, FAILURE_WINDOW, TICKET_COOKIE, basic_credentials, ticket_cookie,
+};
 use crate::handler::Accept;
 use crate::proto::{HttpRequest, HttpResponse};
 use crate::server::{Context, write_labelled};
@@ -65,7 +67,7 @@ impl NotebookHandler {
         match path {
             "/healthz" => HttpResponse::text(200, "ok\n"),
             "/metrics" => self.metrics(ctx),
-            "/api/security/ticket" => self.ticket(request),
+            "/api/security/ticket" => self.ticket(ctx, request),
             _ => HttpResponse {
                 status: 200,
                 headers: vec![(
@@ -115,16 +117,41 @@ impl NotebookHandler {
 
     /// Authenticates a request from its Basic credentials, `ticket` query
     /// parameter or ticket cookie. `Ok(None)`: no credentials at all.
-    fn identify(&mut self, request: &HttpRequest<'_>) -> Result<Option<Identity>, HttpResponse> {
+    fn identify(
+        &mut self,
+        ctx: &Context<'_>,
+        request: &HttpRequest<'_>,
+    ) -> Result<Option<Identity>, HttpResponse> {
+        let peer = ctx.peer_addr().map(|addr| addr.ip());
         match basic_credentials(request) {
             Some(Credentials::Basic { user, password }) => {
-                return match self.security.verify(&user, &password) {
-                    Some(found) => Ok(Some(Identity {
+                let now = ctx.now();
+                if peer.is_some_and(|ip| self.security.throttled(ip, now)) {
+                    return Err(HttpResponse::text(
+                        429,
+                        "too many failed logins; try again later\n",
+                    )
+                    .with_header("Retry-After", FAILURE_WINDOW.as_secs().to_string()));
+                }
+                let identity = self
+                    .security
+                    .verify(&user, &password)
+                    .map(|found| Identity {
                         principal: found.name.clone(),
                         roles: found.roles.clone(),
-                    })),
-                    None => {
-                        log::warn!("refused credentials for user {user:?}");
+                    });
+                return match (identity, peer) {
+                    (Some(identity), peer) => {
+                        if let Some(ip) = peer {
+                            self.security.record_success(ip);
+                        }
+                        Ok(Some(identity))
+                    }
+                    (None, peer) => {
+                        log::warn!("refused credentials for user {user:?} from {peer:?}");
+                        if let Some(ip) = peer {
+                            self.security.record_failure(ip, now);
+                        }
                         Err(unauthorized("wrong user name or password\n"))
                     }
                 };
@@ -151,11 +178,11 @@ impl NotebookHandler {
 
     /// `GET /api/security/ticket`: a fresh ticket for Basic credentials
     /// (also set as an HttpOnly cookie), or the anonymous identity.
-    fn ticket(&mut self, request: &HttpRequest<'_>) -> HttpResponse {
+    fn ticket(&mut self, ctx: &Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
         if !self.security.origin_allowed(request) {
             return HttpResponse::text(403, "origin not allowed\n");
         }
-        let identity = match self.identify(request) {
+        let identity = match self.identify(ctx, request) {
             Ok(identity) => identity,
             Err(refusal) => return refusal,
         };
@@ -186,6 +213,7 @@ impl NotebookHandler {
     /// credentials (or anonymous access).
     pub(super) fn authorize_upgrade(
         &mut self,
+        ctx: &Context<'_>,
         request: &HttpRequest<'_>,
     ) -> Result<Accept, HttpResponse> {
         if request.path() != "/ws" {
@@ -194,7 +222,7 @@ impl NotebookHandler {
         if !self.security.origin_allowed(request) {
             return Err(HttpResponse::text(403, "origin not allowed\n"));
         }
-        match self.identify(request)? {
+        match self.identify(ctx, request)? {
             Some(identity) => log::debug!("upgrade by {} {:?}", identity.principal, identity.roles),
             None if self.tickets.anonymous_allowed() => {}
             None => {

@@ -1,6 +1,7 @@
 //! What a handler may do from inside a callback: send to any connection,
 //! broadcast, close.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use slab::Slab;
@@ -20,6 +21,7 @@ pub struct Context<'a> {
     pub(crate) conns: &'a mut Slab<Conn>,
     pub(crate) flush_list: &'a mut Vec<usize>,
     pub(crate) stats: &'a mut ServerStats,
+    pub(crate) peer: Option<SocketAddr>,
     pub(crate) now: Instant,
 }
 
@@ -27,6 +29,13 @@ impl<'a> Context<'a> {
     /// The time the loop woke up for this batch of events.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// The remote address of the connection whose request is being
+    /// handled, in `on_http`, `on_upgrade` and `on_open` (`None` in the
+    /// other callbacks).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     /// The server's counters, for metrics.

@@ -353,6 +353,7 @@ impl<H: Handler> Core<H> {
                 conns: &mut self.conns,
                 flush_list: &mut self.flush_list,
                 stats: &mut self.stats,
+                peer: None,
                 now,
             },
         )
@@ -519,8 +520,10 @@ impl<H: Handler> Core<H> {
                 return buf.len();
             }
         };
+        let peer = self.conns[slot].peer;
         if !wants_upgrade(&request) {
             let (handler, mut ctx) = self.context(now);
+            ctx.peer = Some(peer);
             let response = handler.on_http(&mut ctx, &request);
             self.stats.http_requests += 1;
             let conn = &mut self.conns[slot];
@@ -548,6 +551,7 @@ impl<H: Handler> Core<H> {
             return buf.len();
         }
         let (handler, mut ctx) = self.context(now);
+        ctx.peer = Some(peer);
         let accept = match handler.on_upgrade(&mut ctx, &request) {
             Ok(accept) => accept,
             Err(response) => {
@@ -573,6 +577,7 @@ impl<H: Handler> Core<H> {
         self.open_websockets += 1;
         self.stats.upgrades += 1;
         let (handler, mut ctx) = self.context(now);
+        ctx.peer = Some(peer);
         handler.on_open(&mut ctx, id, &request);
         head_len
     }
@@ -608,6 +613,7 @@ impl<H: Handler> Core<H> {
                         conns: &mut self.conns,
                         flush_list: &mut self.flush_list,
                         stats: &mut self.stats,
+                        peer: None,
                         now,
                     };
                     self.handler.on_message(&mut ctx, id, message);
