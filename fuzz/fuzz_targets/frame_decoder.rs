@@ -10,6 +10,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "chunks.rs"]
+mod chunks;
+use chunks::chunks;
 use wsloop::proto::{Decoded, Decoder, Frame, Limits, ProtocolError};
 
 fn limits() -> Limits {
@@ -39,19 +43,6 @@ fuzz_target!(|data: &[u8]| {
     let whole = decode_stream(std::iter::once(wire));
     assert_eq!(chunked, whole, "chunked vs whole");
 });
-
-/// Splits `wire` into chunks whose sizes alternate between `sizes[0] + 1`
-/// and `sizes[1] + 1` bytes.
-fn chunks(mut wire: &[u8], sizes: [u8; 2]) -> impl Iterator<Item = &[u8]> {
-    sizes.into_iter().cycle().map_while(move |size| {
-        if wire.is_empty() {
-            return None;
-        }
-        let (chunk, rest) = wire.split_at((usize::from(size) + 1).min(wire.len()));
-        wire = rest;
-        Some(chunk)
-    })
-}
 
 /// Decodes chunks as they arrive; returns the events and the error that
 /// ended the stream, if any.

@@ -12,6 +12,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "chunks.rs"]
+mod chunks;
+use chunks::chunks;
 use wsloop::proto::handshake::{
     HeadScanner, accept_key, offered_protocols, parse_request, validate_upgrade, wants_upgrade,
 };
@@ -49,19 +53,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
-
-/// Splits `wire` into chunks whose sizes alternate between `sizes[0] + 1`
-/// and `sizes[1] + 1` bytes.
-fn chunks(mut wire: &[u8], sizes: [u8; 2]) -> impl Iterator<Item = &[u8]> {
-    sizes.into_iter().cycle().map_while(move |size| {
-        if wire.is_empty() {
-            return None;
-        }
-        let (chunk, rest) = wire.split_at((usize::from(size) + 1).min(wire.len()));
-        wire = rest;
-        Some(chunk)
-    })
-}
 
 fn check_head(head: &[u8]) {
     let mut slots = [httparse::EMPTY_HEADER; 64];

@@ -16,7 +16,8 @@ const DIRECT_WRITE: usize = 32 * 1024;
 
 /// The handler's access to the server's connections during a callback.
 /// Sends are queued in the recipients' write buffers and flushed by the
-/// loop after the current batch of events, one write per connection.
+/// loop after the current batch of events, one write per connection; a
+/// large message with nothing queued ahead goes straight to the socket.
 pub struct Context<'a> {
     pub(crate) conns: &'a mut Slab<Conn>,
     pub(crate) flush_list: &'a mut Vec<usize>,

@@ -31,16 +31,32 @@ const CONNECT_BATCH: usize = 100;
 /// Connection errors printed to stderr (the rest are only counted).
 const MAX_LOGGED_ERRORS: u64 = 10;
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run (the options of `wsloop-bench load`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadConfig {
+    /// Echo server address.
+    #[arg(long)]
     pub addr: SocketAddr,
+    /// WebSocket connections to open.
+    #[arg(long, default_value_t = 1)]
     pub connections: usize,
+    /// Payload size of every message, in bytes.
+    #[arg(long, default_value_t = 20)]
     pub payload: usize,
+    /// Messages kept in flight per connection.
+    #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
+    /// Length of the measured window, in seconds.
+    #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// Unmeasured warm-up before the window, in seconds.
+    #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
+    /// Record per-message round-trip times and report p50/p99/p99.9.
+    #[arg(long)]
     pub latency: bool,
+    /// Also report this process's CPU use over the window (the server's).
+    #[arg(long)]
     pub server_pid: Option<u32>,
 }
 

@@ -34,16 +34,31 @@ use crate::sys::{self, ChildGuard};
 const SERVER_SHELL: &str = r#"ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@""#;
 
 /// Command-line options of `run`.
+#[derive(Debug, clap::Args)]
 pub struct RunOptions {
+    /// Smoke-test matrix: 1 s cells, fewer cells, one repeat, 1,000 idle connections.
+    #[arg(long)]
     pub quick: bool,
+    /// Output directory [default: <repo>/benches/results].
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// wsloop binary [default: <repo>/target/release/wsloop].
+    #[arg(long)]
     pub wsloop: Option<PathBuf>,
+    /// Runs per cell; the median is reported [default: 3, 1 with --quick].
+    #[arg(long)]
     pub repeat: Option<usize>,
+    /// Override the measured window per cell, in seconds.
+    #[arg(long)]
     pub seconds: Option<f64>,
+    /// Override the warm-up per cell, in seconds.
+    #[arg(long)]
     pub warmup: Option<f64>,
-    /// CPU list (`taskset -c`) for the servers.
+    /// CPUs the servers are pinned to (`taskset -c` list).
+    #[arg(long, default_value = "0")]
     pub server_cpu: String,
-    /// CPU list (`taskset -c`) for the load generator and `idle`.
+    /// CPUs the load generator and the idle client are pinned to.
+    #[arg(long, default_value = "1")]
     pub client_cpu: String,
 }
 
