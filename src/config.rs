@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::notebook::NotebookConfig;
 use crate::notebook::interpreter;
 use crate::notebook::security::User;
+use crate::proto::extensions::DeflateConfig;
 use crate::proto::handshake::HEADER_SLOTS;
 use crate::server::ServerConfig;
 
@@ -54,6 +55,19 @@ struct FileConfig {
     notebook: NotebookFile,
     #[serde(default)]
     security: SecurityFile,
+    #[serde(default)]
+    deflate: DeflateFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeflateFile {
+    enabled: Option<bool>,
+    min_compress_size: Option<usize>,
+    server_no_context_takeover: Option<bool>,
+    client_no_context_takeover: Option<bool>,
+    server_max_window_bits: Option<u8>,
+    client_max_window_bits: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +125,8 @@ pub struct Overrides {
     pub notebook_dir: Option<PathBuf>,
     /// `--log-level`.
     pub log_level: Option<log::LevelFilter>,
+    /// `--deflate` / `--no-deflate`.
+    pub deflate: Option<bool>,
 }
 
 /// Everything the binary needs to start.
@@ -150,6 +166,43 @@ fn size(key: &str, value: Option<usize>, target: &mut usize) -> Result<(), Confi
         *target = value;
     }
     Ok(())
+}
+
+/// permessage-deflate: on by default for the notebook (its JSON compresses
+/// well), off for echo (benchmarks and conformance runs measure the
+/// transport); the command line wins over the file.
+fn deflate(
+    file: &DeflateFile,
+    cli: Option<bool>,
+    echo: bool,
+) -> Result<Option<DeflateConfig>, ConfigError> {
+    let mut config = DeflateConfig::default();
+    for (key, value, target) in [
+        (
+            "deflate.server_max_window_bits",
+            file.server_max_window_bits,
+            &mut config.server_max_window_bits,
+        ),
+        (
+            "deflate.client_max_window_bits",
+            file.client_max_window_bits,
+            &mut config.client_max_window_bits,
+        ),
+    ] {
+        if let Some(bits) = value {
+            if !(9..=15).contains(&bits) {
+                return Err(error(key, format!("{bits} is not between 9 and 15")));
+            }
+            *target = bits;
+        }
+    }
+    if let Some(size) = file.min_compress_size {
+        config.min_compress_size = size;
+    }
+    config.server_no_context_takeover = file.server_no_context_takeover.unwrap_or(false);
+    config.client_no_context_takeover = file.client_no_context_takeover.unwrap_or(false);
+    let enabled = cli.or(file.enabled).unwrap_or(!echo);
+    Ok(enabled.then_some(config))
 }
 
 /// Reads `path` (if given) and applies `overrides` on top.
@@ -350,6 +403,9 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         notebook.users.push(parsed);
     }
 
+    let echo = overrides.echo || file.echo.unwrap_or(false);
+    server.deflate = deflate(&file.deflate, overrides.deflate, echo)?;
+
     if let Some(listen) = overrides.listen {
         server.listen = listen;
     }
@@ -358,7 +414,7 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     }
     Ok(Settings {
         server,
-        echo: overrides.echo || file.echo.unwrap_or(false),
+        echo,
         log_level: overrides.log_level.or(log_level),
         notebook,
     })
@@ -417,6 +473,7 @@ mod tests {
                 notebook_dir: Some("elsewhere".into()),
                 log_level: Some(log::LevelFilter::Warn),
                 echo: true,
+                deflate: None,
             },
         )
         .unwrap();
@@ -424,6 +481,33 @@ mod tests {
         assert_eq!(overridden.notebook.notebook_dir, PathBuf::from("elsewhere"));
         assert_eq!(overridden.log_level, Some(log::LevelFilter::Warn));
         assert!(overridden.echo);
+    }
+
+    #[test]
+    fn deflate_is_on_for_the_notebook_and_off_for_echo_unless_asked() {
+        let notebook = from_text("").unwrap();
+        assert_eq!(notebook.server.deflate, Some(DeflateConfig::default()));
+        let echo = from_text("echo = true").unwrap();
+        assert_eq!(echo.server.deflate, None);
+        let echo_on = from_text("echo = true\n[deflate]\nenabled = true\nmin_compress_size = 0\nserver_no_context_takeover = true\nclient_max_window_bits = 10").unwrap();
+        let config = echo_on.server.deflate.unwrap();
+        assert_eq!(config.min_compress_size, 0);
+        assert!(config.server_no_context_takeover);
+        assert_eq!(config.client_max_window_bits, 10);
+        let cli = |deflate| {
+            resolve(
+                parse("[deflate]\nenabled = false").unwrap(),
+                Overrides {
+                    deflate,
+                    ..Overrides::default()
+                },
+            )
+            .unwrap()
+            .server
+            .deflate
+        };
+        assert_eq!(cli(None), None);
+        assert!(cli(Some(true)).is_some());
     }
 
     #[test]
@@ -437,6 +521,8 @@ mod tests {
             defaults.server.max_connections
         );
         assert_eq!(example.notebook, defaults.notebook);
+        assert_eq!(example.server.deflate, defaults.server.deflate);
+        assert_eq!(example.server.deflate, Some(DeflateConfig::default()));
         assert!(!example.echo);
     }
 
@@ -454,6 +540,14 @@ mod tests {
                 "limits.write_buffer_soft",
             ),
             ("[limits]\nmax_headers = 1000", "limits.max_headers"),
+            (
+                "[deflate]\nserver_max_window_bits = 8",
+                "deflate.server_max_window_bits",
+            ),
+            (
+                "[deflate]\nclient_max_window_bits = 16",
+                "deflate.client_max_window_bits",
+            ),
             (
                 "[notebook]\ndefault_interpreter = \"spark\"",
                 "notebook.default_interpreter",

@@ -33,6 +33,15 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     notebook_dir: Option<PathBuf>,
 
+    /// Offer permessage-deflate compression (default: on for the notebook,
+    /// off with --echo).
+    #[arg(long, conflicts_with = "no_deflate")]
+    deflate: bool,
+
+    /// Never compress (decline permessage-deflate offers).
+    #[arg(long)]
+    no_deflate: bool,
+
     /// TOML configuration file (limits, timeouts, origins, users,
     /// interpreters); command-line options win over it.
     #[arg(long, value_name = "FILE")]
@@ -61,6 +70,11 @@ fn main() -> ExitCode {
         echo: cli.echo,
         notebook_dir: cli.notebook_dir,
         log_level: cli.log_level,
+        deflate: match (cli.deflate, cli.no_deflate) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
     };
     let settings = match config::load(cli.config.as_deref(), overrides) {
         Ok(settings) => settings,
@@ -126,6 +140,13 @@ fn serve<H: Handler>(settings: Settings, handler: H, application: &str) -> ExitC
     let listen = config.listen;
     let limits = config.limits.clone();
     let max_connections = config.max_connections;
+    let compression = match &config.deflate {
+        Some(deflate) => format!(
+            "permessage-deflate on (messages from {} bytes)",
+            deflate.min_compress_size
+        ),
+        None => "permessage-deflate off".to_owned(),
+    };
     let mut server = match Server::bind(config, handler) {
         Ok(server) => server,
         Err(error) => {
@@ -136,7 +157,7 @@ fn serve<H: Handler>(settings: Settings, handler: H, application: &str) -> ExitC
     let endpoint = if application == "echo" { "" } else { "/ws" };
     log::info!(
         "wsloop {application} listening on ws://{}{endpoint} (max {max_connections} connections; frame/message \
-         limit {}/{} bytes; write buffer {}/{} bytes; ping every {:?}, pong within {:?}; close timeout {:?})",
+         limit {}/{} bytes; write buffer {}/{} bytes; ping every {:?}, pong within {:?}; close timeout {:?}; {compression})",
         server.local_addr(),
         limits.max_frame_size,
         limits.max_message_size,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::close_code::CloseCode;
 use super::decoder::{Decoded, Decoder, Frame};
+use super::deflate::{Deflater, DeflaterPool};
 use super::error::ProtocolError;
 use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, encode_frame};
 use super::handshake::{HeadScanner, write_switching_protocols};
@@ -115,6 +116,19 @@ pub struct Connection {
     /// connection is busy (reallocating per large message costs page
     /// faults); a quiet connection gives it all back.
     keep_output_capacity: usize,
+    deflate: Option<Box<OutboundDeflate>>,
+}
+
+/// How this connection compresses outgoing messages, when the peer agreed
+/// to permessage-deflate.
+#[derive(Debug)]
+struct OutboundDeflate {
+    window_bits: u8,
+    no_context_takeover: bool,
+    min_size: usize,
+    /// This connection's own compressor (context takeover), made on the
+    /// first compressed message and dropped when the connection is quiet.
+    own: Option<Deflater>,
 }
 
 impl Connection {
@@ -139,7 +153,56 @@ impl Connection {
             close_timeout: limits.close_timeout,
             write_buffer_hard: limits.write_buffer_hard,
             keep_output_capacity: limits.write_buffer_soft,
+            deflate: None,
         }
+    }
+
+    /// Compresses outgoing messages of at least `min_size` bytes, as agreed
+    /// by permessage-deflate: with at most `window_bits`, and with
+    /// `no_context_takeover` each message compressed on its own.
+    pub fn enable_deflate(&mut self, window_bits: u8, no_context_takeover: bool, min_size: usize) {
+        self.deflate = Some(Box::new(OutboundDeflate {
+            window_bits,
+            no_context_takeover,
+            min_size,
+            own: None,
+        }));
+    }
+
+    /// Whether a message of `len` bytes would go out compressed.
+    pub fn compresses(&self, len: usize) -> bool {
+        self.phase == Phase::Open && self.deflate.as_ref().is_some_and(|d| len >= d.min_size)
+    }
+
+    /// Compresses `payload` into `out` for a frame with RSV1, if this
+    /// connection compresses messages of its size; `false` means send it
+    /// as it is. Connections without context takeover borrow a compressor
+    /// from `shared` when given. Once this returns `true` the message must
+    /// be sent: the peer's inflater has to see it to stay in step.
+    pub fn compress(
+        &mut self,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+        shared: Option<&mut DeflaterPool>,
+    ) -> bool {
+        if !self.compresses(payload.len()) {
+            return false;
+        }
+        let Some(deflate) = self.deflate.as_mut() else {
+            return false;
+        };
+        let reset = deflate.no_context_takeover;
+        let deflater = match shared {
+            Some(pool) if reset => pool.get(deflate.window_bits),
+            _ => {
+                let bits = deflate.window_bits;
+                deflate.own.get_or_insert_with(|| Deflater::new(bits))
+            }
+        };
+        deflater.compress_message(payload, out, reset);
+        // Without context takeover nothing depends on this message having
+        // been compressed, so an incompressible one goes out as it is.
+        !(reset && out.len() >= payload.len())
     }
 
     /// The current phase.
@@ -276,8 +339,13 @@ impl Connection {
         }
     }
 
-    /// Queues a data message.
+    /// Queues a data message, compressed if permessage-deflate applies.
     pub fn send(&mut self, message: Message<'_>, now: Instant) -> Result<(), SendError> {
+        let mut compressed = Vec::new();
+        if self.compress(message.as_bytes(), &mut compressed, None) {
+            let header = EncodedHeader::new(true, 0b100, message.opcode(), compressed.len());
+            return self.send_encoded(&header, &compressed, now);
+        }
         let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
         self.send_encoded(&header, message.as_bytes(), now)
     }
@@ -370,11 +438,15 @@ impl Connection {
         self.out.capacity()
     }
 
-    /// Frees the output buffer if nothing is queued.
+    /// Frees the output buffer if nothing is queued, and the compressor:
+    /// a fresh one only forgets history, which the peer never relies on.
     pub fn release_idle_memory(&mut self) {
         if self.pending_output_len() == 0 {
             self.out = Vec::new();
             self.out_pos = 0;
+        }
+        if let Some(deflate) = self.deflate.as_mut() {
+            deflate.own = None;
         }
     }
 

@@ -6,6 +6,7 @@
 //! assembly buffer (a fragmented message: one copy per fragment).
 
 use super::close_code::CloseCode;
+use super::deflate::Inflater;
 use super::error::ProtocolError;
 use super::frame::{OpCode, parse_header};
 use super::limits::Limits;
@@ -42,7 +43,19 @@ pub enum Decoded<'a> {
 #[derive(Debug, Clone, Copy)]
 struct Fragmented {
     text: bool,
+    /// The first frame had RSV1: fragments are inflated as they complete.
+    compressed: bool,
     frames: usize,
+}
+
+/// permessage-deflate state of a connection that negotiated it.
+#[derive(Debug)]
+struct InflateState {
+    window_bits: u8,
+    reset_each_message: bool,
+    /// Made on the first compressed message; with no context takeover it
+    /// is dropped again when the connection goes quiet.
+    inflater: Option<Inflater>,
 }
 
 /// Where the payload of the event being returned lies.
@@ -75,6 +88,7 @@ pub struct Decoder {
     assembly: Vec<u8>,
     assembly_delivered: bool,
     utf8: Utf8Validator,
+    inflate: Option<Box<InflateState>>,
 }
 
 impl Decoder {
@@ -88,6 +102,19 @@ impl Decoder {
         }
     }
 
+    /// Accepts compressed messages (RSV1 on their first frame), as agreed
+    /// by permessage-deflate: the peer compresses with at most
+    /// `window_bits`, and with `no_context_takeover` every message stands
+    /// alone. The message size limit applies to the inflated size.
+    pub fn enable_inflate(&mut self, window_bits: u8, no_context_takeover: bool) {
+        self.allowed_rsv = 0b100;
+        self.inflate = Some(Box::new(InflateState {
+            window_bits,
+            reset_each_message: no_context_takeover,
+            inflater: None,
+        }));
+    }
+
     /// Bytes of heap memory held between messages.
     pub fn retained_bytes(&self) -> usize {
         self.assembly.capacity()
@@ -97,7 +124,46 @@ impl Decoder {
     pub fn release_idle_memory(&mut self) {
         if self.fragmented.is_none() {
             self.assembly = Vec::new();
+            // Without context takeover the next message needs no history.
+            if let Some(state) = self.inflate.as_mut()
+                && state.reset_each_message
+            {
+                state.inflater = None;
+            }
         }
+    }
+
+    /// Inflates one complete fragment of a compressed message onto the
+    /// assembly buffer, validating new text as it appears.
+    fn inflate_fragment(
+        &mut self,
+        payload: &[u8],
+        text: bool,
+        last: bool,
+    ) -> Result<(), ProtocolError> {
+        let Some(state) = self.inflate.as_mut() else {
+            return Err(ProtocolError::ReservedBits(0b100));
+        };
+        let window_bits = state.window_bits;
+        let inflater = state
+            .inflater
+            .get_or_insert_with(|| Inflater::new(window_bits));
+        let before = self.assembly.len();
+        inflater.inflate(payload, &mut self.assembly, self.max_message_size)?;
+        if last {
+            inflater.finish_message(
+                &mut self.assembly,
+                self.max_message_size,
+                state.reset_each_message,
+            )?;
+        }
+        if text {
+            self.utf8.feed(&self.assembly[before..])?;
+            if last {
+                self.utf8.finish()?;
+            }
+        }
+        Ok(())
     }
 
     /// Decodes from the front of `input`, which must start where the
@@ -124,10 +190,19 @@ impl Decoder {
                 return Err(ProtocolError::FrameTooLarge);
             }
             let len = header.payload_len as usize;
+            let rsv1 = header.rsv & 0b100 != 0;
+            if rsv1 && !matches!(header.opcode, OpCode::Text | OpCode::Binary) {
+                // Only the first frame of a data message may say
+                // "compressed" (RFC 7692 §6.1).
+                return Err(ProtocolError::ReservedBits(header.rsv));
+            }
+            let mut compressed = false;
             let text_stream = match (header.opcode, self.fragmented) {
                 (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
                 (OpCode::Continuation, Some(open)) => {
-                    if self.assembly.len() + len > self.max_message_size {
+                    compressed = open.compressed;
+                    // A compressed message is measured as it inflates.
+                    if !compressed && self.assembly.len() + len > self.max_message_size {
                         return Err(ProtocolError::MessageTooLarge);
                     }
                     if open.frames >= self.max_fragments {
@@ -139,7 +214,8 @@ impl Decoder {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
                 (OpCode::Text | OpCode::Binary, None) => {
-                    if len > self.max_message_size {
+                    compressed = rsv1;
+                    if !compressed && len > self.max_message_size {
                         return Err(ProtocolError::MessageTooLarge);
                     }
                     header.opcode == OpCode::Text
@@ -155,7 +231,7 @@ impl Decoder {
                 // anything arriving in pieces is checked as it comes, so bad
                 // UTF-8 fails the connection without waiting for the end.
                 let whole_single = self.progress == 0 && arrived == len && header.fin;
-                if text_stream && !(whole_single && self.fragmented.is_none()) {
+                if text_stream && !compressed && !(whole_single && self.fragmented.is_none()) {
                     self.utf8.feed(fresh)?;
                 }
                 self.progress = arrived;
@@ -169,25 +245,42 @@ impl Decoder {
             consumed = end;
             match header.opcode {
                 OpCode::Continuation => {
-                    self.assembly.extend_from_slice(&input[start..end]);
                     let Some(open) = self.fragmented.as_mut() else {
                         return Err(ProtocolError::UnexpectedContinuation);
                     };
                     open.frames += 1;
-                    if header.fin {
-                        let text = open.text;
-                        self.fragmented = None;
-                        if text {
+                    let text = open.text;
+                    if compressed {
+                        self.inflate_fragment(&input[start..end], text, header.fin)?;
+                    } else {
+                        self.assembly.extend_from_slice(&input[start..end]);
+                        if header.fin && text {
                             self.utf8.finish()?;
                         }
+                    }
+                    if header.fin {
+                        self.fragmented = None;
                         break Ready::Assembled { text };
                     }
+                }
+                OpCode::Text | OpCode::Binary if compressed => {
+                    self.assembly.clear();
+                    self.inflate_fragment(&input[start..end], text_stream, header.fin)?;
+                    if header.fin {
+                        break Ready::Assembled { text: text_stream };
+                    }
+                    self.fragmented = Some(Fragmented {
+                        text: text_stream,
+                        compressed: true,
+                        frames: 1,
+                    });
                 }
                 OpCode::Text | OpCode::Binary if !header.fin => {
                     self.assembly.clear();
                     self.assembly.extend_from_slice(&input[start..end]);
                     self.fragmented = Some(Fragmented {
                         text: text_stream,
+                        compressed: false,
                         frames: 1,
                     });
                 }

@@ -38,6 +38,8 @@ pub enum ProtocolError {
     CloseFrameTooShort,
     /// A close frame with a code no peer may send.
     InvalidCloseCode(u16),
+    /// A compressed message (permessage-deflate) that does not inflate.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
@@ -70,6 +72,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid UTF-8",
             ProtocolError::CloseFrameTooShort => "close frame with 1-byte payload",
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
         }
     }
 }

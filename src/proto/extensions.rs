@@ -1,8 +1,6 @@
 //! Negotiation of the permessage-deflate extension (RFC 7692 §7): parsing
-//! every offer in `Sec-WebSocket-Extensions` and choosing the answer.
-//!
-//! Only the negotiation lives here; compressing and inflating messages is
-//! not wired into the connection yet, so the server does not call this.
+//! every offer in `Sec-WebSocket-Extensions` and choosing the answer. The
+//! compression itself is in [`super::deflate`].
 
 use super::http::HttpRequest;
 
@@ -17,8 +15,13 @@ pub struct DeflateConfig {
     pub client_no_context_takeover: bool,
     /// Largest LZ77 window the server compresses with (9-15).
     pub server_max_window_bits: u8,
-    /// Largest window the server lets the client compress with (9-15).
+    /// Largest window the server lets the client compress with (9-15),
+    /// when the client says it can limit itself. Smaller windows cost the
+    /// server less memory per connection.
     pub client_max_window_bits: u8,
+    /// Outgoing messages shorter than this go uncompressed: on small
+    /// messages deflate saves little and costs a compressor's time.
+    pub min_compress_size: usize,
 }
 
 impl Default for DeflateConfig {
@@ -28,6 +31,7 @@ impl Default for DeflateConfig {
             client_no_context_takeover: false,
             server_max_window_bits: 15,
             client_max_window_bits: 15,
+            min_compress_size: 256,
         }
     }
 }

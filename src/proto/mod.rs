@@ -5,6 +5,7 @@
 pub mod close_code;
 pub mod connection;
 pub mod decoder;
+pub mod deflate;
 pub mod error;
 pub mod extensions;
 pub mod frame;

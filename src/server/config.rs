@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::proto::Limits;
+use crate::proto::extensions::DeflateConfig;
 
 /// Where to listen and how much to allow.
 #[derive(Debug, Clone)]
@@ -22,6 +23,10 @@ pub struct ServerConfig {
     /// Stop gracefully on SIGINT/SIGTERM. On for the binary; tests and
     /// embedders use a `ShutdownHandle` instead.
     pub handle_signals: bool,
+    /// permessage-deflate (RFC 7692): `Some` offers it to clients that ask
+    /// for it, with these parameters; `None` (the default) never
+    /// compresses, so no connection pays for it.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for ServerConfig {
@@ -32,6 +37,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             busy_poll: Duration::from_micros(50),
             handle_signals: false,
+            deflate: None,
         }
     }
 }

@@ -9,10 +9,23 @@ use slab::Slab;
 use super::conn::Conn;
 use super::stats::ServerStats;
 use crate::handler::ConnectionId;
+use crate::proto::deflate::DeflaterPool;
 use crate::proto::{CloseCode, EncodedHeader, Message, Phase, SendError};
 
 /// Payloads at least this large are written straight to an idle socket.
 const DIRECT_WRITE: usize = 32 * 1024;
+
+/// The compression buffer keeps at most this much capacity between sends.
+const KEEP_COMPRESSED_CAPACITY: usize = 1024 * 1024;
+
+/// What compressing outgoing messages needs, shared by all connections:
+/// compressors for connections without context takeover and one buffer
+/// that each compressed message is built in before it is queued.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    pub pool: DeflaterPool,
+    pub compressed: Vec<u8>,
+}
 
 /// The handler's access to the server's connections during a callback.
 /// Sends are queued in the recipients' write buffers and flushed by the
@@ -22,6 +35,7 @@ pub struct Context<'a> {
     pub(crate) conns: &'a mut Slab<Conn>,
     pub(crate) flush_list: &'a mut Vec<usize>,
     pub(crate) stats: &'a mut ServerStats,
+    pub(crate) outbound: &'a mut Outbound,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) now: Instant,
 }
@@ -59,10 +73,47 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// Queues a message to `to`.
+    /// Queues a message to `to` (compressed, if the connection agreed to
+    /// permessage-deflate and the message is not too small to bother).
     pub fn send(&mut self, to: ConnectionId, message: Message<'_>) -> Result<(), SendError> {
         let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
-        self.send_encoded(to, &header, message.as_bytes())
+        self.send_message(to, message, &header)
+    }
+
+    /// Sends `message` to `to`, with `plain` its uncompressed frame header.
+    fn send_message(
+        &mut self,
+        to: ConnectionId,
+        message: Message<'_>,
+        plain: &EncodedHeader,
+    ) -> Result<(), SendError> {
+        let compresses = self
+            .lookup(to)
+            .is_some_and(|conn| conn.proto.compresses(message.len()));
+        if !compresses {
+            return self.send_encoded(to, plain, message.as_bytes());
+        }
+        let mut out = std::mem::take(&mut self.outbound.compressed);
+        let pool = &mut self.outbound.pool;
+        let compressed = self
+            .conns
+            .get_mut(to.index as usize)
+            .filter(|conn| conn.id.generation == to.generation)
+            .is_some_and(|conn| {
+                conn.proto
+                    .compress(message.as_bytes(), &mut out, Some(pool))
+            });
+        let result = if compressed {
+            let header = EncodedHeader::new(true, 0b100, message.opcode(), out.len());
+            self.send_encoded(to, &header, &out)
+        } else {
+            self.send_encoded(to, plain, message.as_bytes())
+        };
+        if out.capacity() > KEEP_COMPRESSED_CAPACITY {
+            out = Vec::new();
+        }
+        self.outbound.compressed = out;
+        result
     }
 
     /// Queues a text message to `to`.
@@ -117,15 +168,16 @@ impl<'a> Context<'a> {
     }
 
     /// Queues one message to every connection in `to`, encoding its frame
-    /// once. Returns how many recipients accepted it (closed or backlogged
-    /// ones are skipped).
+    /// header once (compressed copies are made per recipient that agreed
+    /// to permessage-deflate). Returns how many recipients accepted it
+    /// (closed or backlogged ones are skipped).
     pub fn broadcast<I>(&mut self, to: I, message: Message<'_>) -> usize
     where
         I: IntoIterator<Item = ConnectionId>,
     {
         let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
         to.into_iter()
-            .filter(|&id| self.send_encoded(id, &header, message.as_bytes()).is_ok())
+            .filter(|&id| self.send_message(id, message, &header).is_ok())
             .count()
     }
 

@@ -19,11 +19,12 @@ use slab::Slab;
 
 use super::config::ServerConfig;
 use super::conn::Conn;
-use super::context::Context;
+use super::context::{Context, Outbound};
 use super::shutdown::{Notifier, ShutdownHandle};
 use super::stats::ServerStats;
 use super::timers::Timers;
 use crate::handler::{ConnectionId, Handler};
+use crate::proto::extensions::negotiate_permessage_deflate;
 use crate::proto::handshake::{
     HEADER_SLOTS, header_slots, offered_protocols, parse_request, validate_upgrade, wants_upgrade,
 };
@@ -76,6 +77,7 @@ struct Core<H: Handler> {
     flush_list: Vec<usize>,
     read_again: Vec<usize>,
     stats: ServerStats,
+    outbound: Outbound,
     next_generation: u32,
     open_websockets: usize,
     max_inbuf: usize,
@@ -117,6 +119,7 @@ impl<H: Handler> Server<H> {
             flush_list: Vec::new(),
             read_again: Vec::new(),
             stats: ServerStats::default(),
+            outbound: Outbound::default(),
             next_generation: 0,
             open_websockets: 0,
             max_inbuf,
@@ -353,6 +356,7 @@ impl<H: Handler> Core<H> {
                 conns: &mut self.conns,
                 flush_list: &mut self.flush_list,
                 stats: &mut self.stats,
+                outbound: &mut self.outbound,
                 peer: None,
                 now,
             },
@@ -559,6 +563,14 @@ impl<H: Handler> Core<H> {
                 return buf.len();
             }
         };
+        // permessage-deflate is the server's business, not the handler's.
+        let mut headers = accept.headers;
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("sec-websocket-extensions"));
+        let deflate = self.config.deflate.as_ref().and_then(|config| {
+            let (params, response) = negotiate_permessage_deflate(&request, config)?;
+            headers.push(("Sec-WebSocket-Extensions".to_owned(), response));
+            Some((params, config.min_compress_size))
+        });
         let conn = &mut self.conns[slot];
         let protocol = accept.protocol.filter(|chosen| {
             let offered = offered_protocols(&request).any(|p| p == chosen);
@@ -571,7 +583,18 @@ impl<H: Handler> Core<H> {
             offered
         });
         conn.proto
-            .accept(&accept_key, protocol.as_deref(), &accept.headers, now);
+            .accept(&accept_key, protocol.as_deref(), &headers, now);
+        if let Some((params, min_compress_size)) = deflate {
+            conn.decoder.enable_inflate(
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+            );
+            conn.proto.enable_deflate(
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+                min_compress_size,
+            );
+        }
         let id = conn.id;
         log::debug!("{id} {}: open {}", conn.peer, request.target);
         self.open_websockets += 1;
@@ -613,6 +636,7 @@ impl<H: Handler> Core<H> {
                         conns: &mut self.conns,
                         flush_list: &mut self.flush_list,
                         stats: &mut self.stats,
+                        outbound: &mut self.outbound,
                         peer: None,
                         now,
                     };
