@@ -14,7 +14,7 @@ use crate::notebook::interpreter;
 use crate::notebook::security::User;
 use crate::proto::extensions::DeflateConfig;
 use crate::proto::handshake::HEADER_SLOTS;
-use crate::server::ServerConfig;
+use crate::server::{ServerConfig, load_tls_config};
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,15 @@ struct FileConfig {
     security: SecurityFile,
     #[serde(default)]
     deflate: DeflateFile,
+    #[serde(default)]
+    tls: TlsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +136,10 @@ pub struct Overrides {
     pub log_level: Option<log::LevelFilter>,
     /// `--deflate` / `--no-deflate`.
     pub deflate: Option<bool>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Everything the binary needs to start.
@@ -405,6 +418,16 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
 
     let echo = overrides.echo || file.echo.unwrap_or(false);
     server.deflate = deflate(&file.deflate, overrides.deflate, echo)?;
+    let cert = overrides.tls_cert.or_else(|| file.tls.cert.clone());
+    let key = overrides.tls_key.or_else(|| file.tls.key.clone());
+    server.tls = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            Some(load_tls_config(&cert, &key).map_err(|e| error("tls", e.to_string()))?)
+        }
+        (Some(_), None) => return Err(error("tls.key", "a certificate needs its key")),
+        (None, Some(_)) => return Err(error("tls.cert", "a key needs its certificate")),
+    };
 
     if let Some(listen) = overrides.listen {
         server.listen = listen;
@@ -474,6 +497,8 @@ mod tests {
                 log_level: Some(log::LevelFilter::Warn),
                 echo: true,
                 deflate: None,
+                tls_cert: None,
+                tls_key: None,
             },
         )
         .unwrap();
@@ -540,6 +565,12 @@ mod tests {
                 "limits.write_buffer_soft",
             ),
             ("[limits]\nmax_headers = 1000", "limits.max_headers"),
+            ("[tls]\ncert = \"cert.pem\"", "tls.key"),
+            ("[tls]\nkey = \"key.pem\"", "tls.cert"),
+            (
+                "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"",
+                "tls",
+            ),
             (
                 "[deflate]\nserver_max_window_bits = 8",
                 "deflate.server_max_window_bits",

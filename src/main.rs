@@ -42,6 +42,14 @@ struct Cli {
     #[arg(long)]
     no_deflate: bool,
 
+    /// PEM certificate chain: serve wss:// and https:// (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
     /// TOML configuration file (limits, timeouts, origins, users,
     /// interpreters); command-line options win over it.
     #[arg(long, value_name = "FILE")]
@@ -75,6 +83,8 @@ fn main() -> ExitCode {
             (_, true) => Some(false),
             _ => None,
         },
+        tls_cert: cli.tls_cert,
+        tls_key: cli.tls_key,
     };
     let settings = match config::load(cli.config.as_deref(), overrides) {
         Ok(settings) => settings,
@@ -140,6 +150,7 @@ fn serve<H: Handler>(settings: Settings, handler: H, application: &str) -> ExitC
     let listen = config.listen;
     let limits = config.limits.clone();
     let max_connections = config.max_connections;
+    let tls = config.tls.is_some();
     let compression = match &config.deflate {
         Some(deflate) => format!(
             "permessage-deflate on (messages from {} bytes)",
@@ -155,8 +166,13 @@ fn serve<H: Handler>(settings: Settings, handler: H, application: &str) -> ExitC
         }
     };
     let endpoint = if application == "echo" { "" } else { "/ws" };
+    let (ws, http) = if tls {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     log::info!(
-        "wsloop {application} listening on ws://{}{endpoint} (max {max_connections} connections; frame/message \
+        "wsloop {application} listening on {ws}://{}{endpoint} (max {max_connections} connections; frame/message \
          limit {}/{} bytes; write buffer {}/{} bytes; ping every {:?}, pong within {:?}; close timeout {:?}; {compression})",
         server.local_addr(),
         limits.max_frame_size,
@@ -168,7 +184,7 @@ fn serve<H: Handler>(settings: Settings, handler: H, application: &str) -> ExitC
         limits.close_timeout,
     );
     if application != "echo" {
-        log::info!("notebook page: http://{}/", server.local_addr());
+        log::info!("notebook page: {http}://{}/", server.local_addr());
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -622,6 +622,31 @@ mod tests {
     }
 
     #[test]
+    fn sends_are_compressed_from_the_threshold_on() {
+        let now = Instant::now();
+        let (mut conn, _) = open_connection(now);
+        conn.enable_deflate(15, false, 64);
+        conn.send(Message::Text("short"), now).unwrap();
+        let long = "a long and repetitive message ".repeat(20);
+        conn.send(Message::Text(&long), now).unwrap();
+        let out = conn.pending_output().to_vec();
+        let short = parse_header(&out, 0b100).unwrap().unwrap();
+        assert_eq!(short.rsv, 0, "below the threshold: plain");
+        let rest = &out[short.header_len + short.payload_len as usize..];
+        let h = parse_header(rest, 0b100).unwrap().unwrap();
+        assert_eq!(h.rsv, 0b100);
+        assert!((h.payload_len as usize) < long.len() / 4);
+        let mut inflated = Vec::new();
+        let mut inflater = crate::proto::deflate::Inflater::new(15);
+        let payload = &rest[h.header_len..h.header_len + h.payload_len as usize];
+        inflater.inflate(payload, &mut inflated, 1 << 20).unwrap();
+        inflater
+            .finish_message(&mut inflated, 1 << 20, false)
+            .unwrap();
+        assert_eq!(inflated, long.as_bytes());
+    }
+
+    #[test]
     fn unsolicited_pong_is_ignored() {
         let now = Instant::now();
         let (mut conn, mut decoder) = open_connection(now);

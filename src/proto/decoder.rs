@@ -501,6 +501,117 @@ pub(crate) mod tests {
         );
     }
 
+    /// A compressed message as a client's deflater would send it
+    /// (sync-flush tail stripped), context taken over across calls.
+    fn deflated(compressor: &mut crate::proto::deflate::Deflater, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        compressor.compress_message(text, &mut out, false);
+        out
+    }
+
+    fn inflating_decoder(limits: &Limits) -> Decoder {
+        let mut d = Decoder::new(limits);
+        d.enable_inflate(15, false);
+        d
+    }
+
+    fn decode_text(d: &mut Decoder, input: &mut [u8]) -> Result<String, ProtocolError> {
+        let total = input.len();
+        match d.decode(input)? {
+            Decoded::Frame(Frame::Text(text), used) => {
+                assert_eq!(used, total);
+                Ok(text.to_owned())
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compressed_messages_inflate_whole_and_fragmented() {
+        let mut compressor = crate::proto::deflate::Deflater::new(15);
+        let mut d = inflating_decoder(&Limits::default());
+        let text = "compressible ".repeat(100);
+        let wire = deflated(&mut compressor, text.as_bytes());
+        let mut input = client_frame(0xC1, &wire);
+        assert_eq!(decode_text(&mut d, &mut input).unwrap(), text);
+        // The next message refers back to the first (context takeover), in
+        // three fragments: RSV1 on the first only.
+        let wire = deflated(&mut compressor, text.as_bytes());
+        let third = wire.len() / 3;
+        let mut input = client_frame(0x41, &wire[..third]);
+        input.extend(client_frame(0x00, &wire[third..2 * third]));
+        input.extend(client_frame(0x80, &wire[2 * third..]));
+        assert_eq!(decode_text(&mut d, &mut input).unwrap(), text);
+        // Uncompressed messages still pass on a compressing connection.
+        let mut input = client_frame(0x81, b"plain");
+        assert_eq!(decode_text(&mut d, &mut input).unwrap(), "plain");
+    }
+
+    #[test]
+    fn rsv1_is_refused_where_it_means_nothing() {
+        let limits = Limits::default();
+        // Not negotiated.
+        let mut input = client_frame(0xC1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(
+            decoder().decode(&mut input),
+            Err(ProtocolError::ReservedBits(0b100))
+        );
+        // On a control frame, and on a continuation.
+        let mut input = client_frame(0xC9, b"");
+        assert_eq!(
+            inflating_decoder(&limits).decode(&mut input),
+            Err(ProtocolError::ReservedBits(0b100))
+        );
+        let mut input = client_frame(0x01, b"a");
+        input.extend(client_frame(0xC0, b"b"));
+        assert_eq!(
+            inflating_decoder(&limits).decode(&mut input),
+            Err(ProtocolError::ReservedBits(0b100))
+        );
+        // Other RSV bits stay reserved.
+        let mut input = client_frame(0xE1, b"x");
+        assert_eq!(
+            inflating_decoder(&limits).decode(&mut input),
+            Err(ProtocolError::ReservedBits(0b110))
+        );
+    }
+
+    #[test]
+    fn a_zip_bomb_closes_with_1009_without_growing_past_the_limit() {
+        let limits = Limits {
+            max_message_size: 64 * 1024,
+            ..Limits::default()
+        };
+        let zeros = vec![0u8; 4 * 1024 * 1024];
+        let wire = deflated(&mut crate::proto::deflate::Deflater::new(15), &zeros);
+        let mut d = inflating_decoder(&limits);
+        let mut input = client_frame(0xC2, &wire);
+        let error = d.decode(&mut input).unwrap_err();
+        assert_eq!(error, ProtocolError::MessageTooLarge);
+        assert_eq!(error.close_code(), CloseCode::MESSAGE_TOO_BIG);
+        assert!(
+            d.retained_bytes() <= 64 * 1024 + 1,
+            "{}",
+            d.retained_bytes()
+        );
+    }
+
+    #[test]
+    fn compressed_text_is_utf8_checked_after_inflating() {
+        let mut compressor = crate::proto::deflate::Deflater::new(15);
+        let wire = deflated(&mut compressor, b"bad \xff byte");
+        let mut input = client_frame(0xC1, &wire);
+        assert_eq!(
+            inflating_decoder(&Limits::default()).decode(&mut input),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        let mut input = client_frame(0xC1, &[0xff; 16]);
+        assert_eq!(
+            inflating_decoder(&Limits::default()).decode(&mut input),
+            Err(ProtocolError::InvalidCompressedData)
+        );
+    }
+
     #[test]
     fn many_tiny_fragments_cost_only_their_payload() {
         let mut d = decoder();

@@ -112,7 +112,9 @@ impl Inflater {
         max_len: usize,
         reset: bool,
     ) -> Result<(), ProtocolError> {
-        self.inflate(&SYNC_TAIL, out, max_len)?;
+        if !self.stream_ended {
+            self.inflate(&SYNC_TAIL, out, max_len)?;
+        }
         if reset || self.stream_ended {
             self.decompress.reset(false);
             self.stream_ended = false;
@@ -229,7 +231,9 @@ mod tests {
         let again = [0xf2, 0x00, 0x11, 0x00, 0x00];
         assert_eq!(inflate(&mut inflater, &[&again], false), b"Hello");
         // §7.2.3.3: a message in a stored (uncompressed) block.
-        let stored = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
+        let stored = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ];
         assert_eq!(inflate(&mut Inflater::new(15), &[&stored], false), b"Hello");
         // §7.2.3.4: a message ending in a final (BFINAL) block.
         let last = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
@@ -259,7 +263,9 @@ mod tests {
 
     #[test]
     fn a_message_split_anywhere_inflates_the_same() {
-        let text: Vec<u8> = (0..20_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let wire = compress(&mut Deflater::new(15), &text, true);
         for split in [1, 7, wire.len() / 2, wire.len() - 1] {
             let (a, b) = wire.split_at(split);
@@ -271,7 +277,7 @@ mod tests {
     fn a_bomb_stops_at_the_limit() {
         let zeros = vec![0u8; 10 * 1024 * 1024];
         let wire = compress(&mut Deflater::new(15), &zeros, true);
-        assert!(wire.len() < 20 * 1024, "{} bytes", wire.len());
+        assert!(wire.len() < zeros.len() / 50, "{} bytes", wire.len());
         let mut out = Vec::new();
         let limit = 1024 * 1024;
         let result = Inflater::new(15).inflate(&wire, &mut out, limit);
@@ -291,9 +297,15 @@ mod tests {
         let text = "window ".repeat(500);
         let mut deflater = Deflater::new(9);
         let wire = compress(&mut deflater, text.as_bytes(), false);
-        assert_eq!(inflate(&mut Inflater::new(9), &[&wire], false), text.as_bytes());
+        assert_eq!(
+            inflate(&mut Inflater::new(9), &[&wire], false),
+            text.as_bytes()
+        );
         let mut pool = DeflaterPool::default();
         let shared = compress(pool.get(9), text.as_bytes(), true);
-        assert_eq!(inflate(&mut Inflater::new(9), &[&shared], true), text.as_bytes());
+        assert_eq!(
+            inflate(&mut Inflater::new(9), &[&shared], true),
+            text.as_bytes()
+        );
     }
 }

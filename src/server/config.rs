@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::tls::TlsConfig;
 use crate::proto::Limits;
 use crate::proto::extensions::DeflateConfig;
 
@@ -27,6 +28,9 @@ pub struct ServerConfig {
     /// for it, with these parameters; `None` (the default) never
     /// compresses, so no connection pays for it.
     pub deflate: Option<DeflateConfig>,
+    /// TLS: `Some` makes the listener speak only TLS (wss:// and
+    /// https://), see [`super::load_tls_config`]. Default `None`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +42,7 @@ impl Default for ServerConfig {
             busy_poll: Duration::from_micros(50),
             handle_signals: false,
             deflate: None,
+            tls: None,
         }
     }
 }

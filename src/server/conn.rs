@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::tls::{self, FirstByte};
 use crate::handler::ConnectionId;
-use crate::proto::{Connection, Decoder, InBuffer, Limits};
+use crate::proto::{Connection, Decoder, InBuffer, Limits, Phase};
 
 /// One accepted socket.
 #[derive(Debug)]
@@ -32,6 +33,15 @@ pub(crate) struct Conn {
     pub timer_at: Option<Instant>,
     /// A write failed (peer reset): the next flush removes the connection.
     pub write_failed: bool,
+    /// TLS state, on a TLS listener.
+    pub tls: Option<Box<rustls::ServerConnection>>,
+    /// The first byte was checked to be a TLS handshake record.
+    pub tls_checked: bool,
+    /// A client spoke something other than TLS to the TLS port: it gets a
+    /// plain-text HTTP refusal (TLS state dropped) and is closed.
+    pub plaintext_on_tls_port: bool,
+    /// close_notify was queued after the last bytes of a closed connection.
+    pub close_notify_sent: bool,
 }
 
 impl Conn {
@@ -40,6 +50,7 @@ impl Conn {
         peer: SocketAddr,
         id: ConnectionId,
         limits: &Limits,
+        tls: Option<Box<rustls::ServerConnection>>,
         now: Instant,
     ) -> Conn {
         Conn {
@@ -56,7 +67,40 @@ impl Conn {
             flush_queued: false,
             timer_at: None,
             write_failed: false,
+            tls,
+            tls_checked: false,
+            plaintext_on_tls_port: false,
+            close_notify_sent: false,
         }
+    }
+
+    /// Reads received bytes (decrypted, on TLS) into `buf`. `Ok(0)` is the
+    /// end of the stream; on TLS, `InvalidData` is a TLS failure, or plain
+    /// text on the TLS port when `plaintext_on_tls_port` is set.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(session) = self.tls.as_mut() else {
+            return std::io::Read::read(&mut self.socket, buf);
+        };
+        if !self.tls_checked {
+            match tls::peek_first_byte(&self.socket)? {
+                FirstByte::NotYet => return Err(std::io::ErrorKind::WouldBlock.into()),
+                FirstByte::Closed => return Ok(0),
+                FirstByte::Tls => self.tls_checked = true,
+                FirstByte::NotTls => {
+                    self.plaintext_on_tls_port = true;
+                    self.tls = None;
+                    return Err(std::io::ErrorKind::InvalidData.into());
+                }
+            }
+        }
+        tls::read_plaintext(session, &mut self.socket, buf)
+    }
+
+    /// Whether anything waits to go out: queued frames, or TLS records
+    /// (handshake messages, alerts, encrypted data) not yet written.
+    pub fn has_unsent_output(&self) -> bool {
+        self.proto.pending_output_len() > 0
+            || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
     }
 
     /// Writes `header` then `payload` with one vectored write, as far as the
@@ -97,6 +141,10 @@ impl Conn {
     /// recorded in `write_failed` (the caller decides when to drop the
     /// connection, never in the middle of handling its input).
     pub fn write_pending(&mut self) {
+        if self.tls.is_some() {
+            self.write_pending_tls();
+            return;
+        }
         while !self.write_failed && self.proto.pending_output_len() > 0 {
             match std::io::Write::write(&mut self.socket, self.proto.pending_output()) {
                 Ok(0) => self.write_failed = true,
@@ -107,6 +155,38 @@ impl Conn {
                     log::debug!("{} {}: write error: {error}", self.id, self.peer);
                     self.write_failed = true;
                 }
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// [`Conn::write_pending`] through TLS; a closed connection's last
+    /// bytes are followed by close_notify.
+    fn write_pending_tls(&mut self) {
+        let Some(session) = self.tls.as_mut() else {
+            return;
+        };
+        if self.proto.phase() == Phase::Closed
+            && self.proto.pending_output_len() == 0
+            && !self.close_notify_sent
+        {
+            session.send_close_notify();
+            self.close_notify_sent = true;
+        }
+        match tls::write_tls(session, &mut self.socket, self.proto.pending_output()) {
+            Ok(taken) => {
+                self.proto.consume_output(taken);
+                if self.proto.phase() == Phase::Closed
+                    && self.proto.pending_output_len() == 0
+                    && !self.close_notify_sent
+                {
+                    self.write_pending_tls();
+                }
+            }
+            Err(error) => {
+                log::debug!("{} {}: TLS write error: {error}", self.id, self.peer);
+                self.write_failed = true;
             }
         }
     }

@@ -140,7 +140,11 @@ impl<'a> Context<'a> {
         else {
             return Err(SendError::NotOpen);
         };
-        if payload.len() >= DIRECT_WRITE && conn.proto.can_write_directly() && !conn.write_failed {
+        if payload.len() >= DIRECT_WRITE
+            && conn.tls.is_none()
+            && conn.proto.can_write_directly()
+            && !conn.write_failed
+        {
             // A large frame with nothing queued ahead goes to the socket at
             // once, from where it lies: no copy into the output buffer.
             let written = conn.write_direct(header.as_bytes(), payload);
@@ -148,7 +152,7 @@ impl<'a> Context<'a> {
                 .send_encoded_after_direct_write(header, payload, written);
             self.stats.messages_out += 1;
             self.stats.bytes_out += payload.len() as u64;
-            if conn.proto.pending_output_len() > 0 || conn.write_failed {
+            if conn.has_unsent_output() || conn.write_failed {
                 self.queue_flush(to);
             }
             return Ok(());
@@ -161,7 +165,7 @@ impl<'a> Context<'a> {
         if let Err(SendError::Backlogged) = result {
             log::warn!("{to} ({}): not reading; closing with 1008", conn.peer);
         }
-        if conn.proto.pending_output_len() > 0 {
+        if conn.has_unsent_output() {
             self.queue_flush(to);
         }
         result

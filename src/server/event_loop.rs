@@ -6,7 +6,7 @@
 //! handler, then write every connection with queued output once, and run
 //! due timers. WRITABLE interest is registered only while output is pending.
 
-use std::io::{self, Read};
+use std::io;
 use std::mem;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -386,7 +386,18 @@ impl<H: Handler> Core<H> {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let id = ConnectionId { index, generation };
-        entry.insert(Conn::new(socket, peer, id, &self.config.limits, now));
+        let tls = match &self.config.tls {
+            None => None,
+            Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                Ok(session) => Some(Box::new(session)),
+                Err(error) => {
+                    log::warn!("{peer}: TLS session: {error}");
+                    let _ = self.registry.deregister(&mut socket);
+                    return;
+                }
+            },
+        };
+        entry.insert(Conn::new(socket, peer, id, &self.config.limits, tls, now));
         self.stats.accepted += 1;
         log::debug!("{id} {peer}: accepted");
         self.arm_timer(slot);
@@ -408,9 +419,11 @@ impl<H: Handler> Core<H> {
             let into_scratch = discard || conn.inbuf.is_empty();
             let mut asked = scratch.len();
             let result = if into_scratch {
-                conn.socket.read(scratch)
+                conn.read_into(scratch)
             } else {
-                let spare = conn.inbuf.spare_mut(READ_CHUNK, self.max_inbuf);
+                // Out of the connection while it reads into it.
+                let mut inbuf = mem::take(&mut conn.inbuf);
+                let spare = inbuf.spare_mut(READ_CHUNK, self.max_inbuf);
                 if spare.is_empty() {
                     // Cannot happen within the limits (a complete frame is
                     // always consumed); refuse to grow past them regardless.
@@ -419,7 +432,9 @@ impl<H: Handler> Core<H> {
                     return;
                 }
                 asked = spare.len();
-                conn.socket.read(spare)
+                let result = conn.read_into(spare);
+                conn.inbuf = inbuf;
+                result
             };
             match result {
                 Ok(0) => {
@@ -431,7 +446,9 @@ impl<H: Handler> Core<H> {
                     // A TCP read that returns less than asked emptied the
                     // receive queue: the next arrival raises a new edge, so
                     // the usual extra read that ends in EAGAIN is skipped.
-                    let drained = stop_short && n < asked;
+                    // (Not so on TLS: one record's plaintext says nothing
+                    // about what else the socket holds.)
+                    let drained = stop_short && n < asked && conn.tls.is_none();
                     if discard {
                         if drained {
                             return;
@@ -470,10 +487,29 @@ impl<H: Handler> Core<H> {
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if conn.tls.is_some() {
+                        // The TLS handshake may have produced records.
+                        self.after_io(slot, now);
+                    }
                     self.flush_now(slot, now);
                     return;
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if conn.plaintext_on_tls_port => {
+                    let response =
+                        HttpResponse::text(400, "this port speaks TLS: use https:// or wss://\n");
+                    self.refuse(slot, &response, "plain text on the TLS port", now);
+                    self.after_io(slot, now);
+                    self.flush_now(slot, now);
+                    return;
+                }
+                Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                    log::debug!("{} {}: TLS failure: {error}", conn.id, conn.peer);
+                    // Best effort: the alert rustls queued.
+                    conn.write_pending();
+                    self.remove(slot, now);
+                    return;
+                }
                 Err(error) => {
                     log::debug!("{} {}: read error: {error}", conn.id, conn.peer);
                     self.remove(slot, now);
@@ -675,9 +711,7 @@ impl<H: Handler> Core<H> {
         let closed = conn.proto.phase() == Phase::Closed;
         // A closed connection is flushed even with nothing queued: the
         // flush is what shuts its sending side down.
-        if (conn.proto.pending_output_len() > 0 || (closed && !conn.write_shutdown))
-            && !conn.flush_queued
-        {
+        if (conn.has_unsent_output() || (closed && !conn.write_shutdown)) && !conn.flush_queued {
             conn.flush_queued = true;
             self.flush_list.push(slot);
         }
@@ -728,7 +762,7 @@ impl<H: Handler> Core<H> {
             log::debug!("{} {}: peer went away", conn.id, conn.peer);
             conn.proto.abort(now);
         }
-        if conn.write_shutdown || conn.proto.pending_output_len() == 0 {
+        if conn.write_shutdown || !conn.has_unsent_output() {
             self.remove(slot, now);
         } else {
             // What is queued still goes out (the peer may only have closed
@@ -774,7 +808,8 @@ impl<H: Handler> Core<H> {
             conn.read_paused = false;
             self.read_again.push(slot);
         }
-        let want_writable = pending > 0;
+        let unsent = conn.has_unsent_output();
+        let want_writable = unsent;
         if want_writable != conn.writable_interest {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE
@@ -790,7 +825,7 @@ impl<H: Handler> Core<H> {
                 Err(error) => log::warn!("{}: reregister: {error}", conn.id),
             }
         }
-        if pending == 0 && closed && !conn.write_shutdown {
+        if !unsent && closed && !conn.write_shutdown {
             // Closing TCP from our side first (RFC 6455 §7.1.1); keep
             // reading until the peer's FIN so unread input cannot turn the
             // close into a reset that destroys the close frame in flight.

@@ -8,9 +8,11 @@ mod event_loop;
 mod shutdown;
 mod stats;
 mod timers;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use context::Context;
 pub use event_loop::Server;
 pub use shutdown::{Notifier, ShutdownHandle};
 pub use stats::{ServerStats, write_labelled};
+pub use tls::{TlsConfig, TlsSetupError, load_tls_config, tls_config_from_der};

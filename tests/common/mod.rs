@@ -95,6 +95,8 @@ pub fn masked_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFrame {
     pub fin: bool,
+    /// RSV1-3 (RSV1 = 0b100: a compressed message).
+    pub rsv: u8,
     pub opcode: u8,
     pub payload: Vec<u8>,
 }
@@ -213,6 +215,7 @@ impl RawClient {
                     self.buf.drain(..header + len);
                     return Some(ServerFrame {
                         fin: b0 & 0x80 != 0,
+                        rsv: (b0 >> 4) & 0b111,
                         opcode: b0 & 0x0F,
                         payload,
                     });
