@@ -5,6 +5,7 @@ Run from anywhere: python3 fuzz/make_seeds.py
 """
 import hashlib
 import os
+import zlib
 import struct
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
@@ -45,6 +46,21 @@ FRAMES = [
 ]
 
 
+# Compressed messages (RSV1), raw deflate with the sync-flush tail stripped.
+def deflated(data):
+    c = zlib.compressobj(1, zlib.DEFLATED, -15)
+    return (c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+DEFLATED = [
+    frame(0xC1, bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])),  # RFC 7692 "Hello"
+    frame(0xC1, deflated(b'{"op":"PING","data":{}}' * 20)),
+    frame(0x41, deflated("fragmented ✓ text ".encode() * 30)[:20])
+    + frame(0x80, deflated("fragmented ✓ text ".encode() * 30)[20:]),
+    frame(0xC2, deflated(bytes(100_000))),
+]
+
+
 def recv_ops(data):
     """Connection script: deliver `data` in receive operations (op 0)."""
     out = b""
@@ -65,7 +81,10 @@ SEEDS = {
     ],
     "frame_decoder": [b"\x00\x00" + f for f in FRAMES]
     + [b"\x02\x40" + f for f in FRAMES]
-    + [b"\xff\xff" + b"".join(FRAMES)],
+    + [b"\xff\xff" + b"".join(FRAMES)]
+    # permessage-deflate on (top bit of the first byte): compressed messages
+    + [b"\x80\x06" + f for f in DEFLATED]
+    + [b"\x83\x86" + b"".join(DEFLATED)],
     "connection": [recv_ops(f) + FLUSH for f in FRAMES]
     + [
         # send text and binary, then close with a long reason

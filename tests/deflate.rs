@@ -223,6 +223,14 @@ fn the_notebook_exchange_runs_compressed_both_ways() {
     }
     assert_eq!(statuses, ["PENDING", "RUNNING", "FINISHED"]);
     assert!(compressed >= 1, "PARAGRAPH messages are over the threshold");
+    let mut http = RawClient::connect(server.addr);
+    http.send_raw(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let (status, _, metrics) = http.read_response();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("\nwsloop_compressed_upgrades_total 1\n"),
+        "{metrics}"
+    );
     drop(client);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

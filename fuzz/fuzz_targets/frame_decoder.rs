@@ -7,6 +7,11 @@
 //!   payloads fit 125 bytes, close codes are valid on the wire;
 //! - the chunking does not matter: the same bytes decoded in one piece give
 //!   the same events and the same final error.
+//!
+//! When the first size byte has its top bit set, the decoder runs with
+//! permessage-deflate agreed (window bits and context takeover from the
+//! second), so RSV1 messages are inflated: the size limit must then hold
+//! for the inflated size.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -39,8 +44,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((sizes, wire)) = data.split_first_chunk::<2>() else {
         return;
     };
-    let chunked = decode_stream(chunks(wire, *sizes));
-    let whole = decode_stream(std::iter::once(wire));
+    let deflate = (sizes[0] & 0x80 != 0).then(|| (9 + sizes[1] % 7, sizes[1] & 0x80 != 0));
+    let chunked = decode_stream(chunks(wire, *sizes), deflate);
+    let whole = decode_stream(std::iter::once(wire), deflate);
     assert_eq!(chunked, whole, "chunked vs whole");
 });
 
@@ -48,9 +54,13 @@ fuzz_target!(|data: &[u8]| {
 /// ended the stream, if any.
 fn decode_stream<'a>(
     chunks: impl Iterator<Item = &'a [u8]>,
+    deflate: Option<(u8, bool)>,
 ) -> (Vec<Event>, Option<ProtocolError>) {
     let limits = limits();
     let mut decoder = Decoder::new(&limits);
+    if let Some((window_bits, no_context_takeover)) = deflate {
+        decoder.enable_inflate(window_bits, no_context_takeover);
+    }
     let mut pending = Vec::new();
     let mut events = Vec::new();
     for chunk in chunks {

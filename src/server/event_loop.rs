@@ -621,6 +621,7 @@ impl<H: Handler> Core<H> {
         conn.proto
             .accept(&accept_key, protocol.as_deref(), &headers, now);
         if let Some((params, min_compress_size)) = deflate {
+            self.stats.compressed_upgrades += 1;
             conn.decoder.enable_inflate(
                 params.client_max_window_bits,
                 params.client_no_context_takeover,

@@ -15,6 +15,8 @@ pub struct ServerStats {
     pub accepted: u64,
     /// Upgrades that completed (`101`).
     pub upgrades: u64,
+    /// Upgrades that agreed to permessage-deflate.
+    pub compressed_upgrades: u64,
     /// Plain HTTP requests answered.
     pub http_requests: u64,
     /// Handshakes refused, by HTTP status.
@@ -46,7 +48,7 @@ impl ServerStats {
             self.open_connections,
         );
         gauge("wsloop_sockets", "TCP sockets held now.", self.sockets);
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "wsloop_accepted_total",
                 "TCP connections accepted.",
@@ -56,6 +58,11 @@ impl ServerStats {
                 "wsloop_upgrades_total",
                 "WebSocket upgrades completed.",
                 self.upgrades,
+            ),
+            (
+                "wsloop_compressed_upgrades_total",
+                "WebSocket upgrades that agreed to permessage-deflate.",
+                self.compressed_upgrades,
             ),
             (
                 "wsloop_http_requests_total",

@@ -56,6 +56,10 @@ def seed(name):
 def test_seed_exchange_with_the_websockets_client(server):
     address, notebook_dir = server
     with connect(f"ws://{address}/ws", origin=f"http://{address}", open_timeout=5) as ws:
+        # websockets offers permessage-deflate by default; the notebook
+        # accepts it, so everything below runs compressed both ways.
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert extensions.startswith("permessage-deflate"), extensions
         ws.send(seed("list_configurations"))
         reply = json.loads(ws.recv(timeout=5))
         assert reply["op"] == "CONFIGURATIONS_INFO"
