@@ -36,7 +36,7 @@ pub fn run(addr: SocketAddr, connections: usize, hold_seconds: f64) -> io::Resul
         );
     }
     let started = Instant::now();
-    let opened = handshake::open_all(addr, connections, BATCH, |done| {
+    let opened = handshake::open_all(&handshake::Dial::plain(addr), connections, BATCH, |done| {
         if done % 1000 == 0 && done < connections {
             eprintln!("idle: {done}/{connections} open");
         }
@@ -100,9 +100,10 @@ impl Held {
         }
         loop {
             let header = match handshake::parse_server_header(&self.pending) {
-                Ok(Some(header)) => header,
+                Ok(Some(header)) if !header.rsv1 => header,
                 Ok(None) => return true,
-                Err(_) => return false,
+                // RSV1 without an agreed extension is a protocol error too.
+                Ok(Some(_)) | Err(_) => return false,
             };
             let end = header.len + header.payload_len as usize;
             if self.pending.len() < end {

@@ -8,17 +8,34 @@
 //! every completed echo releases one more send. Nothing is counted during the
 //! warm-up; the measured window is bracketed by `getrusage` (our CPU) and,
 //! when asked, `/proc/PID/stat` of the server.
+//!
+//! Two variants change the wire, not the loop:
+//!
+//! * `--tls`: every connection is a rustls `ClientConnection`. Queued frames
+//!   go into its writer as one vectored write (rustls cuts records of up to
+//!   16 KiB from them), records go out with `write_tls` until the socket
+//!   would block; reads run `read_tls` and `process_new_packets` and drain
+//!   the plaintext until the socket would block.
+//! * `--deflate`: permessage-deflate is negotiated and the one frame sent is
+//!   pre-compressed (RSV1); compressed echoes are collected, inflated at FIN
+//!   by the connection's inflater and compared with the payload
+//!   ([`crate::deflate`]).
+//!
+//! The plain path does none of this: one branch per read or flush call.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConnection;
 use serde::{Deserialize, Serialize};
 
-use crate::handshake::{self, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT};
+use crate::deflate::{self, EchoInflater};
+use crate::handshake::{self, Dial, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT, RSV1};
 use crate::sys;
 
 /// Per-connection read buffer. Payload bytes are verified and dropped as
@@ -58,6 +75,21 @@ pub struct LoadConfig {
     /// Also report this process's CPU use over the window (the server's).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Connect with TLS (rustls), trusting only the certificate of --tls-ca
+    /// for the name "localhost".
+    #[arg(long, requires = "tls_ca")]
+    pub tls: bool,
+    /// PEM certificate to trust with --tls (the server's self-signed one).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
+    /// Offer permessage-deflate (client_no_context_takeover), fail unless the
+    /// server agrees, and send the text payload compressed (implies --text).
+    #[arg(long)]
+    pub deflate: bool,
+    /// Send a JSON-like text payload as text frames instead of the binary
+    /// byte pattern.
+    #[arg(long)]
+    pub text: bool,
 }
 
 /// The JSON line `load` prints; also what the orchestrator stores per run.
@@ -87,6 +119,33 @@ pub struct LoadReport {
     /// Set by the orchestrator when the run itself failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The run used TLS (`--tls`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tls: bool,
+    /// TLS version and cipher suite the server chose (first connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_suite: Option<String>,
+    /// The run used permessage-deflate (`--deflate`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deflate: bool,
+    /// The payload was the JSON-like text, sent as text frames.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub text: bool,
+    /// With `--deflate`: compressed payload bytes of the message sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_compressed_bytes: Option<usize>,
+    /// With `--deflate`: mean compressed payload bytes of the compressed
+    /// echoes received in the window (the server takes context over, so
+    /// these differ from message to message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_compressed_bytes: Option<f64>,
+    /// With `--deflate`: echoes in the window that came back uncompressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncompressed_echoes: Option<u64>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Counters shared by all connections.
@@ -98,6 +157,9 @@ struct Stats {
     errors: u64,
     /// Round-trip times in nanoseconds (only with `--latency`).
     latencies: Vec<u64>,
+    /// Compressed echoes and their compressed payload bytes (`--deflate`).
+    compressed_echoes: u64,
+    compressed_bytes: u64,
 }
 
 impl Stats {
@@ -123,6 +185,12 @@ enum Parse {
 /// One WebSocket connection of the generator.
 struct Conn {
     stream: TcpStream,
+    /// The TLS session (`--tls` only).
+    tls: Option<Box<ClientConnection>>,
+    /// The inflater of compressed echoes (`--deflate` only).
+    inflater: Option<Box<EchoInflater>>,
+    /// The current echo is compressed (RSV1 on its first frame).
+    compressed: bool,
     alive: bool,
     read_buffer: Box<[u8]>,
     /// Bytes of `read_buffer` filled (only an incomplete header is ever kept).
@@ -156,13 +224,43 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         ));
     }
     sys::raise_nofile_limit()?;
-    let payload = handshake::payload(config.payload);
-    let message = Message {
-        frame: handshake::masked_frame(OP_BINARY, &payload),
-        payload,
+    let text = config.text || config.deflate;
+    let (payload, opcode) = if text {
+        (handshake::text_payload(config.payload), OP_TEXT)
+    } else {
+        (handshake::payload(config.payload), OP_BINARY)
     };
+    let (frame, sent_compressed_bytes) = if config.deflate {
+        let compressed = deflate::compress_message(&payload)?;
+        (
+            handshake::masked_frame(opcode | RSV1, &compressed),
+            Some(compressed.len()),
+        )
+    } else {
+        (handshake::masked_frame(opcode, &payload), None)
+    };
+    let message = Message { frame, payload };
 
-    let opened = handshake::open_all(config.addr, config.connections, CONNECT_BATCH, |_| {})?;
+    let dial = Dial {
+        addr: config.addr,
+        tls: match (&config.tls, &config.tls_ca) {
+            (true, Some(ca)) => Some(handshake::tls_client_config(ca)?),
+            (true, None) => return Err(io::Error::other("--tls needs --tls-ca")),
+            (false, _) => None,
+        },
+        deflate: config.deflate,
+    };
+    let opened = handshake::open_all(&dial, config.connections, CONNECT_BATCH, |_| {})?;
+    let tls_suite = opened
+        .first()
+        .and_then(|opened| opened.tls.as_deref())
+        .and_then(|tls| {
+            Some(format!(
+                "{:?} {:?}",
+                tls.protocol_version()?,
+                tls.negotiated_cipher_suite()?.suite()
+            ))
+        });
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(opened.len());
     for (index, opened) in opened.into_iter().enumerate() {
@@ -177,6 +275,11 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         read_buffer[..opened.leftover.len()].copy_from_slice(&opened.leftover);
         conns.push(Conn {
             stream,
+            tls: opened.tls,
+            inflater: config
+                .deflate
+                .then(|| Box::new(EchoInflater::new(message.payload.len()))),
+            compressed: false,
             alive: true,
             read_buffer,
             read_len: opened.leftover.len(),
@@ -196,6 +299,8 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         messages: 0,
         errors: 0,
         latencies: Vec::with_capacity(if config.latency { 1 << 20 } else { 0 }),
+        compressed_echoes: 0,
+        compressed_bytes: 0,
     };
 
     // Fill the pipe: K messages per connection.
@@ -211,6 +316,14 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         if conn.alive
             && conn.read_len > 0
             && let Err(error) = conn.parse(&message, config.latency, &mut stats, start)
+        {
+            conn.fail(token, &mut stats, &error);
+        }
+        // With TLS, rustls may already hold records or plaintext read
+        // during the handshake, which no readiness event will announce.
+        if conn.alive
+            && conn.tls.is_some()
+            && let Err(error) = conn.read(&message, config.latency, &mut stats)
         {
             conn.fail(token, &mut stats, &error);
         }
@@ -264,7 +377,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
                 conn.fail(token, &mut stats, &error);
                 continue;
             }
-            if conn.to_send > 0
+            if conn.wants_flush()
                 && let Err(error) = conn.flush(&message.frame)
             {
                 conn.fail(token, &mut stats, &error);
@@ -299,6 +412,16 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         client_cpu_percent: cpu_end.saturating_sub(cpu_start).as_secs_f64() / seconds * 100.0,
         server_cpu_percent,
         failure: None,
+        tls: config.tls,
+        tls_suite,
+        deflate: config.deflate,
+        text,
+        sent_compressed_bytes,
+        echo_compressed_bytes: (stats.compressed_echoes > 0)
+            .then(|| stats.compressed_bytes as f64 / stats.compressed_echoes as f64),
+        uncompressed_echoes: config
+            .deflate
+            .then(|| stats.messages - stats.compressed_echoes),
     })
 }
 
@@ -321,21 +444,32 @@ impl Conn {
         }
     }
 
+    /// Whether [`Conn::flush`] has anything to do: queued frames, or (TLS)
+    /// records rustls still holds.
+    fn wants_flush(&self) -> bool {
+        self.to_send > 0 || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
+    }
+
+    /// Marks `written` more bytes of the queued frames as sent.
+    fn advance(&mut self, written: usize, frame_len: usize) {
+        let total = self.sent_offset + written;
+        self.to_send -= total / frame_len;
+        self.sent_offset = total % frame_len;
+    }
+
     /// Writes every queued frame with as few `writev` calls as the socket
     /// allows, stopping at `WouldBlock` (the WRITABLE event resumes it).
     fn flush(&mut self, frame: &[u8]) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.flush_tls(frame);
+        }
         while self.to_send > 0 {
             let count = self.to_send.min(MAX_IOV);
             let mut slices = [IoSlice::new(frame); MAX_IOV];
             slices[0] = IoSlice::new(&frame[self.sent_offset..]);
             match self.stream.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => {
-                    let total = self.sent_offset + written;
-                    let whole = total / frame.len();
-                    self.to_send -= whole;
-                    self.sent_offset = total % frame.len();
-                }
+                Ok(written) => self.advance(written, frame.len()),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
@@ -344,12 +478,51 @@ impl Conn {
         Ok(())
     }
 
+    /// [`Conn::flush`] over TLS: the queued frames go into rustls as one
+    /// vectored write (as much as its buffer limit takes), and its records
+    /// are written until the socket would block; a WRITABLE event resumes
+    /// while rustls still wants to write.
+    fn flush_tls(&mut self, frame: &[u8]) -> io::Result<()> {
+        loop {
+            while self.to_send > 0 {
+                let count = self.to_send.min(MAX_IOV);
+                let mut slices = [IoSlice::new(frame); MAX_IOV];
+                slices[0] = IoSlice::new(&frame[self.sent_offset..]);
+                let Some(tls) = self.tls.as_mut() else {
+                    return Ok(());
+                };
+                let written = tls.writer().write_vectored(&slices[..count])?;
+                if written == 0 {
+                    // rustls' buffer is full until records go out.
+                    break;
+                }
+                self.advance(written, frame.len());
+            }
+            let Some(tls) = self.tls.as_mut() else {
+                return Ok(());
+            };
+            if !tls.wants_write() {
+                return Ok(());
+            }
+            match tls.write_tls(&mut self.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Reads until the socket is drained, verifying and counting echoes as
     /// they complete. A read that returns less than asked drained the
     /// receive queue (edge-triggered: the next arrival raises a new event),
     /// so the read that would end in `WouldBlock` is skipped: it would cost
     /// a syscall per message and make the client the bottleneck.
     fn read(&mut self, message: &Message, latency: bool, stats: &mut Stats) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.read_tls(message, latency, stats);
+        }
         loop {
             let asked = self.read_buffer.len() - self.read_len;
             match self.stream.read(&mut self.read_buffer[self.read_len..]) {
@@ -367,6 +540,59 @@ impl Conn {
                     if n < asked {
                         return Ok(());
                     }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// [`Conn::read`] over TLS: drains rustls' plaintext into the read
+    /// buffer, then reads and decrypts records, until the socket would
+    /// block. A short read proves nothing here (a record may be cut in
+    /// two), so the read that ends in `WouldBlock` is always made.
+    fn read_tls(&mut self, message: &Message, latency: bool, stats: &mut Stats) -> io::Result<()> {
+        loop {
+            loop {
+                let Some(tls) = self.tls.as_mut() else {
+                    return Ok(());
+                };
+                match tls.reader().read(&mut self.read_buffer[self.read_len..]) {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "server closed the TLS session",
+                        ));
+                    }
+                    Ok(n) => {
+                        self.read_len += n;
+                        let now = Instant::now();
+                        self.parse(message, latency, stats, now)?;
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "server closed the connection without close_notify",
+                        ));
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            let Some(tls) = self.tls.as_mut() else {
+                return Ok(());
+            };
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "server closed the connection",
+                    ));
+                }
+                Ok(_) => {
+                    tls.process_new_packets()
+                        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -396,10 +622,23 @@ impl Conn {
                             Err(what) => return Err(io::Error::other(what)),
                         };
                     pos += header.len;
+                    if header.rsv1
+                        && (self.inflater.is_none()
+                            || self.in_message
+                            || !matches!(header.opcode, OP_TEXT | OP_BINARY))
+                    {
+                        return Err(io::Error::other(
+                            "RSV1 set without permessage-deflate or not on a message's first frame",
+                        ));
+                    }
                     match header.opcode {
                         OP_TEXT | OP_BINARY if !self.in_message => {
                             self.in_message = true;
                             self.message_offset = 0;
+                            self.compressed = header.rsv1;
+                            if let (true, Some(inflater)) = (header.rsv1, &mut self.inflater) {
+                                inflater.start();
+                            }
                         }
                         OP_CONTINUATION if self.in_message => {}
                         OP_CLOSE => return Err(io::Error::other("server sent a close frame")),
@@ -423,18 +662,27 @@ impl Conn {
                 }
                 Parse::Data { remaining, fin } => {
                     let take = (remaining.min((self.read_len - pos) as u64)) as usize;
-                    let end = self.message_offset + take;
-                    if end > message.payload.len() {
-                        return Err(io::Error::other("echo longer than the message sent"));
+                    if self.compressed {
+                        // Collected here, inflated and compared at FIN.
+                        if let Some(inflater) = &mut self.inflater {
+                            inflater
+                                .push(&self.read_buffer[pos..pos + take])
+                                .map_err(io::Error::other)?;
+                        }
+                    } else {
+                        let end = self.message_offset + take;
+                        if end > message.payload.len() {
+                            return Err(io::Error::other("echo longer than the message sent"));
+                        }
+                        if self.read_buffer[pos..pos + take]
+                            != message.payload[self.message_offset..end]
+                        {
+                            return Err(io::Error::other(
+                                "echo payload differs from the message sent",
+                            ));
+                        }
+                        self.message_offset = end;
                     }
-                    if self.read_buffer[pos..pos + take]
-                        != message.payload[self.message_offset..end]
-                    {
-                        return Err(io::Error::other(
-                            "echo payload differs from the message sent",
-                        ));
-                    }
-                    self.message_offset = end;
                     pos += take;
                     let remaining = remaining - take as u64;
                     self.parse = Parse::Data { remaining, fin };
@@ -473,7 +721,18 @@ impl Conn {
         if !fin {
             return Ok(());
         }
-        if self.message_offset != message.payload.len() {
+        if self.compressed {
+            let Some(inflater) = &mut self.inflater else {
+                return Err(io::Error::other("compressed echo without an inflater"));
+            };
+            let compressed = inflater
+                .finish(&message.payload)
+                .map_err(io::Error::other)?;
+            if stats.measuring {
+                stats.compressed_echoes += 1;
+                stats.compressed_bytes += compressed as u64;
+            }
+        } else if self.message_offset != message.payload.len() {
             return Err(io::Error::other("echo shorter than the message sent"));
         }
         if self.awaiting == 0 {
@@ -481,6 +740,7 @@ impl Conn {
         }
         self.in_message = false;
         self.message_offset = 0;
+        self.compressed = false;
         self.awaiting -= 1;
         let sent = self.sent_at.pop_front();
         if stats.measuring {

@@ -3,8 +3,9 @@
 //!
 //! One binary, four jobs:
 //!
-//! * `serve` runs one of the two peer echo servers ([`peers`]);
-//! * `load` is the single-threaded mio load generator ([`load`]);
+//! * `serve` runs one of the two peer echo servers, optionally over TLS ([`peers`]);
+//! * `load` is the single-threaded mio load generator, optionally over TLS
+//!   and with permessage-deflate ([`load`], [`deflate`]);
 //! * `idle` opens many idle WebSocket connections, for the memory cell ([`idle`]);
 //! * `run` is the orchestrator: it starts the three servers, drives `load`
 //!   and `idle` against each and writes the report ([`orchestrate`], [`report`]).
@@ -12,6 +13,7 @@
 //! The package has its own `[workspace]` so none of this reaches wsloop's
 //! dependency tree or what `cargo test` builds at the repository root.
 
+mod deflate;
 mod handshake;
 mod idle;
 mod load;
@@ -21,6 +23,7 @@ mod report;
 mod sys;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +48,12 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
+        /// PEM certificate chain: serve TLS only (with --tls-key).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Single-threaded mio load generator; prints one JSON line.
     Load(load::LoadConfig),
@@ -66,7 +75,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Serve { peer, listen } => peers::serve(peer, listen),
+        Command::Serve {
+            peer,
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert.zip(tls_key);
+            peers::serve(
+                peer,
+                listen,
+                tls.as_ref().map(|(cert, key)| (&**cert, &**key)),
+            )
+        }
         Command::Load(config) => load::run(&config).and_then(|report| {
             let line = serde_json::to_string(&report).map_err(std::io::Error::other)?;
             println!("{line}");

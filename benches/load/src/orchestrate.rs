@@ -11,23 +11,33 @@
 //!    default) and samples the server's CPU time itself over its measured
 //!    window; after each run we wait for the server to go quiet before the
 //!    next one.
-//! 4. `results.json`, `results.md`, `echo-throughput.svg`.
+//! 4. Variant cells, each repeat measuring the servers of a group back to
+//!    back like the main cells: TLS (all three servers with a self-signed
+//!    certificate made for the run) and permessage-deflate (wsloop
+//!    `--deflate` against wsloop uncompressed, with the same text payload).
+//!    `--variants-only` runs just these.
+//! 5. `results.json`, `results.md`, `echo-throughput.svg`.
 //!
 //! Every child process is held in a [`ChildGuard`], so it is stopped on any
 //! return path, error or panic included.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::handshake;
+use rustls::ClientConfig;
+
+use crate::handshake::{self, Dial};
 use crate::load::LoadReport;
-use crate::report::{self, CellResult, LatencyResult, MemoryResult, Meta, Results, SERVERS};
+use crate::report::{
+    self, CellResult, LatencyResult, MemoryResult, Meta, Results, SERVERS, VARIANTS, VariantResult,
+};
 use crate::sys::{self, ChildGuard};
 
 /// Raise the server's fd limit (as root the hard one too), then exec it.
@@ -39,6 +49,9 @@ pub struct RunOptions {
     /// Smoke-test matrix: 1 s cells, fewer cells, one repeat, 1,000 idle connections.
     #[arg(long)]
     pub quick: bool,
+    /// Run only the TLS and compression cells (no memory, latency or main matrix).
+    #[arg(long)]
+    pub variants_only: bool,
     /// Output directory [default: <repo>/benches/results].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -62,6 +75,10 @@ pub struct RunOptions {
     pub client_cpu: String,
 }
 
+/// The variant cells: many small messages pipelined, and many connections
+/// with one large message each.
+const VARIANT_CELLS: [(usize, usize, usize); 2] = [(10, 1024, 16), (100, 16384, 1)];
+
 /// The matrix and timings of one run.
 struct Plan {
     connections: Vec<usize>,
@@ -71,6 +88,8 @@ struct Plan {
     warmup: f64,
     repeat: usize,
     idle_connections: usize,
+    /// Cells of the TLS and compression variants.
+    variant_cells: Vec<(usize, usize, usize)>,
 }
 
 impl Plan {
@@ -84,6 +103,7 @@ impl Plan {
                 warmup: 0.5,
                 repeat: 1,
                 idle_connections: 1_000,
+                variant_cells: VARIANT_CELLS.to_vec(),
             }
         } else {
             Plan {
@@ -94,6 +114,7 @@ impl Plan {
                 warmup: 1.0,
                 repeat: 3,
                 idle_connections: 10_000,
+                variant_cells: VARIANT_CELLS.to_vec(),
             }
         };
         plan.repeat = options.repeat.unwrap_or(plan.repeat).max(1);
@@ -123,6 +144,44 @@ struct Context {
     logs: PathBuf,
     server_cpu: String,
     client_cpu: String,
+    /// The run's self-signed certificate (PEM) and its key, for the TLS cells.
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    /// Client settings trusting `tls_cert` (the servers' readiness check).
+    tls_client: Arc<ClientConfig>,
+}
+
+/// How a server is run and loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// The main matrix: plain TCP, binary payload.
+    Plain,
+    /// TLS on the server and in the load generator.
+    Tls,
+    /// wsloop `--deflate`, load generator `--deflate` (text payload).
+    Deflate,
+    /// No compression, the text payload of `Deflate` (`--text`).
+    PlainText,
+}
+
+impl Variant {
+    /// Name in the results ([`VARIANTS`]); the main matrix has none.
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "plain",
+            Variant::Tls => VARIANTS[0],
+            Variant::Deflate => VARIANTS[1],
+            Variant::PlainText => VARIANTS[2],
+        }
+    }
+
+    /// The server's log file name.
+    fn log_name(self, server: Server) -> String {
+        match self {
+            Variant::Plain => format!("{}.log", server.name()),
+            variant => format!("{}-{}.log", server.name(), variant.name()),
+        }
+    }
 }
 
 /// The benchmarked servers.
@@ -152,17 +211,19 @@ impl Server {
 /// A running server, stopped (SIGTERM, then SIGKILL) when dropped.
 struct ServerProcess {
     server: Server,
+    variant: Variant,
     addr: SocketAddr,
     process: ChildGuard,
 }
 
 impl ServerProcess {
-    /// Starts `server` on a free loopback port, pinned to the server CPU with
-    /// a raised fd limit, and waits until it completes a WebSocket handshake.
-    fn start(server: Server, context: &Context) -> io::Result<ServerProcess> {
+    /// Starts `server` as `variant` asks on a free loopback port, pinned to
+    /// the server CPU with a raised fd limit, and waits until it completes
+    /// a WebSocket handshake (over TLS, or with deflate agreed, likewise).
+    fn start(server: Server, variant: Variant, context: &Context) -> io::Result<ServerProcess> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let listen = addr.to_string();
-        let (program, args): (&Path, Vec<&str>) = match server {
+        let (program, mut args): (&Path, Vec<&str>) = match server {
             Server::Wsloop => (
                 &context.wsloop,
                 vec!["--echo", "--listen", &listen, "--log-level", "error"],
@@ -176,7 +237,27 @@ impl ServerProcess {
                 vec!["serve", "fastwebsockets", "--listen", &listen],
             ),
         };
-        let log_path = context.logs.join(format!("{}.log", server.name()));
+        let (cert, key) = (
+            context.tls_cert.to_string_lossy(),
+            context.tls_key.to_string_lossy(),
+        );
+        match variant {
+            Variant::Plain | Variant::PlainText => {}
+            Variant::Tls => args.extend(["--tls-cert", &cert, "--tls-key", &key]),
+            Variant::Deflate if matches!(server, Server::Wsloop) => args.push("--deflate"),
+            Variant::Deflate => {
+                return Err(io::Error::other(format!(
+                    "{} has no permessage-deflate variant",
+                    server.name()
+                )));
+            }
+        }
+        let dial = Dial {
+            addr,
+            tls: (variant == Variant::Tls).then(|| context.tls_client.clone()),
+            deflate: variant == Variant::Deflate,
+        };
+        let log_path = context.logs.join(variant.log_name(server));
         let log = File::options().create(true).append(true).open(&log_path)?;
         let child = Command::new("sh")
             .arg("-c")
@@ -200,13 +281,19 @@ impl ServerProcess {
                     log_path.display()
                 )));
             }
-            if handshake::open_all(addr, 1, 1, |_| {}).is_ok() {
+            let probe = handshake::open_all(&dial, 1, 1, |_| {});
+            if probe.is_ok() {
                 break;
             }
             if Instant::now() > deadline {
                 return Err(io::Error::other(format!(
-                    "{} did not come up on {addr}",
-                    server.name()
+                    "{} ({}) did not come up on {addr}: {}",
+                    server.name(),
+                    variant.name(),
+                    probe
+                        .err()
+                        .map(|error| error.to_string())
+                        .unwrap_or_default()
                 )));
             }
             thread::sleep(Duration::from_millis(20));
@@ -221,9 +308,18 @@ impl ServerProcess {
         }
         Ok(ServerProcess {
             server,
+            variant,
             addr,
             process,
         })
+    }
+
+    /// Progress label: the server, and its variant unless plain.
+    fn label(&self) -> String {
+        match self.variant {
+            Variant::Plain => self.server.name().to_string(),
+            variant => format!("{} {}", self.server.name(), variant.name()),
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -276,28 +372,69 @@ pub fn run(options: RunOptions) -> io::Result<()> {
     fs::create_dir_all(&logs)?;
     for server in Server::ALL {
         // Server logs are appended to within a run; start each run afresh.
-        let _ = fs::remove_file(logs.join(format!("{}.log", server.name())));
+        for variant in [
+            Variant::Plain,
+            Variant::Tls,
+            Variant::Deflate,
+            Variant::PlainText,
+        ] {
+            let _ = fs::remove_file(logs.join(variant.log_name(server)));
+        }
     }
+    let (tls_cert, tls_key) = write_certificate(&logs)?;
     let context = Context {
         exe: std::env::current_exe()?,
         wsloop: wsloop.canonicalize()?,
+        tls_client: handshake::tls_client_config(&tls_cert)?,
+        tls_cert,
+        tls_key,
         logs,
         server_cpu: options.server_cpu.clone(),
         client_cpu: options.client_cpu.clone(),
     };
     let plan = Plan::new(&options);
-    let cells = plan.cells();
-    let runs_total = (cells.len() + 1) * plan.repeat * Server::ALL.len();
+    let cells = if options.variants_only {
+        Vec::new()
+    } else {
+        plan.cells()
+    };
+    let main_runs = if options.variants_only {
+        0
+    } else {
+        (cells.len() + 1) * plan.repeat * Server::ALL.len()
+    };
+    let variant_groups = variant_groups();
+    let variant_runs =
+        plan.variant_cells.len() * plan.repeat * variant_groups.iter().map(Vec::len).sum::<usize>();
+    let runs_total = main_runs + variant_runs;
+    let (scope, memory, per_run_overhead) = if options.variants_only {
+        (
+            format!("{} variant cells", plan.variant_cells.len()),
+            String::new(),
+            0.6,
+        )
+    } else {
+        (
+            format!(
+                "{} cells + latency cell + {} variant cells",
+                cells.len(),
+                plan.variant_cells.len()
+            ),
+            format!(
+                "; memory with {} idle connections first",
+                plan.idle_connections
+            ),
+            0.4,
+        )
+    };
     eprintln!(
-        "{} cells + latency cell, {} repeat(s), {} s + {} s warm-up each: {} load runs, roughly {:.0} s; \
-         then memory with {} idle connections. Server logs: {}",
-        cells.len(),
+        "{scope}, {} repeat(s), {} s + {} s warm-up each: {} load runs, roughly {:.0} s{memory}. \
+         Server logs: {}",
         plan.repeat,
         plan.seconds,
         plan.warmup,
         runs_total,
-        runs_total as f64 * (plan.seconds + plan.warmup + 0.4),
-        plan.idle_connections,
+        runs_total as f64 * (plan.seconds + plan.warmup + per_run_overhead),
         context.logs.display(),
     );
     let started = Instant::now();
@@ -305,69 +442,31 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-
-    // 1. Memory, each on a fresh server.
-    let memory: Vec<MemoryResult> = Server::ALL
-        .iter()
-        .map(|&server| memory_cell(server, &context, plan.idle_connections))
-        .collect();
-
-    // 2. All three servers up for the load runs.
-    let mut servers = Server::ALL
-        .iter()
-        .map(|&server| ServerProcess::start(server, &context))
-        .collect::<io::Result<Vec<_>>>()?;
     let mut progress = Progress {
         done: 0,
         total: runs_total,
     };
 
-    // 3a. Latency cell.
-    let mut latency_runs: Vec<Vec<LoadReport>> = vec![Vec::new(); servers.len()];
-    for _ in 0..plan.repeat {
-        for (index, server) in servers.iter_mut().enumerate() {
-            let run = run_load(&context, server, (1, 20, 1), &plan, true);
-            progress.report(server.server, (1, 20, 1), &run);
-            latency_runs[index].push(run);
-        }
-    }
-    let latency = servers
-        .iter()
-        .zip(latency_runs)
-        .map(|(server, runs)| LatencyResult::from_runs(server.server.name(), runs))
-        .collect();
+    let (memory, latency, results_cells) = if options.variants_only {
+        (Vec::new(), Vec::new(), Vec::new())
+    } else {
+        main_matrix(&context, &plan, &cells, &mut progress)?
+    };
+    let variants = variant_cells(&context, &plan, &variant_groups, &mut progress)?;
 
-    // 3b. Throughput matrix.
-    let mut results_cells = Vec::new();
-    for &cell in &cells {
-        let mut runs: Vec<Vec<LoadReport>> = vec![Vec::new(); servers.len()];
-        for _ in 0..plan.repeat {
-            for (index, server) in servers.iter_mut().enumerate() {
-                let run = run_load(&context, server, cell, &plan, false);
-                progress.report(server.server, cell, &run);
-                runs[index].push(run);
-            }
-        }
-        for (server, runs) in servers.iter().zip(runs) {
-            results_cells.push(CellResult::from_runs(
-                server.server.name(),
-                cell.0,
-                cell.1,
-                cell.2,
-                runs,
-            ));
-        }
-    }
-    drop(servers);
-
-    // 4. Report.
+    // 5. Report.
     let results = Results {
         meta: Meta {
             quick: options.quick,
+            variants_only: options.variants_only,
             repeat: plan.repeat,
             cell_seconds: plan.seconds,
             warmup_seconds: plan.warmup,
-            idle_connections: plan.idle_connections,
+            idle_connections: if options.variants_only {
+                0
+            } else {
+                plan.idle_connections
+            },
             server_cpu: context.server_cpu.clone(),
             client_cpu: context.client_cpu.clone(),
             wsloop_binary: context.wsloop.display().to_string(),
@@ -383,13 +482,149 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         latency,
         memory,
         cells: results_cells,
+        variants,
     };
     report::write_all(&results, &out)?;
-    eprintln!(
-        "wrote {}/results.json, results.md, echo-throughput.svg",
-        out.display()
-    );
+    if results.cells.is_empty() {
+        eprintln!(
+            "wrote {}/results.json and results.md (no main matrix: echo-throughput.svg left as it was)",
+            out.display()
+        );
+    } else {
+        eprintln!(
+            "wrote {}/results.json, results.md, echo-throughput.svg",
+            out.display()
+        );
+    }
     Ok(())
+}
+
+/// Steps 1 to 3: memory, then the latency cell and the throughput matrix.
+fn main_matrix(
+    context: &Context,
+    plan: &Plan,
+    cells: &[(usize, usize, usize)],
+    progress: &mut Progress,
+) -> io::Result<(Vec<MemoryResult>, Vec<LatencyResult>, Vec<CellResult>)> {
+    // 1. Memory, each on a fresh server.
+    let memory: Vec<MemoryResult> = Server::ALL
+        .iter()
+        .map(|&server| memory_cell(server, context, plan.idle_connections))
+        .collect();
+
+    // 2. All three servers up for the load runs.
+    let mut servers = Server::ALL
+        .iter()
+        .map(|&server| ServerProcess::start(server, Variant::Plain, context))
+        .collect::<io::Result<Vec<_>>>()?;
+
+    // 3a. Latency cell.
+    let latency_runs = repeat_cell(context, &mut servers, (1, 20, 1), plan, true, progress);
+    let latency = servers
+        .iter()
+        .zip(latency_runs)
+        .map(|(server, runs)| LatencyResult::from_runs(server.server.name(), runs))
+        .collect();
+
+    // 3b. Throughput matrix.
+    let mut results_cells = Vec::new();
+    for &cell in cells {
+        let runs = repeat_cell(context, &mut servers, cell, plan, false, progress);
+        for (server, runs) in servers.iter().zip(runs) {
+            results_cells.push(CellResult::from_runs(
+                server.server.name(),
+                cell.0,
+                cell.1,
+                cell.2,
+                runs,
+            ));
+        }
+    }
+    Ok((memory, latency, results_cells))
+}
+
+/// Runs `cell` `plan.repeat` times on every server, the servers back to
+/// back within each repeat (so slow drifts of the machine hit all alike),
+/// recording round-trip times with `latency`; returns the runs per server.
+fn repeat_cell(
+    context: &Context,
+    servers: &mut [ServerProcess],
+    cell: (usize, usize, usize),
+    plan: &Plan,
+    latency: bool,
+    progress: &mut Progress,
+) -> Vec<Vec<LoadReport>> {
+    let mut runs: Vec<Vec<LoadReport>> = vec![Vec::new(); servers.len()];
+    for _ in 0..plan.repeat {
+        for (index, server) in servers.iter_mut().enumerate() {
+            let run = run_load(context, server, cell, plan, latency);
+            progress.report(server, cell, &run);
+            runs[index].push(run);
+        }
+    }
+    runs
+}
+
+/// The variant groups: the servers of a group are up together and measured
+/// back to back within each repeat of a cell, like the main matrix.
+fn variant_groups() -> Vec<Vec<(Server, Variant)>> {
+    vec![
+        Server::ALL
+            .iter()
+            .map(|&server| (server, Variant::Tls))
+            .collect(),
+        vec![
+            (Server::Wsloop, Variant::Deflate),
+            (Server::Wsloop, Variant::PlainText),
+        ],
+    ]
+}
+
+/// Step 4: the TLS and compression cells, group by group.
+fn variant_cells(
+    context: &Context,
+    plan: &Plan,
+    groups: &[Vec<(Server, Variant)>],
+    progress: &mut Progress,
+) -> io::Result<Vec<VariantResult>> {
+    let mut results = Vec::new();
+    for group in groups {
+        let mut servers = group
+            .iter()
+            .map(|&(server, variant)| ServerProcess::start(server, variant, context))
+            .collect::<io::Result<Vec<_>>>()?;
+        for &cell in &plan.variant_cells {
+            let runs = repeat_cell(context, &mut servers, cell, plan, false, progress);
+            for (server, runs) in servers.iter().zip(runs) {
+                results.push(VariantResult::from_runs(
+                    server.variant.name(),
+                    server.server.name(),
+                    cell,
+                    runs,
+                ));
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// Makes a self-signed certificate for `localhost` and writes it and its
+/// key (PEM) into `dir`; returns their paths.
+fn write_certificate(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
+    let generated =
+        rcgen::generate_simple_self_signed(vec![handshake::TLS_SERVER_NAME.to_string()])
+            .map_err(io::Error::other)?;
+    let cert = dir.join("tls-cert.pem");
+    let key = dir.join("tls-key.pem");
+    fs::write(&cert, generated.cert.pem())?;
+    let _ = fs::remove_file(&key);
+    File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)?
+        .write_all(generated.signing_key.serialize_pem().as_bytes())?;
+    Ok((cert, key))
 }
 
 /// Progress lines on stderr.
@@ -401,7 +636,7 @@ struct Progress {
 impl Progress {
     fn report(
         &mut self,
-        server: Server,
+        server: &ServerProcess,
         (connections, payload, in_flight): (usize, usize, usize),
         run: &LoadReport,
     ) {
@@ -411,10 +646,10 @@ impl Progress {
             .map(|p50| format!("  p50 {p50:.1} µs"))
             .unwrap_or_default();
         eprintln!(
-            "[{:>3}/{}] {:<17} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s {:>8.1} MB/s  server {:>3.0}%  client {:>3.0}%  errors {}{latency}{}",
+            "[{:>3}/{}] {:<28} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s {:>8.1} MB/s  server {:>3.0}%  client {:>3.0}%  errors {}{latency}{}",
             self.done,
             self.total,
-            server.name(),
+            server.label(),
             connections,
             payload,
             in_flight,
@@ -468,6 +703,18 @@ fn run_load(
         .stderr(Stdio::piped());
     if latency {
         command.arg("--latency");
+    }
+    match server.variant {
+        Variant::Plain => {}
+        Variant::Tls => {
+            command.arg("--tls").arg("--tls-ca").arg(&context.tls_cert);
+        }
+        Variant::Deflate => {
+            command.arg("--deflate");
+        }
+        Variant::PlainText => {
+            command.arg("--text");
+        }
     }
     let result =
         (|| -> io::Result<Result<LoadReport, String>> {
@@ -532,7 +779,7 @@ fn memory_cell(server: Server, context: &Context, connections: usize) -> MemoryR
 }
 
 fn measure_memory(server: Server, context: &Context, result: &mut MemoryResult) -> io::Result<()> {
-    let process = ServerProcess::start(server, context)?;
+    let process = ServerProcess::start(server, Variant::Plain, context)?;
     if let Some(limit) = sys::open_files_limit(process.pid())
         && limit < result.connections as u64 + 64
     {

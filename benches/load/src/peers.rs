@@ -5,12 +5,22 @@
 //! Both echo every text and binary message back to its sender and set
 //! `TCP_NODELAY` on accepted sockets (wsloop does too). A failing connection
 //! is logged to stderr and dropped; it never takes the server down.
+//!
+//! With a certificate and key both speak only TLS, through tokio-rustls with
+//! the same rustls settings as wsloop's (ring provider, TLS 1.2 and 1.3,
+//! ALPN `http/1.1`); the TLS handshake runs in the connection's task.
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use clap::ValueEnum;
-use tokio::net::{TcpListener, TcpStream};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// The peer implementations `serve` can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -21,8 +31,10 @@ pub enum Peer {
     Fastwebsockets,
 }
 
-/// Runs the chosen peer on `listen` until the process is killed (SIGTERM).
-pub fn serve(peer: Peer, listen: SocketAddr) -> io::Result<()> {
+/// Runs the chosen peer on `listen` until the process is killed (SIGTERM);
+/// with `tls` (PEM certificate chain, PEM private key) over TLS only.
+pub fn serve(peer: Peer, listen: SocketAddr, tls: Option<(&Path, &Path)>) -> io::Result<()> {
+    let acceptor = tls.map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
     // The same runtime as fastwebsockets' echo_server example: current_thread,
     // I/O driver only (neither server uses timers).
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -43,16 +55,60 @@ pub fn serve(peer: Peer, listen: SocketAddr) -> io::Result<()> {
             if let Err(error) = stream.set_nodelay(true) {
                 eprintln!("{peer_addr}: set_nodelay: {error}");
             }
-            match peer {
-                Peer::TokioTungstenite => {
+            match (&acceptor, peer) {
+                (None, Peer::TokioTungstenite) => {
                     tokio::spawn(tungstenite::connection(stream, peer_addr));
                 }
-                Peer::Fastwebsockets => {
+                (None, Peer::Fastwebsockets) => {
                     tokio::spawn(fastws::connection(stream, peer_addr));
+                }
+                (Some(acceptor), _) => {
+                    let accept = acceptor.accept(stream);
+                    tokio::spawn(async move {
+                        match accept.await {
+                            Ok(stream) => connection(peer, stream, peer_addr).await,
+                            Err(error) => eprintln!("{peer_addr}: tls: {error}"),
+                        }
+                    });
                 }
             }
         }
     })
+}
+
+/// Serves one connection (a TLS stream) with the chosen peer.
+async fn connection<S>(peer: Peer, stream: S, peer_addr: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match peer {
+        Peer::TokioTungstenite => tungstenite::connection(stream, peer_addr).await,
+        Peer::Fastwebsockets => fastws::connection(stream, peer_addr).await,
+    }
+}
+
+/// The TLS acceptor for a PEM certificate chain (leaf first) and PEM key:
+/// the same settings as wsloop's (`src/server/tls.rs`).
+fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<TlsAcceptor> {
+    let context = |path: &Path, error: &dyn std::fmt::Display| {
+        io::Error::other(format!("{}: {error}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| context(cert, &error))?;
+    if chain.is_empty() {
+        return Err(context(cert, &"no PEM certificate in the file"));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|error| context(key, &error))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(io::Error::other)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// tokio-tungstenite, in its documented echo style.
@@ -61,7 +117,10 @@ mod tungstenite {
     use futures_util::{SinkExt, StreamExt};
 
     /// Handshake with `accept_async`, then echo text and binary messages.
-    pub async fn connection(stream: TcpStream, peer: SocketAddr) {
+    pub async fn connection<S>(stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut ws = match tokio_tungstenite::accept_async(stream).await {
             Ok(ws) => ws,
             Err(error) => {
@@ -97,8 +156,11 @@ mod fastws {
     use hyper::service::service_fn;
     use hyper::{Request, Response};
 
-    /// Serves one TCP connection with hyper's HTTP/1 server, upgrades allowed.
-    pub async fn connection(stream: TcpStream, peer: SocketAddr) {
+    /// Serves one connection with hyper's HTTP/1 server, upgrades allowed.
+    pub async fn connection<S>(stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let io = hyper_util::rt::TokioIo::new(stream);
         let connection = http1::Builder::new()
             .serve_connection(io, service_fn(server_upgrade))

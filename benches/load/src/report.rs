@@ -1,5 +1,6 @@
 //! The results: their JSON form (`results.json`, every raw number), the
-//! Markdown summary (`results.md`) and the chart (`echo-throughput.svg`).
+//! Markdown summary (`results.md`) and the chart (`echo-throughput.svg`,
+//! the main matrix only).
 
 use std::collections::BTreeSet;
 use std::error::Error;
@@ -17,6 +18,10 @@ use crate::load::LoadReport;
 /// Server names, in report order; the first is the one ratios are taken of.
 pub const SERVERS: [&str; 3] = ["wsloop", "tokio-tungstenite", "fastwebsockets"];
 
+/// Variant names, in report order: TLS (all three servers), permessage-deflate
+/// (wsloop) and, for comparison with it, the same text payload uncompressed.
+pub const VARIANTS: [&str; 3] = ["tls", "deflate", "plain-text"];
+
 /// Everything one `run` measured.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Results {
@@ -24,12 +29,18 @@ pub struct Results {
     pub latency: Vec<LatencyResult>,
     pub memory: Vec<MemoryResult>,
     pub cells: Vec<CellResult>,
+    /// TLS and compression cells (absent from files written before them).
+    #[serde(default)]
+    pub variants: Vec<VariantResult>,
 }
 
 /// How the run was made.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Meta {
     pub quick: bool,
+    /// `--variants-only`: no latency, memory or main matrix.
+    #[serde(default)]
+    pub variants_only: bool,
     pub repeat: usize,
     pub cell_seconds: f64,
     pub warmup_seconds: f64,
@@ -126,6 +137,75 @@ impl CellResult {
     }
 }
 
+/// One server in one variant cell (TLS, compression, or the uncompressed
+/// text baseline): its runs and their medians.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VariantResult {
+    /// One of [`VARIANTS`].
+    pub variant: String,
+    pub server: String,
+    pub connections: usize,
+    pub payload: usize,
+    pub in_flight: usize,
+    /// Median over the runs.
+    pub msgs_per_sec: f64,
+    pub mb_per_sec: f64,
+    /// Median, min and max of msgs/s over the runs.
+    pub spread: Spread,
+    pub client_cpu_percent: f64,
+    pub server_cpu_percent: Option<f64>,
+    /// Errors summed over the runs.
+    pub errors: u64,
+    /// TLS version and cipher suite (TLS cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_suite: Option<String>,
+    /// Compressed payload bytes of the message sent (deflate cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_compressed_bytes: Option<usize>,
+    /// Median over the runs of the mean compressed echo payload (deflate cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_compressed_bytes: Option<f64>,
+    pub runs: Vec<LoadReport>,
+}
+
+impl VariantResult {
+    /// Summarises the runs of `server` in one variant cell.
+    pub fn from_runs(
+        variant: &str,
+        server: &str,
+        (connections, payload, in_flight): (usize, usize, usize),
+        runs: Vec<LoadReport>,
+    ) -> Self {
+        let server_cpu: Vec<f64> = runs
+            .iter()
+            .filter_map(|run| run.server_cpu_percent)
+            .collect();
+        let echo_compressed: Vec<f64> = runs
+            .iter()
+            .filter_map(|run| run.echo_compressed_bytes)
+            .collect();
+        let spread = Spread::of(runs.iter().map(|run| run.msgs_per_sec));
+        VariantResult {
+            variant: variant.to_string(),
+            server: server.to_string(),
+            connections,
+            payload,
+            in_flight,
+            msgs_per_sec: spread.median,
+            mb_per_sec: Spread::of(runs.iter().map(|run| run.mb_per_sec)).median,
+            spread,
+            client_cpu_percent: Spread::of(runs.iter().map(|run| run.client_cpu_percent)).median,
+            server_cpu_percent: (!server_cpu.is_empty()).then(|| Spread::of(server_cpu).median),
+            errors: runs.iter().map(|run| run.errors).sum(),
+            tls_suite: runs.iter().find_map(|run| run.tls_suite.clone()),
+            sent_compressed_bytes: runs.iter().find_map(|run| run.sent_compressed_bytes),
+            echo_compressed_bytes: (!echo_compressed.is_empty())
+                .then(|| Spread::of(echo_compressed).median),
+            runs,
+        }
+    }
+}
+
 /// One server in the latency cell (1 connection, 1 in flight, 20 B).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LatencyResult {
@@ -208,6 +288,37 @@ fn cell_keys(results: &Results) -> Vec<(usize, usize, usize)> {
     keys
 }
 
+/// The variant result of `server` in `variant` for one cell.
+fn find_variant<'a>(
+    results: &'a Results,
+    variant: &str,
+    server: &str,
+    key: (usize, usize, usize),
+) -> Option<&'a VariantResult> {
+    results.variants.iter().find(|cell| {
+        cell.variant == variant
+            && cell.server == server
+            && (cell.connections, cell.payload, cell.in_flight) == key
+    })
+}
+
+/// Distinct (connections, payload, in_flight) keys of `variant`, in
+/// measurement order.
+fn variant_keys(results: &Results, variant: &str) -> Vec<(usize, usize, usize)> {
+    let mut keys = Vec::new();
+    for cell in results
+        .variants
+        .iter()
+        .filter(|cell| cell.variant == variant)
+    {
+        let key = (cell.connections, cell.payload, cell.in_flight);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
 /// The whole Markdown report.
 pub fn markdown(results: &Results) -> String {
     let meta = &results.meta;
@@ -218,13 +329,18 @@ pub fn markdown(results: &Results) -> String {
     );
     let _ = writeln!(
         md,
-        "{} run: {} s measured per cell after {} s warm-up, {} run(s) per cell (median shown), \
+        "{} run{}: {} s measured per cell after {} s warm-up, {} run(s) per cell (median shown), \
          servers pinned to CPU {}, load generator pinned to CPU {}; {} ({}), wsloop {} at {}. \
          Total {:.0} s. Raw numbers: `results.json`.\n",
         if meta.quick {
             "Quick (smoke-test)"
         } else {
             "Full"
+        },
+        if meta.variants_only {
+            " of the TLS and compression cells only (`--variants-only`)"
+        } else {
+            ""
         },
         meta.cell_seconds,
         meta.warmup_seconds,
@@ -239,49 +355,68 @@ pub fn markdown(results: &Results) -> String {
     );
 
     // Summary: one row per cell.
-    let _ = writeln!(md, "## Throughput summary (msgs/s, median)\n");
-    let _ = writeln!(
-        md,
-        "| connections | payload | in flight | wsloop | tokio-tungstenite | fastwebsockets | wsloop / tokio-tungstenite | wsloop / fastwebsockets |"
-    );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for key in cell_keys(results) {
-        let rate = |server| find(results, server, key).map(|cell| cell.msgs_per_sec.median);
-        let (ours, tt, fws) = (rate(SERVERS[0]), rate(SERVERS[1]), rate(SERVERS[2]));
+    if !results.cells.is_empty() {
+        let _ = writeln!(md, "## Throughput summary (msgs/s, median)\n");
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            key.0,
-            bytes(key.1),
-            key.2,
-            opt(ours, count),
-            opt(tt, count),
-            opt(fws, count),
-            ratio(ours, tt),
-            ratio(ours, fws),
+            "| connections | payload | in flight | wsloop | tokio-tungstenite | fastwebsockets | wsloop / tokio-tungstenite | wsloop / fastwebsockets |"
         );
-    }
-
-    // Noise.
-    let _ = writeln!(md, "\n## Noise\n");
-    let spreads = results.cells.iter().filter(|cell| cell.runs.len() > 1);
-    match spreads.max_by(|a, b| {
-        a.msgs_per_sec
-            .percent()
-            .total_cmp(&b.msgs_per_sec.percent())
-    }) {
-        Some(worst) => {
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for key in cell_keys(results) {
+            let rate = |server| find(results, server, key).map(|cell| cell.msgs_per_sec.median);
+            let (ours, tt, fws) = (rate(SERVERS[0]), rate(SERVERS[1]), rate(SERVERS[2]));
             let _ = writeln!(
                 md,
-                "Max spread across repeats: {:.1}% ({}, {} connections × {} × {} in flight: {}–{} msgs/s). \
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                key.0,
+                bytes(key.1),
+                key.2,
+                opt(ours, count),
+                opt(tt, count),
+                opt(fws, count),
+                ratio(ours, tt),
+                ratio(ours, fws),
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    // Noise, over the main cells and the variant cells alike.
+    let _ = writeln!(md, "## Noise\n");
+    let spreads = results
+        .cells
+        .iter()
+        .filter(|cell| cell.runs.len() > 1)
+        .map(|cell| {
+            (
+                cell.msgs_per_sec,
+                cell.server.clone(),
+                (cell.connections, cell.payload, cell.in_flight),
+            )
+        })
+        .chain(
+            results
+                .variants
+                .iter()
+                .filter(|cell| cell.runs.len() > 1)
+                .map(|cell| {
+                    (
+                        cell.spread,
+                        format!("{} ({})", cell.server, cell.variant),
+                        (cell.connections, cell.payload, cell.in_flight),
+                    )
+                }),
+        );
+    match spreads.max_by(|a, b| a.0.percent().total_cmp(&b.0.percent())) {
+        Some((spread, server, (connections, payload, in_flight))) => {
+            let _ = writeln!(
+                md,
+                "Max spread across repeats: {:.1}% ({server}, {connections} connections × {} × {in_flight} in flight: {}–{} msgs/s). \
                  Spread = (max − min) / median of msgs/s over the {} runs of a cell.",
-                worst.msgs_per_sec.percent(),
-                worst.server,
-                worst.connections,
-                bytes(worst.payload),
-                worst.in_flight,
-                count(worst.msgs_per_sec.min),
-                count(worst.msgs_per_sec.max),
+                spread.percent(),
+                bytes(payload),
+                count(spread.min),
+                count(spread.max),
                 meta.repeat,
             );
         }
@@ -293,65 +428,76 @@ pub fn markdown(results: &Results) -> String {
         }
     }
     let errors: u64 = results.cells.iter().map(|cell| cell.errors).sum::<u64>()
-        + results.latency.iter().map(|cell| cell.errors).sum::<u64>();
+        + results.latency.iter().map(|cell| cell.errors).sum::<u64>()
+        + results.variants.iter().map(|cell| cell.errors).sum::<u64>();
     let _ = writeln!(md, "\nErrors over all runs: {errors}.");
 
     // Latency.
-    let _ = writeln!(md, "\n## Latency (1 connection, 1 in flight, 20 B)\n");
-    let _ = writeln!(
-        md,
-        "| server | p50 µs | p99 µs | p99.9 µs | msgs/s | server CPU % | client CPU % | errors |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for cell in &results.latency {
+    if !results.latency.is_empty() {
+        let _ = writeln!(md, "\n## Latency (1 connection, 1 in flight, 20 B)\n");
         let _ = writeln!(
             md,
-            "| {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {} |",
-            cell.server,
-            cell.p50_us.median,
-            cell.p99_us.median,
-            cell.p999_us.median,
-            count(cell.msgs_per_sec),
-            opt(cell.server_cpu_percent, |v| format!("{v:.0}")),
-            cell.client_cpu_percent,
-            cell.errors,
+            "| server | p50 µs | p99 µs | p99.9 µs | msgs/s | server CPU % | client CPU % | errors |"
         );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for cell in &results.latency {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {} |",
+                cell.server,
+                cell.p50_us.median,
+                cell.p99_us.median,
+                cell.p999_us.median,
+                count(cell.msgs_per_sec),
+                opt(cell.server_cpu_percent, |v| format!("{v:.0}")),
+                cell.client_cpu_percent,
+                cell.errors,
+            );
+        }
     }
 
     // Memory.
-    let connections = results
-        .memory
-        .first()
-        .map(|m| m.connections)
-        .unwrap_or_default();
-    let _ = writeln!(md, "\n## Memory ({connections} idle connections)\n");
-    let _ = writeln!(md, "| server | RSS before | RSS after | per connection |");
-    let _ = writeln!(md, "|---|---:|---:|---:|");
-    for cell in &results.memory {
-        match &cell.error {
-            Some(error) => {
-                let _ = writeln!(
-                    md,
-                    "| {} | – | – | failed: {} |",
-                    cell.server,
-                    error.replace('|', "/")
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    md,
-                    "| {} | {:.1} MiB | {:.1} MiB | {} B |",
-                    cell.server,
-                    cell.rss_before_bytes as f64 / 1048576.0,
-                    cell.rss_after_bytes as f64 / 1048576.0,
-                    count(cell.per_connection_bytes),
-                );
+    if !results.memory.is_empty() {
+        let connections = results
+            .memory
+            .first()
+            .map(|m| m.connections)
+            .unwrap_or_default();
+        let _ = writeln!(md, "\n## Memory ({connections} idle connections)\n");
+        let _ = writeln!(md, "| server | RSS before | RSS after | per connection |");
+        let _ = writeln!(md, "|---|---:|---:|---:|");
+        for cell in &results.memory {
+            match &cell.error {
+                Some(error) => {
+                    let _ = writeln!(
+                        md,
+                        "| {} | – | – | failed: {} |",
+                        cell.server,
+                        error.replace('|', "/")
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {:.1} MiB | {:.1} MiB | {} B |",
+                        cell.server,
+                        cell.rss_before_bytes as f64 / 1048576.0,
+                        cell.rss_after_bytes as f64 / 1048576.0,
+                        count(cell.per_connection_bytes),
+                    );
+                }
             }
         }
     }
 
+    if !results.variants.is_empty() {
+        variants_markdown(results, &mut md);
+    }
+
     // Per-cell detail.
-    let _ = writeln!(md, "\n## Cells\n");
+    if !results.cells.is_empty() {
+        let _ = writeln!(md, "\n## Cells\n");
+    }
     for key in cell_keys(results) {
         let plural = if key.0 == 1 { "" } else { "s" };
         let _ = writeln!(
@@ -392,6 +538,134 @@ pub fn markdown(results: &Results) -> String {
         let _ = writeln!(md);
     }
     md
+}
+
+/// The "TLS and compression" section.
+fn variants_markdown(results: &Results, md: &mut String) {
+    let [tls, deflate, plain_text] = VARIANTS;
+    let _ = writeln!(md, "\n## TLS and compression\n");
+
+    let tls_keys = variant_keys(results, tls);
+    if !tls_keys.is_empty() {
+        let suite = results
+            .variants
+            .iter()
+            .find_map(|cell| cell.tls_suite.as_deref())
+            .unwrap_or("unknown suite");
+        let _ = writeln!(
+            md,
+            "### TLS (msgs/s, median)\n\n\
+             All three servers over TLS with the same rustls settings (ring provider, self-signed \
+             certificate for `localhost`); the load generator is a rustls client too. Negotiated: \
+             {suite}. \"wsloop plain\" is the same cell of the main matrix without TLS, when it \
+             was measured in this run.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| connections | payload | in flight | wsloop | tokio-tungstenite | fastwebsockets | wsloop / tokio-tungstenite | wsloop / fastwebsockets | wsloop plain | wsloop TLS / plain |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for key in tls_keys {
+            let rate =
+                |server| find_variant(results, tls, server, key).map(|cell| cell.msgs_per_sec);
+            let (ours, tt, fws) = (rate(SERVERS[0]), rate(SERVERS[1]), rate(SERVERS[2]));
+            let plain = find(results, SERVERS[0], key).map(|cell| cell.msgs_per_sec.median);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                key.0,
+                bytes(key.1),
+                key.2,
+                opt(ours, count),
+                opt(tt, count),
+                opt(fws, count),
+                ratio(ours, tt),
+                ratio(ours, fws),
+                opt(plain, count),
+                ratio(ours, plain),
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    let deflate_keys = variant_keys(results, deflate);
+    if !deflate_keys.is_empty() {
+        let _ = writeln!(
+            md,
+            "### permessage-deflate (wsloop, msgs/s, median)\n\n\
+             `wsloop --echo --deflate` against the same server without compression, both with \
+             the same JSON-like text payload sent as text frames. The client offers \
+             `client_no_context_takeover` and sends one pre-compressed frame; the server \
+             inflates it, echoes it compressed with context takeover (so its echoes refer back \
+             to the previous ones), and the client inflates and checks every echo. \
+             \"sent\" and \"echo\" are the compressed payload sizes on the wire (echo: mean).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| connections | payload | in flight | compressed | uncompressed | compressed / uncompressed | sent | echo | server CPU % compressed | server CPU % uncompressed |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for key in deflate_keys {
+            let compressed = find_variant(results, deflate, SERVERS[0], key);
+            let uncompressed = find_variant(results, plain_text, SERVERS[0], key);
+            let cpu = |cell: Option<&VariantResult>| {
+                opt(cell.and_then(|cell| cell.server_cpu_percent), |v| {
+                    format!("{v:.0}")
+                })
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                key.0,
+                bytes(key.1),
+                key.2,
+                opt(compressed.map(|cell| cell.msgs_per_sec), count),
+                opt(uncompressed.map(|cell| cell.msgs_per_sec), count),
+                ratio(
+                    compressed.map(|cell| cell.msgs_per_sec),
+                    uncompressed.map(|cell| cell.msgs_per_sec)
+                ),
+                opt(
+                    compressed
+                        .and_then(|cell| cell.sent_compressed_bytes)
+                        .map(|size| size as f64),
+                    |size| format!("{} B ({:.1}×)", count(size), key.1 as f64 / size.max(1.0))
+                ),
+                opt(
+                    compressed.and_then(|cell| cell.echo_compressed_bytes),
+                    |size| format!("{} B", count(size))
+                ),
+                cpu(compressed),
+                cpu(uncompressed),
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    let _ = writeln!(md, "### Variant cells\n");
+    let _ = writeln!(
+        md,
+        "| variant | server | connections | payload | in flight | msgs/s | min–max | MB/s | server CPU % | client CPU % | errors |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for cell in &results.variants {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {}–{} | {:.1} | {} | {:.0} | {} |",
+            cell.variant,
+            cell.server,
+            cell.connections,
+            bytes(cell.payload),
+            cell.in_flight,
+            count(cell.msgs_per_sec),
+            count(cell.spread.min),
+            count(cell.spread.max),
+            cell.mb_per_sec,
+            opt(cell.server_cpu_percent, |v| format!("{v:.0}")),
+            cell.client_cpu_percent,
+            cell.errors,
+        );
+    }
 }
 
 /// `1234567.8` → `1,234,568`.
@@ -569,4 +843,82 @@ fn si(value: f64) -> String {
     };
     let text = format!("{scaled:.1}");
     format!("{}{suffix}", text.trim_end_matches(".0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed results, when there are any, were written before the
+    /// variant cells: they still load, and render without that section.
+    #[test]
+    fn results_written_before_the_variants_still_load() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/results.json");
+        let Ok(json) = fs::read_to_string(&path) else {
+            return;
+        };
+        let results: Results = serde_json::from_str(&json).expect("old results.json loads");
+        if results.variants.is_empty() {
+            assert!(!markdown(&results).contains("## TLS and compression"));
+        }
+    }
+
+    #[test]
+    fn variant_results_round_trip_and_render() {
+        let run = LoadReport {
+            connections: 10,
+            payload: 1024,
+            in_flight: 16,
+            msgs_per_sec: 1000.0,
+            deflate: true,
+            text: true,
+            sent_compressed_bytes: Some(467),
+            echo_compressed_bytes: Some(13.0),
+            ..LoadReport::default()
+        };
+        let cell = (10, 1024, 16);
+        let results = Results {
+            meta: Meta {
+                quick: true,
+                variants_only: true,
+                repeat: 1,
+                cell_seconds: 1.0,
+                warmup_seconds: 0.5,
+                idle_connections: 0,
+                server_cpu: "0".to_string(),
+                client_cpu: "1".to_string(),
+                wsloop_binary: "wsloop".to_string(),
+                wsloop_git_rev: None,
+                kernel: String::new(),
+                cpu_model: String::new(),
+                started_unix: 0,
+                total_seconds: 1.0,
+            },
+            latency: Vec::new(),
+            memory: Vec::new(),
+            cells: Vec::new(),
+            variants: vec![
+                VariantResult::from_runs(VARIANTS[1], SERVERS[0], cell, vec![run.clone()]),
+                VariantResult::from_runs(
+                    VARIANTS[2],
+                    SERVERS[0],
+                    cell,
+                    vec![LoadReport {
+                        msgs_per_sec: 4000.0,
+                        ..run
+                    }],
+                ),
+            ],
+        };
+        let json = serde_json::to_string(&results).unwrap();
+        let back: Results = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.variants.len(), 2);
+        let md = markdown(&back);
+        assert!(md.contains("## TLS and compression"), "{md}");
+        assert!(
+            md.contains("| 10 | 1 KiB | 16 | 1,000 | 4,000 | 0.25× | 467 B (2.2×) | 13 B |"),
+            "{md}"
+        );
+        assert!(!md.contains("## Latency"));
+    }
 }
