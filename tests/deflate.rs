@@ -45,7 +45,7 @@ fn inflate(inflater: &mut Inflater, payload: &[u8], reset: bool) -> Vec<u8> {
 
 fn compress(deflater: &mut Deflater, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    deflater.compress_message(payload, &mut out, false);
+    assert!(deflater.compress_message(payload, &mut out, false));
     out
 }
 
@@ -114,7 +114,7 @@ fn no_context_takeover_and_small_windows_are_honoured() {
     let mut payloads = Vec::new();
     for _ in 0..2 {
         let mut out = Vec::new();
-        Deflater::new(9).compress_message(text.as_bytes(), &mut out, true);
+        assert!(Deflater::new(9).compress_message(text.as_bytes(), &mut out, true));
         client2.send_frame(0xC1, &out);
         let frame = client2.read_frame().unwrap();
         assert_eq!(frame.rsv, 0b100);

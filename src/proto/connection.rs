@@ -199,10 +199,9 @@ impl Connection {
                 deflate.own.get_or_insert_with(|| Deflater::new(bits))
             }
         };
-        deflater.compress_message(payload, out, reset);
         // Without context takeover nothing depends on this message having
         // been compressed, so an incompressible one goes out as it is.
-        !(reset && out.len() >= payload.len())
+        deflater.compress_message(payload, out, reset) && !(reset && out.len() >= payload.len())
     }
 
     /// The current phase.

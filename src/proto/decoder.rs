@@ -505,7 +505,7 @@ pub(crate) mod tests {
     /// (sync-flush tail stripped), context taken over across calls.
     fn deflated(compressor: &mut crate::proto::deflate::Deflater, text: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        compressor.compress_message(text, &mut out, false);
+        assert!(compressor.compress_message(text, &mut out, false));
         out
     }
 

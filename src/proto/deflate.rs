@@ -148,27 +148,30 @@ impl Deflater {
 
     /// Compresses one whole message into `out` (cleared first), as the
     /// payload of a frame with RSV1 set. With `reset`, the next message
-    /// refers to nothing before it (no context takeover).
-    pub fn compress_message(&mut self, payload: &[u8], out: &mut Vec<u8>, reset: bool) {
+    /// refers to nothing before it (no context takeover): a full flush
+    /// does that, and costs less than resetting the compressor.
+    ///
+    /// `false` (zlib refused, which raw deflate into a buffer with room
+    /// never should) means: send the message uncompressed. The compressor
+    /// then starts afresh, which the peer's inflater never notices.
+    #[must_use]
+    pub fn compress_message(&mut self, payload: &[u8], out: &mut Vec<u8>, reset: bool) -> bool {
         out.clear();
         out.reserve(payload.len() / 2 + 64);
+        let flush = if reset {
+            FlushCompress::Full
+        } else {
+            FlushCompress::Sync
+        };
         let mut input = payload;
         loop {
             if out.len() == out.capacity() {
                 out.reserve(out.capacity());
             }
             let before = self.compress.total_in();
-            // Raw deflate into spare capacity cannot fail: the stream is
-            // well formed by construction and the buffer has room.
-            if self
-                .compress
-                .compress_vec(input, out, FlushCompress::Sync)
-                .is_err()
-            {
+            if self.compress.compress_vec(input, out, flush).is_err() {
                 self.compress.reset();
-                out.clear();
-                out.extend_from_slice(&[0x02, 0x00]);
-                break;
+                return false;
             }
             input = &input[(self.compress.total_in() - before) as usize..];
             if input.is_empty() && out.len() < out.capacity() {
@@ -178,9 +181,7 @@ impl Deflater {
         if out.ends_with(&SYNC_TAIL) {
             out.truncate(out.len() - SYNC_TAIL.len());
         }
-        if reset {
-            self.compress.reset();
-        }
+        true
     }
 }
 
@@ -208,7 +209,7 @@ mod tests {
 
     fn compress(deflater: &mut Deflater, text: &[u8], reset: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        deflater.compress_message(text, &mut out, reset);
+        assert!(deflater.compress_message(text, &mut out, reset));
         out
     }
 
