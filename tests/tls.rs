@@ -97,8 +97,11 @@ fn wss_echo_and_close() {
 fn notebook_exchange_and_http_endpoints_over_tls() {
     let dir = std::env::temp_dir().join(format!("wsloop-tls-notebook-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let hash = wsloop::notebook::security::hash_password("s3cret").unwrap();
+    let alice = wsloop::notebook::security::User::new("alice", &hash, vec![]).unwrap();
     let handler = NotebookHandler::open(NotebookConfig {
         notebook_dir: dir.clone(),
+        users: vec![alice],
         ..NotebookConfig::default()
     })
     .unwrap();
@@ -130,12 +133,21 @@ fn notebook_exchange_and_http_endpoints_over_tls() {
     assert_eq!(statuses, ["PENDING", "RUNNING", "FINISHED"]);
     socket.close(None).unwrap();
 
-    // The page and health check over https.
-    for (path, expect) in [("/healthz", "ok"), ("/", "<!doctype html>")] {
+    // The page, the health check and a login over https; the ticket
+    // cookie is marked Secure there.
+    for (path, extra, expect) in [
+        ("/healthz", "", "ok"),
+        ("/", "", "<!doctype html>"),
+        (
+            "/api/security/ticket",
+            "Authorization: Basic YWxpY2U6czNjcmV0\r\n",
+            "; httponly; samesite=strict; secure\r\n",
+        ),
+    ] {
         let mut stream = connect_tls(server.addr, &cert);
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
         )
         .unwrap();
         let mut response = Vec::new();

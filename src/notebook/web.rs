@@ -189,7 +189,10 @@ impl NotebookHandler {
         let (principal, roles, ticket, cookie) = match identity {
             Some(Identity { principal, roles }) if principal != "anonymous" => {
                 let ticket = self.tickets.issue(&principal, roles.clone());
-                let cookie = format!("{TICKET_COOKIE}={ticket}; Path=/; HttpOnly; SameSite=Strict");
+                // Over TLS the browser must never send it in the clear.
+                let secure = if ctx.is_tls() { "; Secure" } else { "" };
+                let cookie =
+                    format!("{TICKET_COOKIE}={ticket}; Path=/; HttpOnly; SameSite=Strict{secure}");
                 (principal, roles, ticket, Some(cookie))
             }
             _ if self.tickets.anonymous_allowed() => (

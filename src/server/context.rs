@@ -37,6 +37,7 @@ pub struct Context<'a> {
     pub(crate) stats: &'a mut ServerStats,
     pub(crate) outbound: &'a mut Outbound,
     pub(crate) peer: Option<SocketAddr>,
+    pub(crate) tls: bool,
     pub(crate) now: Instant,
 }
 
@@ -51,6 +52,13 @@ impl<'a> Context<'a> {
     /// other callbacks).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// Whether the connection whose request is being handled came over
+    /// TLS (`https://`, `wss://`), in `on_http`, `on_upgrade` and `on_open`
+    /// (`false` in the other callbacks): e.g. to mark cookies `Secure`.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The server's counters, for metrics.

@@ -358,6 +358,7 @@ impl<H: Handler> Core<H> {
                 stats: &mut self.stats,
                 outbound: &mut self.outbound,
                 peer: None,
+                tls: false,
                 now,
             },
         )
@@ -561,9 +562,11 @@ impl<H: Handler> Core<H> {
             }
         };
         let peer = self.conns[slot].peer;
+        let tls = self.conns[slot].tls.is_some();
         if !wants_upgrade(&request) {
             let (handler, mut ctx) = self.context(now);
             ctx.peer = Some(peer);
+            ctx.tls = tls;
             let response = handler.on_http(&mut ctx, &request);
             self.stats.http_requests += 1;
             let conn = &mut self.conns[slot];
@@ -592,6 +595,7 @@ impl<H: Handler> Core<H> {
         }
         let (handler, mut ctx) = self.context(now);
         ctx.peer = Some(peer);
+        ctx.tls = tls;
         let accept = match handler.on_upgrade(&mut ctx, &request) {
             Ok(accept) => accept,
             Err(response) => {
@@ -638,6 +642,7 @@ impl<H: Handler> Core<H> {
         self.stats.upgrades += 1;
         let (handler, mut ctx) = self.context(now);
         ctx.peer = Some(peer);
+        ctx.tls = tls;
         handler.on_open(&mut ctx, id, &request);
         head_len
     }
@@ -675,6 +680,7 @@ impl<H: Handler> Core<H> {
                         stats: &mut self.stats,
                         outbound: &mut self.outbound,
                         peer: None,
+                        tls: false,
                         now,
                     };
                     self.handler.on_message(&mut ctx, id, message);
