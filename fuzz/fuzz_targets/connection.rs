@@ -9,13 +9,18 @@
 //! - `take_close_report` returns `Some` at most once, and only when Closed;
 //! - everything written after the `101` response parses as unmasked, final
 //!   server frames (`frame::parse_header`), control payloads fit 125 bytes,
-//!   close payloads are valid, text is UTF-8, and no frame follows a close.
+//!   close payloads are valid, text is UTF-8, and no frame follows a close;
+//! - with permessage-deflate on (top bit of the first input byte; window
+//!   bits, context takeover and threshold from its other bits, the script
+//!   starts after it), compressed server frames inflate, in order, with one
+//!   inflater, and compressed text inflates to UTF-8.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use wsloop::proto::decoder::parse_close_payload;
+use wsloop::proto::deflate::Inflater;
 use wsloop::proto::frame::{OpCode, parse_header};
 use wsloop::proto::{CloseCode, Connection, Decoder, Limits, Message, Phase, Received};
 
@@ -34,6 +39,18 @@ fuzz_target!(|data: &[u8]| {
     let mut conn = Connection::new(&limits, now);
     conn.accept("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None, &[], now);
     let mut decoder = Decoder::new(&limits);
+    let mut data = data;
+    let deflate = match data.split_first() {
+        Some((&first, rest)) if first & 0x80 != 0 => {
+            data = rest;
+            let window_bits = 9 + (first & 0x07) % 7;
+            let no_context_takeover = first & 0x08 != 0;
+            conn.enable_deflate(window_bits, no_context_takeover, usize::from(first & 0x30) * 4);
+            decoder.enable_inflate(window_bits, no_context_takeover);
+            Some((window_bits, no_context_takeover))
+        }
+        _ => None,
+    };
     let mut received = Vec::new(); // bytes received and not used up yet
     let mut wire = Vec::new(); // everything the socket took
     let mut reports = 0;
@@ -83,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     wire.extend_from_slice(conn.pending_output());
-    check_output(&wire);
+    check_output(&wire, deflate);
 });
 
 /// Takes up to `n` bytes off the front of `input`.
@@ -125,20 +142,32 @@ fn receive(
 
 /// Checks what the server wrote: the `101` head, then well-formed frames,
 /// nothing after a close frame.
-fn check_output(wire: &[u8]) {
+fn check_output(wire: &[u8], deflate: Option<(u8, bool)>) {
+    let mut inflater = deflate.map(|(window_bits, reset)| (Inflater::new(window_bits), reset));
     assert!(wire.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
     let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let mut frames = &wire[head_end..];
     let mut closed = false;
     while !frames.is_empty() {
         assert!(!closed, "frame written after the close frame");
-        let header = parse_header(frames, 0)
+        let allowed_rsv = if deflate.is_some() { 0b100 } else { 0 };
+        let header = parse_header(frames, allowed_rsv)
             .expect("server frame must be valid")
             .expect("server frame must be complete");
         assert!(header.fin && header.mask.is_none());
         let end = header.header_len + usize::try_from(header.payload_len).unwrap();
         assert!(end <= frames.len(), "truncated server frame");
-        let payload = &frames[header.header_len..end];
+        let mut payload = &frames[header.header_len..end];
+        let inflated;
+        if header.rsv != 0 {
+            assert!(matches!(header.opcode, OpCode::Text | OpCode::Binary));
+            let (inflater, reset) = inflater.as_mut().expect("RSV1 only with deflate");
+            let mut out = Vec::new();
+            inflater.inflate(payload, &mut out, 1 << 24).expect("server output inflates");
+            inflater.finish_message(&mut out, 1 << 24, *reset).expect("server output inflates");
+            inflated = out;
+            payload = &inflated;
+        }
         match header.opcode {
             OpCode::Close => {
                 closed = true;

@@ -33,6 +33,8 @@ pub struct Inflater {
     /// The stream ended with a BFINAL block: the next message starts a new
     /// stream.
     stream_ended: bool,
+    /// Compressed bytes seen in the current message.
+    message_input: usize,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -49,6 +51,7 @@ impl Inflater {
         Inflater {
             decompress: Decompress::new_with_window_bits(false, window_bits.clamp(9, 15)),
             stream_ended: false,
+            message_input: 0,
         }
     }
 
@@ -62,6 +65,7 @@ impl Inflater {
         out: &mut Vec<u8>,
         max_len: usize,
     ) -> Result<(), ProtocolError> {
+        self.message_input += input.len();
         if self.stream_ended {
             return if input.iter().all(|&b| b == 0) || input.is_empty() {
                 Ok(())
@@ -112,9 +116,13 @@ impl Inflater {
         max_len: usize,
         reset: bool,
     ) -> Result<(), ProtocolError> {
-        if !self.stream_ended {
+        // A message with no compressed bytes at all is empty (RFC 7692
+        // wants one 0x00 octet, but nothing is all it can mean): the tail
+        // alone would not parse.
+        if !self.stream_ended && self.message_input > 0 {
             self.inflate(&SYNC_TAIL, out, max_len)?;
         }
+        self.message_input = 0;
         if reset || self.stream_ended {
             self.decompress.reset(false);
             self.stream_ended = false;
@@ -180,6 +188,12 @@ impl Deflater {
         }
         if out.ends_with(&SYNC_TAIL) {
             out.truncate(out.len() - SYNC_TAIL.len());
+        }
+        if out.is_empty() {
+            // Nothing was pending (an empty message right after a flush):
+            // RFC 7692 §7.2.1 still wants the header octet of an empty
+            // stored block, which is 0x00 once the tail is removed.
+            out.push(0x00);
         }
         true
     }
@@ -284,6 +298,25 @@ mod tests {
         let result = Inflater::new(15).inflate(&wire, &mut out, limit);
         assert_eq!(result, Err(ProtocolError::MessageTooLarge));
         assert!(out.capacity() <= limit + 1, "grew to {}", out.capacity());
+    }
+
+    #[test]
+    fn empty_messages_round_trip_back_to_back() {
+        // Found by fuzzing: a second empty message compressed to nothing.
+        for reset in [false, true] {
+            let mut deflater = Deflater::new(10);
+            let mut inflater = Inflater::new(10);
+            for text in [&b""[..], b"", b"after two empty ones", b""] {
+                let wire = compress(&mut deflater, text, reset);
+                assert!(!wire.is_empty(), "RFC 7692 wants at least one octet");
+                assert_eq!(inflate(&mut inflater, &[&wire], reset), text);
+            }
+        }
+        // Leniency: a peer's empty compressed payload is an empty message.
+        let mut inflater = Inflater::new(15);
+        assert_eq!(inflate(&mut inflater, &[], false), b"");
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(inflate(&mut inflater, &[&hello], false), b"Hello");
     }
 
     #[test]
