@@ -45,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
             data = rest;
             let window_bits = 9 + (first & 0x07) % 7;
             let no_context_takeover = first & 0x08 != 0;
-            conn.enable_deflate(window_bits, no_context_takeover, usize::from(first & 0x30) * 4);
+            conn.enable_deflate(
+                window_bits,
+                no_context_takeover,
+                usize::from(first & 0x30) * 4,
+            );
             decoder.enable_inflate(window_bits, no_context_takeover);
             Some((window_bits, no_context_takeover))
         }
@@ -163,8 +167,12 @@ fn check_output(wire: &[u8], deflate: Option<(u8, bool)>) {
             assert!(matches!(header.opcode, OpCode::Text | OpCode::Binary));
             let (inflater, reset) = inflater.as_mut().expect("RSV1 only with deflate");
             let mut out = Vec::new();
-            inflater.inflate(payload, &mut out, 1 << 24).expect("server output inflates");
-            inflater.finish_message(&mut out, 1 << 24, *reset).expect("server output inflates");
+            inflater
+                .inflate(payload, &mut out, 1 << 24)
+                .expect("server output inflates");
+            inflater
+                .finish_message(&mut out, 1 << 24, *reset)
+                .expect("server output inflates");
             inflated = out;
             payload = &inflated;
         }
