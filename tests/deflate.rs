@@ -235,3 +235,59 @@ fn the_notebook_exchange_runs_compressed_both_ways() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends every message to every open connection.
+struct Broadcaster;
+
+impl wsloop::Handler for Broadcaster {
+    fn on_message(
+        &mut self,
+        ctx: &mut wsloop::Context<'_>,
+        _from: wsloop::ConnectionId,
+        message: wsloop::Message<'_>,
+    ) {
+        let everyone: Vec<_> = ctx.open_connections().collect();
+        assert_eq!(ctx.broadcast(everyone, message), 4);
+    }
+}
+
+#[test]
+fn a_broadcast_reaches_each_recipient_in_its_own_terms() {
+    let server = TestServer::start(
+        ServerConfig {
+            deflate: Some(DeflateConfig {
+                min_compress_size: 64,
+                ..DeflateConfig::default()
+            }),
+            ..ServerConfig::default()
+        },
+        Broadcaster,
+    );
+    let stateless = "permessage-deflate; server_no_context_takeover";
+    let (mut a, _) = open_offering(&server, stateless);
+    let (mut b, _) = open_offering(&server, stateless);
+    let (mut c, answer) = open_offering(&server, "permessage-deflate");
+    assert_eq!(answer.as_deref(), Some("permessage-deflate"));
+    let mut plain = common::RawClient::open(server.addr, "/");
+    let (mut a_in, mut b_in, mut c_in) = (Inflater::new(15), Inflater::new(15), Inflater::new(15));
+    for round in 0..2 {
+        let text = format!("round {round}: ").repeat(40);
+        a.send_frame(0x81, text.as_bytes());
+        let fa = a.read_frame().unwrap();
+        let fb = b.read_frame().unwrap();
+        let fc = c.read_frame().unwrap();
+        let fp = plain.read_frame().unwrap();
+        assert_eq!((fa.rsv, fb.rsv, fc.rsv, fp.rsv), (0b100, 0b100, 0b100, 0));
+        assert_eq!(fa.payload, fb.payload, "one compression for both stateless");
+        assert_eq!(inflate(&mut a_in, &fa.payload, true), text.as_bytes());
+        assert_eq!(inflate(&mut b_in, &fb.payload, true), text.as_bytes());
+        assert_eq!(inflate(&mut c_in, &fc.payload, false), text.as_bytes());
+        assert_eq!(fp.payload, text.as_bytes());
+    }
+    // Short messages go out plain to everyone.
+    a.send_frame(0x81, b"hi");
+    for client in [&mut a, &mut b, &mut c, &mut plain] {
+        let frame = client.read_frame().unwrap();
+        assert_eq!((frame.rsv, frame.payload.as_slice()), (0, &b"hi"[..]));
+    }
+}

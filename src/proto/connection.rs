@@ -174,6 +174,17 @@ impl Connection {
         self.phase == Phase::Open && self.deflate.as_ref().is_some_and(|d| len >= d.min_size)
     }
 
+    /// The window size a message of `len` bytes would be compressed with
+    /// if it is compressed on its own (no server context takeover): every
+    /// such connection with the same window gets the same bytes, so a
+    /// broadcast compresses once per window size.
+    pub fn stateless_compression(&self, len: usize) -> Option<u8> {
+        self.deflate
+            .as_ref()
+            .filter(|d| d.no_context_takeover && self.compresses(len))
+            .map(|d| d.window_bits)
+    }
+
     /// Compresses `payload` into `out` for a frame with RSV1, if this
     /// connection compresses messages of its size; `false` means send it
     /// as it is. Connections without context takeover borrow a compressor

@@ -18,6 +18,11 @@ const DIRECT_WRITE: usize = 32 * 1024;
 /// The compression buffer keeps at most this much capacity between sends.
 const KEEP_COMPRESSED_CAPACITY: usize = 1024 * 1024;
 
+/// The last compression a broadcast made for recipients that compress
+/// each message on its own: their window bits, and the frame header and
+/// payload to send them (`None`: it did not shrink, send it plain).
+type SharedCompression = (u8, Option<(EncodedHeader, Vec<u8>)>);
+
 /// What compressing outgoing messages needs, shared by all connections:
 /// compressors for connections without context takeover and one buffer
 /// that each compressed message is built in before it is queued.
@@ -180,17 +185,43 @@ impl<'a> Context<'a> {
     }
 
     /// Queues one message to every connection in `to`, encoding its frame
-    /// header once (compressed copies are made per recipient that agreed
-    /// to permessage-deflate). Returns how many recipients accepted it
-    /// (closed or backlogged ones are skipped).
+    /// header once. Recipients that agreed to permessage-deflate get it
+    /// compressed: once per window size for those compressing each message
+    /// on its own, per recipient for those keeping context. Returns how
+    /// many recipients accepted it (closed or backlogged ones are skipped).
     pub fn broadcast<I>(&mut self, to: I, message: Message<'_>) -> usize
     where
         I: IntoIterator<Item = ConnectionId>,
     {
-        let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
-        to.into_iter()
-            .filter(|&id| self.send_message(id, message, &header).is_ok())
-            .count()
+        let plain = EncodedHeader::new(true, 0, message.opcode(), message.len());
+        let mut shared: Option<SharedCompression> = None;
+        let mut accepted = 0;
+        for id in to {
+            let bits = self
+                .lookup(id)
+                .and_then(|conn| conn.proto.stateless_compression(message.len()));
+            let Some(bits) = bits else {
+                accepted += usize::from(self.send_message(id, message, &plain).is_ok());
+                continue;
+            };
+            if shared.as_ref().is_none_or(|(cached, _)| *cached != bits) {
+                let mut out = Vec::new();
+                let deflater = self.outbound.pool.get(bits);
+                let shrank = deflater.compress_message(message.as_bytes(), &mut out, true)
+                    && out.len() < message.len();
+                let frame = shrank.then(|| {
+                    let header = EncodedHeader::new(true, 0b100, message.opcode(), out.len());
+                    (header, out)
+                });
+                shared = Some((bits, frame));
+            }
+            let result = match shared.as_ref().and_then(|(_, frame)| frame.as_ref()) {
+                Some((header, payload)) => self.send_encoded(id, header, payload),
+                None => self.send_encoded(id, &plain, message.as_bytes()),
+            };
+            accepted += usize::from(result.is_ok());
+        }
+        accepted
     }
 
     /// Starts the closing handshake with `to`. The close callback follows
