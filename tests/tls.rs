@@ -198,3 +198,37 @@ fn plain_clients_on_the_tls_port_fail_cleanly_and_the_server_carries_on() {
     socket.send(Message::text("still serving")).unwrap();
     assert_eq!(socket.read().unwrap(), Message::text("still serving"));
 }
+
+#[test]
+fn a_server_initiated_close_still_ends_with_close_notify() {
+    let (mut server, cert) = tls_server(wsloop::EchoHandler);
+    let mut socket = open_wss(server.addr, &cert, "/");
+    socket.send(Message::text("hi")).unwrap();
+    assert_eq!(socket.read().unwrap(), Message::text("hi"));
+    // Graceful shutdown: the server closes first, with 1001.
+    server.request_stop();
+    let stream = socket.get_mut();
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x88, "a close frame");
+    let mut payload = vec![0u8; usize::from(head[1])];
+    stream.read_exact(&mut payload).unwrap();
+    assert_eq!(payload[..2], 1001u16.to_be_bytes());
+    // The reply, close_notify and FIN together, as browsers send them.
+    stream
+        .conn
+        .writer()
+        .write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xE9 ^ 2])
+        .unwrap();
+    stream.conn.send_close_notify();
+    while stream.conn.wants_write() {
+        stream.conn.write_tls(&mut stream.sock).unwrap();
+    }
+    stream.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    // A clean TLS end: the server's close_notify, not a bare TCP close.
+    let mut rest = Vec::new();
+    let end = stream.read_to_end(&mut rest);
+    assert!(end.is_ok(), "{end:?}");
+    assert!(rest.is_empty());
+    server.join();
+}

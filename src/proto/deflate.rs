@@ -80,7 +80,9 @@ impl Inflater {
                 }
                 // One byte of room past the limit, to see a message
                 // that does not stop there.
-                let room = INFLATE_STEP.max(out.len() / 2).min(max_len + 1 - out.len());
+                let room = INFLATE_STEP
+                    .max(out.len() / 2)
+                    .min(max_len.saturating_add(1) - out.len());
                 out.reserve_exact(room);
             }
             let (in_before, out_before) = (self.decompress.total_in(), out.len());
@@ -96,7 +98,12 @@ impl Inflater {
             match status {
                 Status::StreamEnd => {
                     self.stream_ended = true;
-                    return Ok(());
+                    // After a final block only padding may follow.
+                    return if input.iter().all(|&b| b == 0) {
+                        Ok(())
+                    } else {
+                        Err(ProtocolError::InvalidCompressedData)
+                    };
                 }
                 // Everything taken and room left over: nothing is pending.
                 _ if input.is_empty() && out.len() < out.capacity() => return Ok(()),
@@ -317,6 +324,26 @@ mod tests {
         assert_eq!(inflate(&mut inflater, &[], false), b"");
         let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
         assert_eq!(inflate(&mut inflater, &[&hello], false), b"Hello");
+    }
+
+    #[test]
+    fn data_after_a_final_block_is_refused() {
+        let last = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+        let mut out = Vec::new();
+        assert_eq!(Inflater::new(15).inflate(&last, &mut out, 1 << 20), Ok(()));
+        let mut trailing = last.to_vec();
+        trailing.push(0x42);
+        let mut out = Vec::new();
+        assert_eq!(
+            Inflater::new(15).inflate(&trailing, &mut out, 1 << 20),
+            Err(ProtocolError::InvalidCompressedData)
+        );
+        // A limit at the top of usize does not overflow.
+        let mut out = Vec::new();
+        assert_eq!(
+            Inflater::new(15).inflate(&last, &mut out, usize::MAX),
+            Ok(())
+        );
     }
 
     #[test]

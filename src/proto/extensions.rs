@@ -209,7 +209,9 @@ pub fn negotiate_permessage_deflate(
                 client_no_context_takeover: offer.client_no_context_takeover
                     || config.client_no_context_takeover,
                 server_max_window_bits: server_bits,
-                client_max_window_bits: client_bits.max(9),
+                // An offered 8 is answered with 8 (the answer may not be
+                // larger); the inflater reads such streams with 9 bits.
+                client_max_window_bits: client_bits,
             };
             let response = params.response(offer.client_max_window_bits.is_some());
             return Some((params, response));
@@ -287,6 +289,18 @@ mod tests {
         // Without client_max_window_bits in the offer the answer may not name it.
         let (_, response) = negotiate(&["permessage-deflate"], config).unwrap();
         assert_eq!(response, "permessage-deflate; client_no_context_takeover");
+    }
+
+    #[test]
+    fn a_client_window_of_8_is_answered_with_8_never_more() {
+        // RFC 7692 §7.1.2.2: the answer may not exceed the offer.
+        let (params, response) = negotiate(
+            &["permessage-deflate; client_max_window_bits=8"],
+            DeflateConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(response, "permessage-deflate; client_max_window_bits=8");
+        assert_eq!(params.client_max_window_bits, 8);
     }
 
     #[test]

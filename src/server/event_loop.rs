@@ -496,7 +496,9 @@ impl<H: Handler> Core<H> {
                     return;
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) if conn.plaintext_on_tls_port => {
+                Err(_)
+                    if conn.plaintext_on_tls_port && conn.proto.phase() == Phase::Handshaking =>
+                {
                     let response =
                         HttpResponse::text(400, "this port speaks TLS: use https:// or wss://\n");
                     self.refuse(slot, &response, "plain text on the TLS port", now);
@@ -506,8 +508,10 @@ impl<H: Handler> Core<H> {
                 }
                 Err(error) if error.kind() == io::ErrorKind::InvalidData => {
                     log::debug!("{} {}: TLS failure: {error}", conn.id, conn.peer);
-                    // Best effort: the alert rustls queued.
-                    conn.write_pending();
+                    // Best effort: the alert rustls queued, and nothing else.
+                    if let Some(session) = conn.tls.as_mut() {
+                        let _ = super::tls::write_tls(session, &mut conn.socket, &[]);
+                    }
                     self.remove(slot, now);
                     return;
                 }
@@ -769,7 +773,9 @@ impl<H: Handler> Core<H> {
             log::debug!("{} {}: peer went away", conn.id, conn.peer);
             conn.proto.abort(now);
         }
-        if conn.write_shutdown || !conn.has_unsent_output() {
+        // A TLS peer that closed first is still owed our close_notify.
+        let owes_close_notify = conn.tls.is_some() && !conn.close_notify_sent;
+        if conn.write_shutdown || !(conn.has_unsent_output() || owes_close_notify) {
             self.remove(slot, now);
         } else {
             // What is queued still goes out (the peer may only have closed
