@@ -23,6 +23,15 @@ const KEEP_COMPRESSED_CAPACITY: usize = 1024 * 1024;
 /// payload to send them (`None`: it did not shrink, send it plain).
 type SharedCompression = (u8, Option<(EncodedHeader, Vec<u8>)>);
 
+/// The connection `id` names, if it still exists (same slot, same
+/// generation). A free function so callers can borrow other parts of the
+/// context alongside it.
+fn conn_mut(conns: &mut Slab<Conn>, id: ConnectionId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.index as usize)
+        .filter(|conn| conn.id.generation == id.generation)
+}
+
 /// What compressing outgoing messages needs, shared by all connections:
 /// compressors for connections without context takeover and one buffer
 /// that each compressed message is built in before it is queued.
@@ -71,14 +80,8 @@ impl<'a> Context<'a> {
         self.stats
     }
 
-    fn lookup(&mut self, id: ConnectionId) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(id.index as usize)
-            .filter(|conn| conn.id.generation == id.generation)
-    }
-
     fn queue_flush(&mut self, id: ConnectionId) {
-        if let Some(conn) = self.conns.get_mut(id.index as usize)
+        if let Some(conn) = conn_mut(self.conns, id)
             && !conn.flush_queued
         {
             conn.flush_queued = true;
@@ -100,22 +103,12 @@ impl<'a> Context<'a> {
         message: Message<'_>,
         plain: &EncodedHeader,
     ) -> Result<(), SendError> {
-        let compresses = self
-            .lookup(to)
-            .is_some_and(|conn| conn.proto.compresses(message.len()));
-        if !compresses {
-            return self.send_encoded(to, plain, message.as_bytes());
-        }
         let mut out = std::mem::take(&mut self.outbound.compressed);
         let pool = &mut self.outbound.pool;
-        let compressed = self
-            .conns
-            .get_mut(to.index as usize)
-            .filter(|conn| conn.id.generation == to.generation)
-            .is_some_and(|conn| {
-                conn.proto
-                    .compress(message.as_bytes(), &mut out, Some(pool))
-            });
+        let compressed = conn_mut(self.conns, to).is_some_and(|conn| {
+            conn.proto
+                .compress(message.as_bytes(), &mut out, Some(pool))
+        });
         let result = if compressed {
             let header = EncodedHeader::new(true, 0b100, message.opcode(), out.len());
             self.send_encoded(to, &header, &out)
@@ -146,11 +139,7 @@ impl<'a> Context<'a> {
         payload: &[u8],
     ) -> Result<(), SendError> {
         let now = self.now;
-        let Some(conn) = self
-            .conns
-            .get_mut(to.index as usize)
-            .filter(|conn| conn.id.generation == to.generation)
-        else {
+        let Some(conn) = conn_mut(self.conns, to) else {
             return Err(SendError::NotOpen);
         };
         if payload.len() >= DIRECT_WRITE
@@ -197,19 +186,22 @@ impl<'a> Context<'a> {
         let mut shared: Option<SharedCompression> = None;
         let mut accepted = 0;
         for id in to {
-            let bits = self
-                .lookup(id)
+            let bits = conn_mut(self.conns, id)
                 .and_then(|conn| conn.proto.stateless_compression(message.len()));
             let Some(bits) = bits else {
                 accepted += usize::from(self.send_message(id, message, &plain).is_ok());
                 continue;
             };
             if shared.as_ref().is_none_or(|(cached, _)| *cached != bits) {
+                // The first such recipient compresses; its bytes serve the
+                // rest of the same window size.
                 let mut out = Vec::new();
-                let deflater = self.outbound.pool.get(bits);
-                let shrank = deflater.compress_message(message.as_bytes(), &mut out, true)
-                    && out.len() < message.len();
-                let frame = shrank.then(|| {
+                let pool = &mut self.outbound.pool;
+                let compressed = conn_mut(self.conns, id).is_some_and(|conn| {
+                    conn.proto
+                        .compress(message.as_bytes(), &mut out, Some(pool))
+                });
+                let frame = compressed.then(|| {
                     let header = EncodedHeader::new(true, 0b100, message.opcode(), out.len());
                     (header, out)
                 });
@@ -228,7 +220,7 @@ impl<'a> Context<'a> {
     /// when the peer answers (or the close timeout passes).
     pub fn close(&mut self, to: ConnectionId, code: CloseCode, reason: &str) {
         let now = self.now;
-        if let Some(conn) = self.lookup(to) {
+        if let Some(conn) = conn_mut(self.conns, to) {
             conn.proto.close(code, reason, now);
             self.queue_flush(to);
         }

@@ -364,6 +364,17 @@ impl<H: Handler> Core<H> {
         )
     }
 
+    /// The context for a callback about the request on `slot`, which knows
+    /// the peer's address and whether it came over TLS.
+    fn request_context(&mut self, slot: usize, now: Instant) -> (&mut H, Context<'_>) {
+        let peer = self.conns[slot].peer;
+        let tls = self.conns[slot].tls.is_some();
+        let (handler, mut ctx) = self.context(now);
+        ctx.peer = Some(peer);
+        ctx.tls = tls;
+        (handler, ctx)
+    }
+
     fn add_connection(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
         if self.conns.len() >= self.config.max_sockets() || self.shutdown_deadline.is_some() {
             log::debug!("{peer}: refused at accept (socket limit)");
@@ -565,12 +576,8 @@ impl<H: Handler> Core<H> {
                 return buf.len();
             }
         };
-        let peer = self.conns[slot].peer;
-        let tls = self.conns[slot].tls.is_some();
         if !wants_upgrade(&request) {
-            let (handler, mut ctx) = self.context(now);
-            ctx.peer = Some(peer);
-            ctx.tls = tls;
+            let (handler, mut ctx) = self.request_context(slot, now);
             let response = handler.on_http(&mut ctx, &request);
             self.stats.http_requests += 1;
             let conn = &mut self.conns[slot];
@@ -597,9 +604,7 @@ impl<H: Handler> Core<H> {
             self.refuse(slot, &response, "connection limit", now);
             return buf.len();
         }
-        let (handler, mut ctx) = self.context(now);
-        ctx.peer = Some(peer);
-        ctx.tls = tls;
+        let (handler, mut ctx) = self.request_context(slot, now);
         let accept = match handler.on_upgrade(&mut ctx, &request) {
             Ok(accept) => accept,
             Err(response) => {
@@ -644,9 +649,7 @@ impl<H: Handler> Core<H> {
         log::debug!("{id} {}: open {}", conn.peer, request.target);
         self.open_websockets += 1;
         self.stats.upgrades += 1;
-        let (handler, mut ctx) = self.context(now);
-        ctx.peer = Some(peer);
-        ctx.tls = tls;
+        let (handler, mut ctx) = self.request_context(slot, now);
         handler.on_open(&mut ctx, id, &request);
         head_len
     }
@@ -678,16 +681,8 @@ impl<H: Handler> Core<H> {
                     pos += used;
                     self.stats.messages_in += 1;
                     self.stats.bytes_in += message.len() as u64;
-                    let mut ctx = Context {
-                        conns: &mut self.conns,
-                        flush_list: &mut self.flush_list,
-                        stats: &mut self.stats,
-                        outbound: &mut self.outbound,
-                        peer: None,
-                        tls: false,
-                        now,
-                    };
-                    self.handler.on_message(&mut ctx, id, message);
+                    let (handler, mut ctx) = self.context(now);
+                    handler.on_message(&mut ctx, id, message);
                     // Output worth a syscall on its own goes out now, so
                     // large echoes stream instead of waiting for the batch.
                     let conn = &mut self.conns[slot];
