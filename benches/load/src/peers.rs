@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 /// The peer implementations `serve` can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Peer {
-    /// `tokio_tungstenite::accept_async`, then `next()` / `send()`.
+    /// `tokio_tungstenite::accept_async`, then the stream `forward`ed into its sink.
     TokioTungstenite,
     /// hyper 1 `http1` + `fastwebsockets::upgrade`, `read_frame` / `write_frame`.
     Fastwebsockets,
@@ -111,37 +111,34 @@ fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// tokio-tungstenite, in its documented echo style.
+/// tokio-tungstenite, as its `examples/echo-server.rs`.
 mod tungstenite {
     use super::*;
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::{StreamExt, TryStreamExt, future};
 
-    /// Handshake with `accept_async`, then echo text and binary messages.
+    /// Handshake with `accept_async`, then forward every text and binary
+    /// message back into the sink. `forward` feeds messages while the stream
+    /// has more ready and flushes when it has to wait, so a batch that
+    /// arrived in one read goes back in one write, the way the crate's echo
+    /// example runs (a `send` per message would flush, and write, each one).
     pub async fn connection<S>(stream: S, peer: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut ws = match tokio_tungstenite::accept_async(stream).await {
+        let ws = match tokio_tungstenite::accept_async(stream).await {
             Ok(ws) => ws,
             Err(error) => {
                 eprintln!("{peer}: handshake: {error}");
                 return;
             }
         };
-        while let Some(message) = ws.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(error) => {
-                    eprintln!("{peer}: read: {error}");
-                    return;
-                }
-            };
-            if (message.is_text() || message.is_binary())
-                && let Err(error) = ws.send(message).await
-            {
-                eprintln!("{peer}: write: {error}");
-                return;
-            }
+        let (write, read) = ws.split();
+        if let Err(error) = read
+            .try_filter(|message| future::ready(message.is_text() || message.is_binary()))
+            .forward(write)
+            .await
+        {
+            eprintln!("{peer}: {error}");
         }
     }
 }
