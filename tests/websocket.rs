@@ -46,6 +46,48 @@ fn tungstenite_client_gets_text_and_binary_echoed() {
     socket.close(None).unwrap();
 }
 
+/// Frames cut by TCP at every kind of place: a read ending inside a
+/// header, a small leftover (carried at the front of the shared read
+/// buffer), a large one (kept in the connection's own buffer), and the
+/// switch between the two within one frame. Every echo must come back
+/// whole and in order.
+#[test]
+fn frames_cut_anywhere_across_separate_reads_are_echoed_intact() {
+    let server = echo_server();
+    let mut client = RawClient::open(server.addr, "/");
+    let sizes = [10usize, 20_000, 50_000, 5, 140_000, 0, 33_000];
+    let payloads: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(n, &size)| (0..size).map(|i| (i * 31 + n * 7) as u8).collect())
+        .collect();
+    let stream: Vec<u8> = payloads
+        .iter()
+        .flat_map(|payload| common::masked_frame(0x82, payload))
+        .collect();
+    let pieces = [7_000, 13, 1, 31_000, 40_000, 3, 1, 9_000, 70_000, 2];
+    let mut start = 0;
+    for piece in pieces.iter().cycle() {
+        if start == stream.len() {
+            break;
+        }
+        let end = (start + piece).min(stream.len());
+        client.send_raw(&stream[start..end]);
+        start = end;
+        // Separate reads on the server, not one coalesced buffer.
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    for (n, payload) in payloads.iter().enumerate() {
+        let frame = client.read_frame().expect("echo");
+        assert_eq!(frame.opcode, 2);
+        assert!(
+            frame.payload == *payload,
+            "message {n} ({} bytes)",
+            payload.len()
+        );
+    }
+}
+
 #[test]
 fn tungstenite_ping_gets_pong_and_close_is_echoed() {
     let server = echo_server();

@@ -39,6 +39,10 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Size of the shared read buffer every socket is read into first.
 const SCRATCH_SIZE: usize = 128 * 1024;
+/// Leftover input (the start of a frame the last read cut) up to this size
+/// is moved to the front of the shared read buffer and read after, rather
+/// than read after in the connection's own buffer.
+const CARRY_LIMIT: usize = 32 * 1024;
 /// Bytes asked for per read when appending to a connection's own buffer.
 const READ_CHUNK: usize = 128 * 1024;
 /// Receive buffers above this size are freed as soon as they empty
@@ -428,10 +432,25 @@ impl<H: Handler> Core<H> {
                 return;
             }
             let discard = conn.proto.phase() == Phase::Closed;
-            let into_scratch = discard || conn.inbuf.is_empty();
-            let mut asked = scratch.len();
+            // A short leftover rides at the front of the shared read
+            // buffer, so reads keep landing in that one cache-warm buffer
+            // instead of walking through every busy connection's own. The
+            // read lands after the room it needs; it moves over only once
+            // new bytes came to go with it.
+            let carried = if discard || conn.inbuf.len() > CARRY_LIMIT {
+                0
+            } else {
+                conn.inbuf.len()
+            };
+            let into_scratch = discard || conn.inbuf.len() == carried;
+            let mut asked = scratch.len() - carried;
             let result = if into_scratch {
-                conn.read_into(scratch)
+                let result = conn.read_into(&mut scratch[carried..]);
+                if carried > 0 && matches!(result, Ok(n) if n > 0) {
+                    scratch[..carried].copy_from_slice(conn.inbuf.data_mut());
+                    conn.inbuf.consume(carried);
+                }
+                result
             } else {
                 // Out of the connection while it reads into it.
                 let mut inbuf = mem::take(&mut conn.inbuf);
@@ -468,11 +487,12 @@ impl<H: Handler> Core<H> {
                         continue;
                     }
                     if into_scratch {
-                        let used = self.process(slot, &mut scratch[..n], now);
-                        if used < n
+                        let filled = carried + n;
+                        let used = self.process(slot, &mut scratch[..filled], now);
+                        if used < filled
                             && let Some(conn) = self.conns.get_mut(slot)
                         {
-                            conn.inbuf.extend_from_slice(&scratch[used..n]);
+                            conn.inbuf.extend_from_slice(&scratch[used..filled]);
                         }
                     } else {
                         conn.inbuf.commit(n);

@@ -116,6 +116,10 @@ pub struct LoadReport {
     /// The server's utime+stime over the window / wall time, in percent
     /// (with `--server-pid` only).
     pub server_cpu_percent: Option<f64>,
+    /// Share of the whole machine's CPU time the hypervisor stole during
+    /// the window, in percent (`/proc/stat`; 0 on bare metal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steal_percent: Option<f64>,
     /// Set by the orchestrator when the run itself failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -334,7 +338,8 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
     // `seconds` from the moment it actually starts.
     let window_start_at = start + Duration::from_secs_f64(config.warmup.max(0.0));
     let window_length = Duration::from_secs_f64(config.seconds.max(0.0));
-    let mut window: Option<(Instant, Duration, Option<u64>)> = None;
+    type Snapshot = (Instant, Duration, Option<u64>, Option<(u64, u64)>);
+    let mut window: Option<Snapshot> = None;
     let mut window_end_at: Option<Instant> = None;
     let snapshot = || {
         (
@@ -343,6 +348,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
             config
                 .server_pid
                 .and_then(|pid| sys::process_cpu_ticks(pid).ok()),
+            sys::machine_cpu_ticks().ok(),
         )
     };
 
@@ -385,8 +391,8 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         }
     };
 
-    let (started, cpu_start, server_start) = window.unwrap_or(window_end);
-    let (ended, cpu_end, server_end) = window_end;
+    let (started, cpu_start, server_start, machine_start) = window.unwrap_or(window_end);
+    let (ended, cpu_end, server_end, machine_end) = window_end;
     let seconds = ended.duration_since(started).as_secs_f64().max(1e-9);
     stats.latencies.sort_unstable();
     let percentile = |p: f64| percentile_us(&stats.latencies, p).filter(|_| config.latency);
@@ -394,6 +400,12 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
     let server_cpu_percent = match (server_start, server_end) {
         (Some(a), Some(b)) => {
             Some((b.saturating_sub(a)) as f64 / sys::clock_ticks_per_second() / seconds * 100.0)
+        }
+        _ => None,
+    };
+    let steal_percent = match (machine_start, machine_end) {
+        (Some((steal_a, total_a)), Some((steal_b, total_b))) if total_b > total_a => {
+            Some(steal_b.saturating_sub(steal_a) as f64 / (total_b - total_a) as f64 * 100.0)
         }
         _ => None,
     };
@@ -411,6 +423,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         p999_us,
         client_cpu_percent: cpu_end.saturating_sub(cpu_start).as_secs_f64() / seconds * 100.0,
         server_cpu_percent,
+        steal_percent,
         failure: None,
         tls: config.tls,
         tls_suite,

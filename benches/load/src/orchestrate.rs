@@ -36,7 +36,8 @@ use rustls::ClientConfig;
 use crate::handshake::{self, Dial};
 use crate::load::LoadReport;
 use crate::report::{
-    self, CellResult, LatencyResult, MemoryResult, Meta, Results, SERVERS, VARIANTS, VariantResult,
+    self, CellResult, LatencyResult, MemoryResult, Meta, Results, SERVERS, Spread, VARIANTS,
+    VariantResult,
 };
 use crate::sys::{self, ChildGuard};
 
@@ -543,9 +544,19 @@ fn main_matrix(
     Ok((memory, latency, results_cells))
 }
 
+/// Spread (max − min over median of msgs/s) above which a cell counts as
+/// noisy and gets [`EXTRA_REPEATS`] more rounds.
+const NOISY_SPREAD_PERCENT: f64 = 25.0;
+
+/// Rounds added to a noisy cell (with at least 3 planned), so its median
+/// rests on five runs per server instead of three.
+const EXTRA_REPEATS: usize = 2;
+
 /// Runs `cell` `plan.repeat` times on every server, the servers back to
 /// back within each repeat (so slow drifts of the machine hit all alike),
 /// recording round-trip times with `latency`; returns the runs per server.
+/// When any server's runs spread more than [`NOISY_SPREAD_PERCENT`], every
+/// server gets [`EXTRA_REPEATS`] more rounds before the medians are taken.
 fn repeat_cell(
     context: &Context,
     servers: &mut [ServerProcess],
@@ -554,12 +565,25 @@ fn repeat_cell(
     latency: bool,
     progress: &mut Progress,
 ) -> Vec<Vec<LoadReport>> {
-    let mut runs: Vec<Vec<LoadReport>> = vec![Vec::new(); servers.len()];
-    for _ in 0..plan.repeat {
+    let server_count = servers.len();
+    let mut runs: Vec<Vec<LoadReport>> = vec![Vec::new(); server_count];
+    let mut round = |runs: &mut Vec<Vec<LoadReport>>, progress: &mut Progress| {
         for (index, server) in servers.iter_mut().enumerate() {
             let run = run_load(context, server, cell, plan, latency);
             progress.report(server, cell, &run);
             runs[index].push(run);
+        }
+    };
+    for _ in 0..plan.repeat {
+        round(&mut runs, progress);
+    }
+    let noisy = runs.iter().any(|server_runs| {
+        Spread::of(server_runs.iter().map(|run| run.msgs_per_sec)).percent() > NOISY_SPREAD_PERCENT
+    });
+    if plan.repeat >= 3 && noisy {
+        progress.extend(EXTRA_REPEATS * server_count);
+        for _ in 0..EXTRA_REPEATS {
+            round(&mut runs, progress);
         }
     }
     runs
@@ -634,6 +658,11 @@ struct Progress {
 }
 
 impl Progress {
+    /// Counts `runs` more runs than planned (a noisy cell's extra rounds).
+    fn extend(&mut self, runs: usize) {
+        self.total += runs;
+    }
+
     fn report(
         &mut self,
         server: &ServerProcess,
@@ -646,7 +675,7 @@ impl Progress {
             .map(|p50| format!("  p50 {p50:.1} µs"))
             .unwrap_or_default();
         eprintln!(
-            "[{:>3}/{}] {:<28} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s {:>8.1} MB/s  server {:>3.0}%  client {:>3.0}%  errors {}{latency}{}",
+            "[{:>3}/{}] {:<28} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s {:>8.1} MB/s  server {:>3.0}%  client {:>3.0}%  steal {:>2.0}%  errors {}{latency}{}",
             self.done,
             self.total,
             server.label(),
@@ -657,6 +686,7 @@ impl Progress {
             run.mb_per_sec,
             run.server_cpu_percent.unwrap_or(f64::NAN),
             run.client_cpu_percent,
+            run.steal_percent.unwrap_or(f64::NAN),
             run.errors,
             run.failure
                 .as_deref()

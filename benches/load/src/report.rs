@@ -105,6 +105,10 @@ pub struct CellResult {
     pub mb_per_sec: f64,
     pub server_cpu_percent: Option<f64>,
     pub client_cpu_percent: f64,
+    /// Median over the runs of the machine's CPU time stolen by the
+    /// hypervisor during the window, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steal_percent: Option<f64>,
     /// Errors summed over the runs.
     pub errors: u64,
     pub runs: Vec<LoadReport>,
@@ -131,10 +135,17 @@ impl CellResult {
             mb_per_sec: Spread::of(runs.iter().map(|run| run.mb_per_sec)).median,
             server_cpu_percent: (!server_cpu.is_empty()).then(|| Spread::of(server_cpu).median),
             client_cpu_percent: Spread::of(runs.iter().map(|run| run.client_cpu_percent)).median,
+            steal_percent: median_of(runs.iter().filter_map(|run| run.steal_percent)),
             errors: runs.iter().map(|run| run.errors).sum(),
             runs,
         }
     }
+}
+
+/// Median of `values`, or `None` when there are none.
+fn median_of(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let values: Vec<f64> = values.into_iter().collect();
+    (!values.is_empty()).then(|| Spread::of(values).median)
 }
 
 /// One server in one variant cell (TLS, compression, or the uncompressed
@@ -329,7 +340,7 @@ pub fn markdown(results: &Results) -> String {
     );
     let _ = writeln!(
         md,
-        "{} run{}: {} s measured per cell after {} s warm-up, {} run(s) per cell (median shown), \
+        "{} run{}: {} s measured per cell after {} s warm-up, {} run(s) per cell, 2 more for a cell whose runs spread over 25% (median shown), \
          servers pinned to CPU {}, load generator pinned to CPU {}; {} ({}), wsloop {} at {}. \
          Total {:.0} s. Raw numbers: `results.json`.\n",
         if meta.quick {
@@ -427,6 +438,41 @@ pub fn markdown(results: &Results) -> String {
             );
         }
     }
+    let steals: Vec<f64> = results
+        .cells
+        .iter()
+        .flat_map(|cell| cell.runs.iter())
+        .chain(results.variants.iter().flat_map(|cell| cell.runs.iter()))
+        .filter_map(|run| run.steal_percent)
+        .collect();
+    if !steals.is_empty() {
+        let steal = Spread::of(steals.iter().copied());
+        let heavy = steals.iter().filter(|&&value| value >= 10.0).count();
+        let _ = writeln!(
+            md,
+            "\nCPU time the hypervisor gave to other guests (steal, `/proc/stat`, share of both CPUs over each measured window): \
+             median {:.1}%, max {:.1}%; {heavy} of {} runs at 10% or more. Steal is the main reason runs minutes apart differ here.",
+            steal.median,
+            steal.max,
+            steals.len(),
+        );
+    }
+    let extended = results
+        .cells
+        .iter()
+        .filter(|cell| cell.server == SERVERS[0] && cell.runs.len() > meta.repeat)
+        .count();
+    if meta.repeat >= 3 {
+        let _ = writeln!(
+            md,
+            "\nCells whose runs spread over 25% for any server got 2 more rounds: {extended} of {} main cells.",
+            results
+                .cells
+                .iter()
+                .filter(|cell| cell.server == SERVERS[0])
+                .count(),
+        );
+    }
     let errors: u64 = results.cells.iter().map(|cell| cell.errors).sum::<u64>()
         + results.latency.iter().map(|cell| cell.errors).sum::<u64>()
         + results.variants.iter().map(|cell| cell.errors).sum::<u64>();
@@ -509,9 +555,9 @@ pub fn markdown(results: &Results) -> String {
         );
         let _ = writeln!(
             md,
-            "| server | msgs/s | min–max | MB/s | server CPU % | client CPU % | errors | wsloop / this |"
+            "| server | runs | msgs/s | min–max | MB/s | server CPU % | client CPU % | steal % | errors | wsloop / this |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let ours = find(results, SERVERS[0], key).map(|cell| cell.msgs_per_sec.median);
         for server in SERVERS {
             let Some(cell) = find(results, server, key) else {
@@ -519,14 +565,16 @@ pub fn markdown(results: &Results) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {}–{} | {:.1} | {} | {:.0} | {} | {} |",
+                "| {} | {} | {} | {}–{} | {:.1} | {} | {:.0} | {} | {} | {} |",
                 server,
+                cell.runs.len(),
                 count(cell.msgs_per_sec.median),
                 count(cell.msgs_per_sec.min),
                 count(cell.msgs_per_sec.max),
                 cell.mb_per_sec,
                 opt(cell.server_cpu_percent, |v| format!("{v:.0}")),
                 cell.client_cpu_percent,
+                opt(cell.steal_percent, |v| format!("{v:.0}")),
                 cell.errors,
                 if server == SERVERS[0] {
                     "—".to_string()
@@ -738,9 +786,10 @@ pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
     let root = SVGBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
-        "Echo throughput, msgs/s (log scale, median of {} run{}), server on CPU {}, client on CPU {}",
+        "Echo throughput, msgs/s (log scale, median of {} run{}{}), server on CPU {}, client on CPU {}",
         results.meta.repeat,
         if results.meta.repeat == 1 { "" } else { "s" },
+        if results.meta.repeat >= 3 { ", 5 if noisy" } else { "" },
         results.meta.server_cpu,
         results.meta.client_cpu,
     );

@@ -72,6 +72,28 @@ pub fn process_cpu_ticks(pid: u32) -> io::Result<u64> {
     Ok(field(11)? + field(12)?)
 }
 
+/// Machine-wide CPU time from the `cpu` line of `/proc/stat`, in clock
+/// ticks: (steal, all states together). Steal is time the hypervisor gave
+/// this VM's virtual CPUs to someone else: the share of a window it took is
+/// what makes runs minutes apart differ on a shared host.
+pub fn machine_cpu_ticks() -> io::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|line| line.starts_with("cpu "))
+        .ok_or_else(|| io::Error::other("no cpu line in /proc/stat"))?;
+    // user nice system idle iowait irq softirq steal guest guest_nice;
+    // guest time is already counted in user and nice.
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|value| value.parse().unwrap_or(0))
+        .collect();
+    let steal = values.get(7).copied().unwrap_or(0);
+    Ok((steal, values.iter().sum()))
+}
+
 /// Clock ticks per second, the unit of [`process_cpu_ticks`].
 pub fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no memory effects.
@@ -169,5 +191,17 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_ticks_count_steal_within_the_total() {
+        let (steal, total) = machine_cpu_ticks().unwrap();
+        assert!(total > 0);
+        assert!(steal <= total);
     }
 }
