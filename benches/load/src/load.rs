@@ -470,8 +470,8 @@ impl Conn {
         self.sent_offset = total % frame_len;
     }
 
-    /// Writes every queued frame with as few `writev` calls as the socket
-    /// allows, stopping at `WouldBlock` (the WRITABLE event resumes it).
+    /// Writes every queued frame with as few `writev` calls (a `send` for
+    /// a single frame) as the socket allows, stopping at `WouldBlock` (the WRITABLE event resumes it).
     fn flush(&mut self, frame: &[u8]) -> io::Result<()> {
         if self.tls.is_some() {
             return self.flush_tls(frame);
@@ -480,7 +480,14 @@ impl Conn {
             let count = self.to_send.min(MAX_IOV);
             let mut slices = [IoSlice::new(frame); MAX_IOV];
             slices[0] = IoSlice::new(&frame[self.sent_offset..]);
-            match self.stream.write_vectored(&slices[..count]) {
+            // One frame (every send with one in flight): a plain `send`,
+            // which skips the iovec import and file-write hooks of `writev`.
+            let result = if count == 1 {
+                self.stream.write(&slices[0])
+            } else {
+                self.stream.write_vectored(&slices[..count])
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.advance(written, frame.len()),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),

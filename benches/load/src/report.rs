@@ -789,7 +789,11 @@ pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
         "Echo throughput, msgs/s (log scale, median of {} run{}{}), server on CPU {}, client on CPU {}",
         results.meta.repeat,
         if results.meta.repeat == 1 { "" } else { "s" },
-        if results.meta.repeat >= 3 { ", 5 if noisy" } else { "" },
+        if results.meta.repeat >= 3 {
+            ", 5 if noisy"
+        } else {
+            ""
+        },
         results.meta.server_cpu,
         results.meta.client_cpu,
     );
