@@ -30,7 +30,7 @@ use crate::proto::handshake::{
 };
 use crate::proto::{
     CloseCode, CloseReport, HttpResponse, InBuffer, Phase, Received, TimeoutAction,
-    frame::MAX_HEADER_LEN,
+    frame::{self, MAX_HEADER_LEN},
 };
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -43,6 +43,21 @@ const SCRATCH_SIZE: usize = 128 * 1024;
 /// is moved to the front of the shared read buffer and read after, rather
 /// than read after in the connection's own buffer.
 const CARRY_LIMIT: usize = 32 * 1024;
+/// Whether the frame whose start is `leftover` fits in `room` bytes (or its
+/// header is not complete yet). A larger frame is read on in the
+/// connection's own buffer: carried into the shared one, most of it would
+/// have to be copied back out.
+fn completes_within(leftover: &[u8], room: usize) -> bool {
+    match frame::parse_header(leftover, 0b111) {
+        Ok(Some(header)) => {
+            header.payload_len.saturating_add(header.header_len as u64) <= room as u64
+        }
+        // Too short to tell, or not a frame start (a request head, or an
+        // error the decoder will report): small either way.
+        Ok(None) | Err(_) => true,
+    }
+}
+
 /// Bytes asked for per read when appending to a connection's own buffer.
 const READ_CHUNK: usize = 128 * 1024;
 /// Receive buffers above this size are freed as soon as they empty
@@ -437,7 +452,10 @@ impl<H: Handler> Core<H> {
             // instead of walking through every busy connection's own. The
             // read lands after the room it needs; it moves over only once
             // new bytes came to go with it.
-            let carried = if discard || conn.inbuf.len() > CARRY_LIMIT {
+            let carried = if discard
+                || conn.inbuf.len() > CARRY_LIMIT
+                || !completes_within(conn.inbuf.data_mut(), scratch.len())
+            {
                 0
             } else {
                 conn.inbuf.len()
