@@ -71,6 +71,12 @@ enum Command {
     },
     /// Run the whole comparison and write results.json, results.md and the SVG chart.
     Run(orchestrate::RunOptions),
+    /// Rewrite results.md and the SVG chart from an earlier run's results.json.
+    Render {
+        /// Directory holding results.json.
+        #[arg(long, default_value = "benches/results")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
             hold_seconds,
         } => idle::run(addr, connections, hold_seconds),
         Command::Run(options) => orchestrate::run(options),
+        Command::Render { dir } => report::render_again(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -276,6 +276,23 @@ pub fn write_all(results: &Results, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Rewrites `results.md` and (with a main matrix) `echo-throughput.svg` in
+/// `dir` from its `results.json`, so the rendering can change without a
+/// half-hour rerun.
+pub fn render_again(dir: &Path) -> io::Result<()> {
+    let path = dir.join("results.json");
+    let json = fs::read_to_string(&path)
+        .map_err(|error| io::Error::other(format!("{}: {error}", path.display())))?;
+    let results: Results = serde_json::from_str(&json)
+        .map_err(|error| io::Error::other(format!("{}: {error}", path.display())))?;
+    fs::write(dir.join("results.md"), markdown(&results))?;
+    if !results.cells.is_empty() {
+        svg(&results, &dir.join("echo-throughput.svg"))
+            .map_err(|error| io::Error::other(format!("svg: {error}")))?;
+    }
+    Ok(())
+}
+
 /// The cell result of `server` for one (connections, payload, in_flight).
 fn find<'a>(
     results: &'a Results,
@@ -423,7 +440,7 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(
                 md,
                 "Max spread across repeats: {:.1}% ({server}, {connections} connections × {} × {in_flight} in flight: {}–{} msgs/s). \
-                 Spread = (max − min) / median of msgs/s over the {} runs of a cell.",
+                 Spread = (max − min) / median of msgs/s over the runs of a cell ({} planned, 2 more when any server spread over 25%).",
                 spread.percent(),
                 bytes(payload),
                 count(spread.min),
@@ -451,7 +468,7 @@ pub fn markdown(results: &Results) -> String {
         let _ = writeln!(
             md,
             "\nCPU time the hypervisor gave to other guests (steal, `/proc/stat`, share of both CPUs over each measured window): \
-             median {:.1}%, max {:.1}%; {heavy} of {} runs at 10% or more. Steal is the main reason runs minutes apart differ here.",
+             median {:.1}%, max {:.1}%; {heavy} of {} runs at 10% or more. A run with heavy steal is a slow run; each cell's table shows its median steal.",
             steal.median,
             steal.max,
             steals.len(),
