@@ -43,6 +43,20 @@ const SCRATCH_SIZE: usize = 128 * 1024;
 /// is moved to the front of the shared read buffer and read after, rather
 /// than read after in the connection's own buffer.
 const CARRY_LIMIT: usize = 32 * 1024;
+/// Bytes asked for per read when appending to a connection's own buffer.
+const READ_CHUNK: usize = 128 * 1024;
+/// Receive buffers above this size are freed as soon as they empty
+/// (smaller ones are kept while the connection is busy, and freed when it
+/// goes quiet).
+const KEEP_INBUF_CAPACITY: usize = 1024 * 1024;
+/// Queued output at which a connection is written in the middle of a
+/// batch rather than at its end.
+const EARLY_WRITE: usize = 32 * 1024;
+/// Reads per socket per wakeup before other sockets get their turn.
+const READS_PER_WAKEUP: usize = 16;
+/// Pause before accepting again after the process ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Whether the frame whose start is `leftover` fits in `room` bytes (or its
 /// header is not complete yet). A larger frame is read on in the
 /// connection's own buffer: carried into the shared one, most of it would
@@ -57,20 +71,6 @@ fn completes_within(leftover: &[u8], room: usize) -> bool {
         Ok(None) | Err(_) => true,
     }
 }
-
-/// Bytes asked for per read when appending to a connection's own buffer.
-const READ_CHUNK: usize = 128 * 1024;
-/// Receive buffers above this size are freed as soon as they empty
-/// (smaller ones are kept while the connection is busy, and freed when it
-/// goes quiet).
-const KEEP_INBUF_CAPACITY: usize = 1024 * 1024;
-/// Queued output at which a connection is written in the middle of a
-/// batch rather than at its end.
-const EARLY_WRITE: usize = 32 * 1024;
-/// Reads per socket per wakeup before other sockets get their turn.
-const READS_PER_WAKEUP: usize = 16;
-/// Pause before accepting again after the process ran out of descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A WebSocket server bound to an address, ready to [`Server::run`].
 pub struct Server<H: Handler> {
@@ -453,6 +453,7 @@ impl<H: Handler> Core<H> {
             // read lands after the room it needs; it moves over only once
             // new bytes came to go with it.
             let carried = if discard
+                || conn.inbuf.is_empty()
                 || conn.inbuf.len() > CARRY_LIMIT
                 || !completes_within(conn.inbuf.data_mut(), scratch.len())
             {

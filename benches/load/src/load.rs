@@ -471,7 +471,8 @@ impl Conn {
     }
 
     /// Writes every queued frame with as few `writev` calls (a `send` for
-    /// a single frame) as the socket allows, stopping at `WouldBlock` (the WRITABLE event resumes it).
+    /// a single frame) as the socket allows, stopping at `WouldBlock` (the
+    /// WRITABLE event resumes it).
     fn flush(&mut self, frame: &[u8]) -> io::Result<()> {
         if self.tls.is_some() {
             return self.flush_tls(frame);

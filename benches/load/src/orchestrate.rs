@@ -546,11 +546,15 @@ fn main_matrix(
 
 /// Spread (max − min over median of msgs/s) above which a cell counts as
 /// noisy and gets [`EXTRA_REPEATS`] more rounds.
-const NOISY_SPREAD_PERCENT: f64 = 25.0;
+pub const NOISY_SPREAD_PERCENT: f64 = 25.0;
 
-/// Rounds added to a noisy cell (with at least 3 planned), so its median
-/// rests on five runs per server instead of three.
-const EXTRA_REPEATS: usize = 2;
+/// Rounds added to a noisy cell (with at least [`EXTRA_REPEATS_FROM`]
+/// planned), so its median rests on five runs per server instead of three.
+pub const EXTRA_REPEATS: usize = 2;
+
+/// Planned repeats from which noisy cells get extra rounds (a single-run
+/// smoke test has no spread to judge).
+pub const EXTRA_REPEATS_FROM: usize = 3;
 
 /// Runs `cell` `plan.repeat` times on every server, the servers back to
 /// back within each repeat (so slow drifts of the machine hit all alike),
@@ -580,7 +584,7 @@ fn repeat_cell(
     let noisy = runs.iter().any(|server_runs| {
         Spread::of(server_runs.iter().map(|run| run.msgs_per_sec)).percent() > NOISY_SPREAD_PERCENT
     });
-    if plan.repeat >= 3 && noisy {
+    if plan.repeat >= EXTRA_REPEATS_FROM && noisy {
         progress.extend(EXTRA_REPEATS * server_count);
         for _ in 0..EXTRA_REPEATS {
             round(&mut runs, progress);

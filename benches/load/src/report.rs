@@ -14,6 +14,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::load::LoadReport;
+use crate::orchestrate::{EXTRA_REPEATS, EXTRA_REPEATS_FROM, NOISY_SPREAD_PERCENT};
 
 /// Server names, in report order; the first is the one ratios are taken of.
 pub const SERVERS: [&str; 3] = ["wsloop", "tokio-tungstenite", "fastwebsockets"];
@@ -122,10 +123,6 @@ impl CellResult {
         in_flight: usize,
         runs: Vec<LoadReport>,
     ) -> Self {
-        let server_cpu: Vec<f64> = runs
-            .iter()
-            .filter_map(|run| run.server_cpu_percent)
-            .collect();
         CellResult {
             connections,
             payload,
@@ -133,7 +130,7 @@ impl CellResult {
             server: server.to_string(),
             msgs_per_sec: Spread::of(runs.iter().map(|run| run.msgs_per_sec)),
             mb_per_sec: Spread::of(runs.iter().map(|run| run.mb_per_sec)).median,
-            server_cpu_percent: (!server_cpu.is_empty()).then(|| Spread::of(server_cpu).median),
+            server_cpu_percent: median_of(runs.iter().filter_map(|run| run.server_cpu_percent)),
             client_cpu_percent: Spread::of(runs.iter().map(|run| run.client_cpu_percent)).median,
             steal_percent: median_of(runs.iter().filter_map(|run| run.steal_percent)),
             errors: runs.iter().map(|run| run.errors).sum(),
@@ -187,14 +184,6 @@ impl VariantResult {
         (connections, payload, in_flight): (usize, usize, usize),
         runs: Vec<LoadReport>,
     ) -> Self {
-        let server_cpu: Vec<f64> = runs
-            .iter()
-            .filter_map(|run| run.server_cpu_percent)
-            .collect();
-        let echo_compressed: Vec<f64> = runs
-            .iter()
-            .filter_map(|run| run.echo_compressed_bytes)
-            .collect();
         let spread = Spread::of(runs.iter().map(|run| run.msgs_per_sec));
         VariantResult {
             variant: variant.to_string(),
@@ -206,12 +195,13 @@ impl VariantResult {
             mb_per_sec: Spread::of(runs.iter().map(|run| run.mb_per_sec)).median,
             spread,
             client_cpu_percent: Spread::of(runs.iter().map(|run| run.client_cpu_percent)).median,
-            server_cpu_percent: (!server_cpu.is_empty()).then(|| Spread::of(server_cpu).median),
+            server_cpu_percent: median_of(runs.iter().filter_map(|run| run.server_cpu_percent)),
             errors: runs.iter().map(|run| run.errors).sum(),
             tls_suite: runs.iter().find_map(|run| run.tls_suite.clone()),
             sent_compressed_bytes: runs.iter().find_map(|run| run.sent_compressed_bytes),
-            echo_compressed_bytes: (!echo_compressed.is_empty())
-                .then(|| Spread::of(echo_compressed).median),
+            echo_compressed_bytes: median_of(
+                runs.iter().filter_map(|run| run.echo_compressed_bytes),
+            ),
             runs,
         }
     }
@@ -233,17 +223,13 @@ pub struct LatencyResult {
 
 impl LatencyResult {
     pub fn from_runs(server: &str, runs: Vec<LoadReport>) -> Self {
-        let server_cpu: Vec<f64> = runs
-            .iter()
-            .filter_map(|run| run.server_cpu_percent)
-            .collect();
         LatencyResult {
             server: server.to_string(),
             p50_us: Spread::of(runs.iter().filter_map(|run| run.p50_us)),
             p99_us: Spread::of(runs.iter().filter_map(|run| run.p99_us)),
             p999_us: Spread::of(runs.iter().filter_map(|run| run.p999_us)),
             msgs_per_sec: Spread::of(runs.iter().map(|run| run.msgs_per_sec)).median,
-            server_cpu_percent: (!server_cpu.is_empty()).then(|| Spread::of(server_cpu).median),
+            server_cpu_percent: median_of(runs.iter().filter_map(|run| run.server_cpu_percent)),
             client_cpu_percent: Spread::of(runs.iter().map(|run| run.client_cpu_percent)).median,
             errors: runs.iter().map(|run| run.errors).sum(),
             runs,
@@ -357,7 +343,7 @@ pub fn markdown(results: &Results) -> String {
     );
     let _ = writeln!(
         md,
-        "{} run{}: {} s measured per cell after {} s warm-up, {} run(s) per cell, 2 more for a cell whose runs spread over 25% (median shown), \
+        "{} run{}: {} s measured per cell after {} s warm-up, {} run(s) per cell, {EXTRA_REPEATS} more for a cell whose runs spread over {NOISY_SPREAD_PERCENT}% (median shown), \
          servers pinned to CPU {}, load generator pinned to CPU {}; {} ({}), wsloop {} at {}. \
          Total {:.0} s. Raw numbers: `results.json`.\n",
         if meta.quick {
@@ -440,7 +426,7 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(
                 md,
                 "Max spread across repeats: {:.1}% ({server}, {connections} connections × {} × {in_flight} in flight: {}–{} msgs/s). \
-                 Spread = (max − min) / median of msgs/s over the runs of a cell ({} planned, 2 more when any server spread over 25%).",
+                 Spread = (max − min) / median of msgs/s over the runs of a cell ({} planned, {EXTRA_REPEATS} more when any server spread over {NOISY_SPREAD_PERCENT}%).",
                 spread.percent(),
                 bytes(payload),
                 count(spread.min),
@@ -479,10 +465,10 @@ pub fn markdown(results: &Results) -> String {
         .iter()
         .filter(|cell| cell.server == SERVERS[0] && cell.runs.len() > meta.repeat)
         .count();
-    if meta.repeat >= 3 {
+    if meta.repeat >= EXTRA_REPEATS_FROM {
         let _ = writeln!(
             md,
-            "\nCells whose runs spread over 25% for any server got 2 more rounds: {extended} of {} main cells.",
+            "\nCells whose runs spread over {NOISY_SPREAD_PERCENT}% for any server got {EXTRA_REPEATS} more rounds: {extended} of {} main cells.",
             results
                 .cells
                 .iter()
@@ -806,10 +792,10 @@ pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
         "Echo throughput, msgs/s (log scale, median of {} run{}{}), server on CPU {}, client on CPU {}",
         results.meta.repeat,
         if results.meta.repeat == 1 { "" } else { "s" },
-        if results.meta.repeat >= 3 {
-            ", 5 if noisy"
+        if results.meta.repeat >= EXTRA_REPEATS_FROM {
+            format!(", {} if noisy", results.meta.repeat + EXTRA_REPEATS)
         } else {
-            ""
+            String::new()
         },
         results.meta.server_cpu,
         results.meta.client_cpu,
