@@ -55,7 +55,12 @@ fn tungstenite_client_gets_text_and_binary_echoed() {
 fn frames_cut_anywhere_across_separate_reads_are_echoed_intact() {
     let server = echo_server();
     let mut client = RawClient::open(server.addr, "/");
-    let sizes = [10usize, 20_000, 50_000, 5, 140_000, 0, 33_000];
+    // Frames larger than the shared read buffer (140 KB, 300 KB, 200 KB)
+    // switch the connection to reading into its own buffer, and the small
+    // ones after them must still be found there.
+    let sizes = [
+        10usize, 20_000, 50_000, 5, 140_000, 0, 33_000, 300_000, 1, 200_000, 7,
+    ];
     let payloads: Vec<Vec<u8>> = sizes
         .iter()
         .enumerate()

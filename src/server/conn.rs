@@ -27,6 +27,10 @@ pub(crate) struct Conn {
     pub read_closed: bool,
     /// Our sending side is shut down (after the last byte went out).
     pub write_shutdown: bool,
+    /// The last frame held back in `inbuf` was too large for the shared
+    /// read buffer: frames are read in the connection's own buffer until
+    /// a smaller one is held back.
+    pub large_frames: bool,
     /// Queued in the loop's list of connections to flush.
     pub flush_queued: bool,
     /// Earliest instant a timer entry is armed for, if any.
@@ -64,6 +68,7 @@ impl Conn {
             read_paused: false,
             read_closed: false,
             write_shutdown: false,
+            large_frames: false,
             flush_queued: false,
             timer_at: None,
             write_failed: false,

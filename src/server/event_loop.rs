@@ -72,6 +72,21 @@ fn completes_within(leftover: &[u8], room: usize) -> bool {
     }
 }
 
+/// How much to read into a connection's own buffer holding `held`: the
+/// rest of the frame it starts when that is known and at least a chunk, so
+/// a large frame ends at the end of the buffer and consuming it empties
+/// the buffer (nothing left over to move down before the next one).
+fn own_read_size(held: &[u8]) -> usize {
+    match frame::parse_header(held, 0b111) {
+        Ok(Some(header)) => {
+            let total = header.payload_len.saturating_add(header.header_len as u64);
+            let rest = total.saturating_sub(held.len() as u64);
+            usize::try_from(rest).map_or(READ_CHUNK, |rest| rest.max(READ_CHUNK))
+        }
+        Ok(None) | Err(_) => READ_CHUNK,
+    }
+}
+
 /// A WebSocket server bound to an address, ready to [`Server::run`].
 pub struct Server<H: Handler> {
     poll: Poll,
@@ -452,17 +467,24 @@ impl<H: Handler> Core<H> {
             // instead of walking through every busy connection's own. The
             // read lands after the room it needs; it moves over only once
             // new bytes came to go with it.
+            if !conn.inbuf.is_empty() {
+                conn.large_frames = !completes_within(conn.inbuf.data_mut(), scratch.len());
+            }
             let carried = if discard
                 || conn.inbuf.is_empty()
                 || conn.inbuf.len() > CARRY_LIMIT
-                || !completes_within(conn.inbuf.data_mut(), scratch.len())
+                || conn.large_frames
             {
                 0
             } else {
                 conn.inbuf.len()
             };
-            let into_scratch = discard || conn.inbuf.len() == carried;
+            // A connection receiving frames too large for the shared buffer
+            // reads on in its own even between them, so the start of the
+            // next one is not copied over from the shared buffer.
+            let into_scratch = discard || (conn.inbuf.len() == carried && !conn.large_frames);
             let mut asked = scratch.len() - carried;
+            let mut read_frame_rest = false;
             let result = if into_scratch {
                 let result = conn.read_into(&mut scratch[carried..]);
                 if carried > 0 && matches!(result, Ok(n) if n > 0) {
@@ -473,7 +495,11 @@ impl<H: Handler> Core<H> {
             } else {
                 // Out of the connection while it reads into it.
                 let mut inbuf = mem::take(&mut conn.inbuf);
-                let spare = inbuf.spare_mut(READ_CHUNK, self.max_inbuf);
+                let want = own_read_size(inbuf.data_mut());
+                read_frame_rest = want > READ_CHUNK;
+                let spare = inbuf.spare_mut(want, self.max_inbuf);
+                let spare_len = spare.len().min(want);
+                let spare = &mut spare[..spare_len];
                 if spare.is_empty() {
                     // Cannot happen within the limits (a complete frame is
                     // always consumed); refuse to grow past them regardless.
@@ -520,6 +546,11 @@ impl<H: Handler> Core<H> {
                         inbuf.consume(used);
                         inbuf.release_if_empty_over(KEEP_INBUF_CAPACITY);
                         if let Some(conn) = self.conns.get_mut(slot) {
+                            // A chunk read that ended on a frame boundary
+                            // held only frames the shared buffer fits.
+                            if inbuf.is_empty() && !read_frame_rest {
+                                conn.large_frames = false;
+                            }
                             conn.inbuf = inbuf;
                         }
                     }
@@ -947,5 +978,37 @@ impl<H: Handler> Core<H> {
         if let Some(report) = conn.proto.take_close_report() {
             self.deliver_close(conn.id, report, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::{EncodedHeader, OpCode};
+
+    /// The start of a masked client frame of `payload_len` bytes, with
+    /// `held` payload bytes after its header.
+    fn frame_start(payload_len: usize, held: usize) -> Vec<u8> {
+        let mut bytes = EncodedHeader::new(true, 0, OpCode::Binary, payload_len)
+            .as_bytes()
+            .to_vec();
+        bytes[1] |= 0x80;
+        bytes.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+        bytes.resize(bytes.len() + held, 0);
+        bytes
+    }
+
+    #[test]
+    fn own_reads_stop_at_the_end_of_a_large_frame() {
+        // Nothing held, or too little to know the frame: a chunk.
+        assert_eq!(own_read_size(&[]), READ_CHUNK);
+        assert_eq!(own_read_size(&[0x82, 0xFF, 0, 0]), READ_CHUNK);
+        // 300 KB frame, 100 KB of it held (header 14 bytes): exactly the
+        // rest, so consuming it empties the buffer.
+        let held = frame_start(300_000, 100_000);
+        assert_eq!(own_read_size(&held), 200_000);
+        // A frame about to end: a whole chunk rather than a tiny read.
+        let held = frame_start(300_000, 299_000);
+        assert_eq!(own_read_size(&held), READ_CHUNK);
     }
 }
