@@ -120,6 +120,17 @@ pub struct LoadReport {
     /// the window, in percent (`/proc/stat`; 0 on bare metal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steal_percent: Option<f64>,
+    /// TCP segments retransmitted machine-wide during the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_retransmits: Option<u64>,
+    /// TCP segments the kernel dropped on arrival (receive memory)
+    /// machine-wide during the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_drops: Option<u64>,
+    /// Milliseconds of the window the kernel spent under TCP memory
+    /// pressure (`net.ipv4.tcp_mem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_pressure_ms: Option<u64>,
     /// Set by the orchestrator when the run itself failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -338,7 +349,13 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
     // `seconds` from the moment it actually starts.
     let window_start_at = start + Duration::from_secs_f64(config.warmup.max(0.0));
     let window_length = Duration::from_secs_f64(config.seconds.max(0.0));
-    type Snapshot = (Instant, Duration, Option<u64>, Option<(u64, u64)>);
+    type Snapshot = (
+        Instant,
+        Duration,
+        Option<u64>,
+        Option<(u64, u64)>,
+        Option<sys::TcpTrouble>,
+    );
     let mut window: Option<Snapshot> = None;
     let mut window_end_at: Option<Instant> = None;
     let snapshot = || {
@@ -349,6 +366,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
                 .server_pid
                 .and_then(|pid| sys::process_cpu_ticks(pid).ok()),
             sys::machine_cpu_ticks().ok(),
+            sys::tcp_trouble().ok(),
         )
     };
 
@@ -391,8 +409,9 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         }
     };
 
-    let (started, cpu_start, server_start, machine_start) = window.unwrap_or(window_end);
-    let (ended, cpu_end, server_end, machine_end) = window_end;
+    let (started, cpu_start, server_start, machine_start, tcp_start) = window.unwrap_or(window_end);
+    let (ended, cpu_end, server_end, machine_end, tcp_end) = window_end;
+    let tcp = tcp_start.zip(tcp_end).map(|(start, end)| start.since(end));
     let seconds = ended.duration_since(started).as_secs_f64().max(1e-9);
     stats.latencies.sort_unstable();
     let percentile = |p: f64| percentile_us(&stats.latencies, p).filter(|_| config.latency);
@@ -424,6 +443,9 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         client_cpu_percent: cpu_end.saturating_sub(cpu_start).as_secs_f64() / seconds * 100.0,
         server_cpu_percent,
         steal_percent,
+        tcp_retransmits: tcp.map(|tcp| tcp.retransmitted),
+        tcp_drops: tcp.map(|tcp| tcp.dropped),
+        tcp_pressure_ms: tcp.map(|tcp| tcp.pressure_ms),
         failure: None,
         tls: config.tls,
         tls_suite,

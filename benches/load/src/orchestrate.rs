@@ -679,7 +679,7 @@ impl Progress {
             .map(|p50| format!("  p50 {p50:.1} µs"))
             .unwrap_or_default();
         eprintln!(
-            "[{:>3}/{}] {:<28} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s {:>8.1} MB/s  server {:>3.0}%  client {:>3.0}%  steal {:>2.0}%  errors {}{latency}{}",
+            "[{:>3}/{}] {:<28} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s {:>8.1} MB/s  server {:>3.0}%  client {:>3.0}%  steal {:>2.0}%  tcp drops {}  errors {}{latency}{}",
             self.done,
             self.total,
             server.label(),
@@ -691,6 +691,7 @@ impl Progress {
             run.server_cpu_percent.unwrap_or(f64::NAN),
             run.client_cpu_percent,
             run.steal_percent.unwrap_or(f64::NAN),
+            run.tcp_drops.map_or("?".to_string(), |n| n.to_string()),
             run.errors,
             run.failure
                 .as_deref()

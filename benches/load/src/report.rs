@@ -110,6 +110,10 @@ pub struct CellResult {
     /// hypervisor during the window, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steal_percent: Option<f64>,
+    /// Median over the runs of TCP segments the kernel dropped on arrival
+    /// machine-wide (receive memory exhausted, see [`LoadReport::tcp_drops`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_drops: Option<f64>,
     /// Errors summed over the runs.
     pub errors: u64,
     pub runs: Vec<LoadReport>,
@@ -133,6 +137,10 @@ impl CellResult {
             server_cpu_percent: median_of(runs.iter().filter_map(|run| run.server_cpu_percent)),
             client_cpu_percent: Spread::of(runs.iter().map(|run| run.client_cpu_percent)).median,
             steal_percent: median_of(runs.iter().filter_map(|run| run.steal_percent)),
+            tcp_drops: median_of(
+                runs.iter()
+                    .filter_map(|run| run.tcp_drops.map(|n| n as f64)),
+            ),
             errors: runs.iter().map(|run| run.errors).sum(),
             runs,
         }
@@ -460,6 +468,7 @@ pub fn markdown(results: &Results) -> String {
             steals.len(),
         );
     }
+    tcp_pressure_markdown(results, &mut md);
     let extended = results
         .cells
         .iter()
@@ -558,9 +567,12 @@ pub fn markdown(results: &Results) -> String {
         );
         let _ = writeln!(
             md,
-            "| server | runs | msgs/s | min–max | MB/s | server CPU % | client CPU % | steal % | errors | wsloop / this |"
+            "| server | runs | msgs/s | min–max | MB/s | server CPU % | client CPU % | steal % | TCP drops | errors | wsloop / this |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         let ours = find(results, SERVERS[0], key).map(|cell| cell.msgs_per_sec.median);
         for server in SERVERS {
             let Some(cell) = find(results, server, key) else {
@@ -568,7 +580,7 @@ pub fn markdown(results: &Results) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {}–{} | {:.1} | {} | {:.0} | {} | {} | {} |",
+                "| {} | {} | {} | {}–{} | {:.1} | {} | {:.0} | {} | {} | {} | {} |",
                 server,
                 cell.runs.len(),
                 count(cell.msgs_per_sec.median),
@@ -578,6 +590,7 @@ pub fn markdown(results: &Results) -> String {
                 opt(cell.server_cpu_percent, |v| format!("{v:.0}")),
                 cell.client_cpu_percent,
                 opt(cell.steal_percent, |v| format!("{v:.0}")),
+                opt(cell.tcp_drops, count),
                 cell.errors,
                 if server == SERVERS[0] {
                     "—".to_string()
@@ -589,6 +602,51 @@ pub fn markdown(results: &Results) -> String {
         let _ = writeln!(md);
     }
     md
+}
+
+/// How often the kernel ran short of TCP memory during the main matrix:
+/// such runs measure the kernel's drops and retransmission timers more
+/// than the server.
+fn tcp_pressure_markdown(results: &Results, md: &mut String) {
+    let runs: Vec<(&CellResult, &LoadReport)> = results
+        .cells
+        .iter()
+        .flat_map(|cell| cell.runs.iter().map(move |run| (cell, run)))
+        .filter(|(_, run)| run.tcp_drops.is_some())
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let hit: Vec<&(&CellResult, &LoadReport)> = runs
+        .iter()
+        .filter(|(_, run)| run.tcp_drops.unwrap_or(0) > 0 || run.tcp_pressure_ms.unwrap_or(0) > 0)
+        .collect();
+    let mut cells: Vec<String> = Vec::new();
+    for (cell, _) in &hit {
+        let name = format!(
+            "{}×{}×{}",
+            cell.connections,
+            bytes(cell.payload),
+            cell.in_flight
+        );
+        if !cells.contains(&name) {
+            cells.push(name);
+        }
+    }
+    let _ = writeln!(
+        md,
+        "
+TCP memory (`/proc/net/netstat`, machine-wide over each measured window): {} of {} runs saw the kernel drop arriving segments          for lack of receive memory or run under memory pressure (`net.ipv4.tcp_mem`), with {} segments dropped and {} retransmitted in those runs{}.          On loopback nothing else drops a segment, so such a run waits on retransmission timers: it measures the kernel more than the server.          The tables show each cell's median drops.",
+        hit.len(),
+        runs.len(),
+        count(hit.iter().map(|(_, run)| run.tcp_drops.unwrap_or(0) as f64).sum()),
+        count(hit.iter().map(|(_, run)| run.tcp_retransmits.unwrap_or(0) as f64).sum()),
+        if cells.is_empty() {
+            String::new()
+        } else {
+            format!(" (cells: {})", cells.join(", "))
+        },
+    );
 }
 
 /// The "TLS and compression" section.

@@ -94,6 +94,58 @@ pub fn machine_cpu_ticks() -> io::Result<(u64, u64)> {
     Ok((steal, values.iter().sum()))
 }
 
+/// Machine-wide TCP counters that show the kernel, not a server, shaping a
+/// run: on loopback nothing is lost unless the kernel drops it, and it
+/// drops when the sockets' buffers together pass `net.ipv4.tcp_mem`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpTrouble {
+    /// Segments sent again (`RetransSegs`, `/proc/net/snmp`).
+    pub retransmitted: u64,
+    /// Segments dropped on arrival for lack of receive memory
+    /// (`TCPRcvQDrop + TCPOFODrop + TCPBacklogDrop`, `/proc/net/netstat`).
+    pub dropped: u64,
+    /// Milliseconds spent under TCP memory pressure
+    /// (`TCPMemoryPressuresChrono`, `/proc/net/netstat`).
+    pub pressure_ms: u64,
+}
+
+impl TcpTrouble {
+    /// What happened between `self` (earlier) and `later`.
+    pub fn since(self, later: TcpTrouble) -> TcpTrouble {
+        TcpTrouble {
+            retransmitted: later.retransmitted.saturating_sub(self.retransmitted),
+            dropped: later.dropped.saturating_sub(self.dropped),
+            pressure_ms: later.pressure_ms.saturating_sub(self.pressure_ms),
+        }
+    }
+}
+
+/// Reads the current [`TcpTrouble`] counters.
+pub fn tcp_trouble() -> io::Result<TcpTrouble> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
+    let netstat = std::fs::read_to_string("/proc/net/netstat")?;
+    let ext = |name: &str| proc_net_counter(&netstat, "TcpExt:", name).unwrap_or(0);
+    Ok(TcpTrouble {
+        retransmitted: proc_net_counter(&snmp, "Tcp:", "RetransSegs")
+            .ok_or_else(|| io::Error::other("no RetransSegs in /proc/net/snmp"))?,
+        dropped: ext("TCPRcvQDrop") + ext("TCPOFODrop") + ext("TCPBacklogDrop"),
+        pressure_ms: ext("TCPMemoryPressuresChrono"),
+    })
+}
+
+/// The counter `name` from a `/proc/net/snmp`-style text, where a line of
+/// names and a line of values share the `prefix`.
+fn proc_net_counter(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|line| line.starts_with(prefix));
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let position = names.split_whitespace().position(|field| field == name);
+        if let Some(position) = position {
+            return values.split_whitespace().nth(position)?.parse().ok();
+        }
+    }
+    None
+}
+
 /// Clock ticks per second, the unit of [`process_cpu_ticks`].
 pub fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no memory effects.
@@ -197,6 +249,17 @@ impl Drop for ChildGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_net_counters_are_found_by_name_in_their_block() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoMin RetransSegs InErrs\nTcp: 200 17 0\n";
+        assert_eq!(proc_net_counter(text, "Tcp:", "RetransSegs"), Some(17));
+        assert_eq!(proc_net_counter(text, "Ip:", "DefaultTTL"), Some(64));
+        assert_eq!(proc_net_counter(text, "Tcp:", "Missing"), None);
+        let now = tcp_trouble().unwrap();
+        assert_eq!(now.since(now), TcpTrouble::default());
+    }
 
     #[test]
     fn machine_ticks_count_steal_within_the_total() {
