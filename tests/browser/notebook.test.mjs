@@ -95,6 +95,20 @@ test("create a note, run %sql and %md, see a table and bold text", async ({ brow
   await page.close();
 });
 
+test("a note created before the connection is up is created once it opens", async ({ browser, url }) => {
+  const page = await browser.newPage();
+  // Hold the page's ticket request back, so its WebSocket opens a second
+  // after the page has loaded and the click below comes first.
+  await page.route("**/api/security/ticket", async (route) => {
+    await new Promise((done) => setTimeout(done, 1000));
+    await route.continue();
+  });
+  await page.goto(url);
+  await createNote(page, "early bird");
+  if (await page.locator("#toast").isVisible()) throw new Error("a toast was shown on the first connect");
+  await page.close();
+});
+
 test("two tabs on one note both see a run live", async ({ browser, url }) => {
   const first = await browser.newPage();
   await first.goto(url);
