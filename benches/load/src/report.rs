@@ -635,12 +635,23 @@ fn tcp_pressure_markdown(results: &Results, md: &mut String) {
     }
     let _ = writeln!(
         md,
-        "
-TCP memory (`/proc/net/netstat`, machine-wide over each measured window): {} of {} runs saw the kernel drop arriving segments          for lack of receive memory or run under memory pressure (`net.ipv4.tcp_mem`), with {} segments dropped and {} retransmitted in those runs{}.          On loopback nothing else drops a segment, so such a run waits on retransmission timers: it measures the kernel more than the server.          The tables show each cell's median drops.",
+        "\nTCP memory (`/proc/net/netstat`, machine-wide over each measured window): {} of {} runs \
+         saw the kernel drop arriving segments for lack of receive memory or run under memory \
+         pressure (`net.ipv4.tcp_mem`), with {} segments dropped and {} retransmitted in those \
+         runs{}. On loopback nothing else drops a segment, so such a run waits on retransmission \
+         timers: it measures the kernel more than the server. The tables show each cell's median drops.",
         hit.len(),
         runs.len(),
-        count(hit.iter().map(|(_, run)| run.tcp_drops.unwrap_or(0) as f64).sum()),
-        count(hit.iter().map(|(_, run)| run.tcp_retransmits.unwrap_or(0) as f64).sum()),
+        count(
+            hit.iter()
+                .map(|(_, run)| run.tcp_drops.unwrap_or(0) as f64)
+                .sum()
+        ),
+        count(
+            hit.iter()
+                .map(|(_, run)| run.tcp_retransmits.unwrap_or(0) as f64)
+                .sum()
+        ),
         if cells.is_empty() {
             String::new()
         } else {
