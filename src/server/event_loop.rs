@@ -75,13 +75,18 @@ fn completes_within(leftover: &[u8], room: usize) -> bool {
 /// How much to read into a connection's own buffer holding `held`: the
 /// rest of the frame it starts when that is known and at least a chunk, so
 /// a large frame ends at the end of the buffer and consuming it empties
-/// the buffer (nothing left over to move down before the next one).
+/// the buffer (nothing left over to move down before the next one). Never
+/// more than twice what has arrived (or two chunks): the buffer grows as
+/// bytes arrive, not to the length the peer declared.
 fn own_read_size(held: &[u8]) -> usize {
     match frame::parse_header(held, 0b111) {
         Ok(Some(header)) => {
             let total = header.payload_len.saturating_add(header.header_len as u64);
             let rest = total.saturating_sub(held.len() as u64);
-            usize::try_from(rest).map_or(READ_CHUNK, |rest| rest.max(READ_CHUNK))
+            let cap = held.len().max(READ_CHUNK).saturating_mul(2);
+            usize::try_from(rest)
+                .map_or(cap, |rest| rest.min(cap))
+                .max(READ_CHUNK)
         }
         Ok(None) | Err(_) => READ_CHUNK,
     }
@@ -1010,5 +1015,11 @@ mod tests {
         // A frame about to end: a whole chunk rather than a tiny read.
         let held = frame_start(300_000, 299_000);
         assert_eq!(own_read_size(&held), READ_CHUNK);
+        // A declared length far beyond what arrived: the read (and so the
+        // buffer's growth) is bounded by what came so far.
+        let held = frame_start(1 << 40, 10);
+        assert_eq!(own_read_size(&held), 2 * READ_CHUNK);
+        let held = frame_start(8 << 20, 400_000);
+        assert_eq!(own_read_size(&held), 800_000 + 2 * 14);
     }
 }
