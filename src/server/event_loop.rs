@@ -57,39 +57,41 @@ const READS_PER_WAKEUP: usize = 16;
 /// Pause before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Whether the frame whose start is `leftover` fits in `room` bytes (or its
-/// header is not complete yet). A larger frame is read on in the
-/// connection's own buffer: carried into the shared one, most of it would
-/// have to be copied back out.
-fn completes_within(leftover: &[u8], room: usize) -> bool {
-    match frame::parse_header(leftover, 0b111) {
-        Ok(Some(header)) => {
-            header.payload_len.saturating_add(header.header_len as u64) <= room as u64
-        }
-        // Too short to tell, or not a frame start (a request head, or an
-        // error the decoder will report): small either way.
-        Ok(None) | Err(_) => true,
+/// The whole length (header and payload) of the frame that `held` starts,
+/// once its header is complete; `None` while it is too short to tell, or
+/// when it is not a frame start (a request head, or an error the decoder
+/// will report).
+fn held_frame_len(held: &[u8]) -> Option<u64> {
+    match frame::parse_header(held, 0b111) {
+        Ok(Some(header)) => Some(header.payload_len.saturating_add(header.header_len as u64)),
+        Ok(None) | Err(_) => None,
     }
 }
 
-/// How much to read into a connection's own buffer holding `held`: the
-/// rest of the frame it starts when that is known and at least a chunk, so
-/// a large frame ends at the end of the buffer and consuming it empties
-/// the buffer (nothing left over to move down before the next one). Never
-/// more than twice what has arrived (or two chunks): the buffer grows as
-/// bytes arrive, not to the length the peer declared.
-fn own_read_size(held: &[u8]) -> usize {
-    match frame::parse_header(held, 0b111) {
-        Ok(Some(header)) => {
-            let total = header.payload_len.saturating_add(header.header_len as u64);
-            let rest = total.saturating_sub(held.len() as u64);
-            let cap = held.len().max(READ_CHUNK).saturating_mul(2);
-            usize::try_from(rest)
-                .map_or(cap, |rest| rest.min(cap))
-                .max(READ_CHUNK)
-        }
-        Ok(None) | Err(_) => READ_CHUNK,
-    }
+/// Whether a held-back frame of `frame_len` bytes (see [`held_frame_len`])
+/// fits in `room` bytes; an unknown one counts as small. A larger frame is
+/// read on in the connection's own buffer: carried into the shared one,
+/// most of it would have to be copied back out.
+fn completes_within(frame_len: Option<u64>, room: usize) -> bool {
+    frame_len.is_none_or(|len| len <= room as u64)
+}
+
+/// How much to read into a connection's own buffer holding `held_len`
+/// bytes of a frame of `frame_len` (see [`held_frame_len`]): the rest of
+/// the frame when that is known and at least a chunk, so a large frame
+/// ends at the end of the buffer and consuming it empties the buffer
+/// (nothing left over to move down before the next one). Never more than
+/// twice what has arrived (or two chunks): the buffer grows as bytes
+/// arrive, not to the length the peer declared.
+fn own_read_size(held_len: usize, frame_len: Option<u64>) -> usize {
+    let Some(frame_len) = frame_len else {
+        return READ_CHUNK;
+    };
+    let rest = frame_len.saturating_sub(held_len as u64);
+    let cap = held_len.max(READ_CHUNK).saturating_mul(2);
+    usize::try_from(rest)
+        .map_or(cap, |rest| rest.min(cap))
+        .max(READ_CHUNK)
 }
 
 /// A WebSocket server bound to an address, ready to [`Server::run`].
@@ -467,14 +469,18 @@ impl<H: Handler> Core<H> {
                 return;
             }
             let discard = conn.proto.phase() == Phase::Closed;
+            // One look at the held-back frame's header serves both the
+            // carry decision and the size of a read into the own buffer.
+            let mut frame_len = None;
+            if !conn.inbuf.is_empty() {
+                frame_len = held_frame_len(conn.inbuf.data_mut());
+                conn.large_frames = !completes_within(frame_len, scratch.len());
+            }
             // A short leftover rides at the front of the shared read
             // buffer, so reads keep landing in that one cache-warm buffer
             // instead of walking through every busy connection's own. The
             // read lands after the room it needs; it moves over only once
             // new bytes came to go with it.
-            if !conn.inbuf.is_empty() {
-                conn.large_frames = !completes_within(conn.inbuf.data_mut(), scratch.len());
-            }
             let carried = if discard
                 || conn.inbuf.is_empty()
                 || conn.inbuf.len() > CARRY_LIMIT
@@ -500,7 +506,7 @@ impl<H: Handler> Core<H> {
             } else {
                 // Out of the connection while it reads into it.
                 let mut inbuf = mem::take(&mut conn.inbuf);
-                let want = own_read_size(inbuf.data_mut());
+                let want = own_read_size(inbuf.len(), frame_len);
                 read_frame_rest = want > READ_CHUNK;
                 let spare = inbuf.spare_mut(want, self.max_inbuf);
                 let spare_len = spare.len().min(want);
@@ -1003,23 +1009,27 @@ mod tests {
         bytes
     }
 
+    fn own_read_size_for(held: &[u8]) -> usize {
+        own_read_size(held.len(), held_frame_len(held))
+    }
+
     #[test]
     fn own_reads_stop_at_the_end_of_a_large_frame() {
         // Nothing held, or too little to know the frame: a chunk.
-        assert_eq!(own_read_size(&[]), READ_CHUNK);
-        assert_eq!(own_read_size(&[0x82, 0xFF, 0, 0]), READ_CHUNK);
+        assert_eq!(own_read_size_for(&[]), READ_CHUNK);
+        assert_eq!(own_read_size_for(&[0x82, 0xFF, 0, 0]), READ_CHUNK);
         // 300 KB frame, 100 KB of it held (header 14 bytes): exactly the
         // rest, so consuming it empties the buffer.
         let held = frame_start(300_000, 100_000);
-        assert_eq!(own_read_size(&held), 200_000);
+        assert_eq!(own_read_size_for(&held), 200_000);
         // A frame about to end: a whole chunk rather than a tiny read.
         let held = frame_start(300_000, 299_000);
-        assert_eq!(own_read_size(&held), READ_CHUNK);
+        assert_eq!(own_read_size_for(&held), READ_CHUNK);
         // A declared length far beyond what arrived: the read (and so the
         // buffer's growth) is bounded by what came so far.
         let held = frame_start(1 << 40, 10);
-        assert_eq!(own_read_size(&held), 2 * READ_CHUNK);
+        assert_eq!(own_read_size_for(&held), 2 * READ_CHUNK);
         let held = frame_start(8 << 20, 400_000);
-        assert_eq!(own_read_size(&held), 800_000 + 2 * 14);
+        assert_eq!(own_read_size_for(&held), 800_000 + 2 * 14);
     }
 }
