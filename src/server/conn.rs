@@ -31,6 +31,12 @@ pub(crate) struct Conn {
     /// read buffer: frames are read in the connection's own buffer until
     /// a smaller one is held back.
     pub large_frames: bool,
+    /// Bytes the last fill of `inbuf` held when it was consumed whole, if
+    /// more than a chunk: the length of the large frames this connection
+    /// streams. A read into the empty buffer asks for that much (within
+    /// the capacity the buffer already has), so it takes a whole frame in
+    /// one call and ends at its end.
+    pub last_fill: usize,
     /// Queued in the loop's list of connections to flush.
     pub flush_queued: bool,
     /// Earliest instant a timer entry is armed for, if any.
@@ -69,6 +75,7 @@ impl Conn {
             read_closed: false,
             write_shutdown: false,
             large_frames: false,
+            last_fill: 0,
             flush_queued: false,
             timer_at: None,
             write_failed: false,

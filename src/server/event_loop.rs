@@ -82,10 +82,17 @@ fn completes_within(frame_len: Option<u64>, room: usize) -> bool {
 /// ends at the end of the buffer and consuming it empties the buffer
 /// (nothing left over to move down before the next one). Never more than
 /// twice what has arrived (or two chunks): the buffer grows as bytes
-/// arrive, not to the length the peer declared.
-fn own_read_size(held_len: usize, frame_len: Option<u64>) -> usize {
+/// arrive, not to the length the peer declared. An empty buffer asks for
+/// `last_fill` (see [`Conn::last_fill`]; the caller keeps it within the
+/// buffer's capacity), so a stream of equal large frames is read a whole
+/// frame per call, like the peers that size their reads by the header.
+fn own_read_size(held_len: usize, frame_len: Option<u64>, last_fill: usize) -> usize {
     let Some(frame_len) = frame_len else {
-        return READ_CHUNK;
+        return if held_len == 0 {
+            last_fill.max(READ_CHUNK)
+        } else {
+            READ_CHUNK
+        };
     };
     let rest = frame_len.saturating_sub(held_len as u64);
     let cap = held_len.max(READ_CHUNK).saturating_mul(2);
@@ -506,7 +513,10 @@ impl<H: Handler> Core<H> {
             } else {
                 // Out of the connection while it reads into it.
                 let mut inbuf = mem::take(&mut conn.inbuf);
-                let want = own_read_size(inbuf.len(), frame_len);
+                // Past frames' size is a hint only within memory the buffer
+                // already has: it allocates nothing.
+                let last_fill = conn.last_fill.min(inbuf.capacity());
+                let want = own_read_size(inbuf.len(), frame_len, last_fill);
                 read_frame_rest = want > READ_CHUNK;
                 let spare = inbuf.spare_mut(want, self.max_inbuf);
                 let spare_len = spare.len().min(want);
@@ -555,12 +565,16 @@ impl<H: Handler> Core<H> {
                         let mut inbuf = mem::take(&mut conn.inbuf);
                         let used = self.process(slot, inbuf.data_mut(), now);
                         inbuf.consume(used);
+                        let consumed_whole = inbuf.is_empty();
                         inbuf.release_if_empty_over(KEEP_INBUF_CAPACITY);
                         if let Some(conn) = self.conns.get_mut(slot) {
                             // A chunk read that ended on a frame boundary
                             // held only frames the shared buffer fits.
                             if inbuf.is_empty() && !read_frame_rest {
                                 conn.large_frames = false;
+                            }
+                            if consumed_whole && used > READ_CHUNK {
+                                conn.last_fill = used;
                             }
                             conn.inbuf = inbuf;
                         }
@@ -1010,7 +1024,7 @@ mod tests {
     }
 
     fn own_read_size_for(held: &[u8]) -> usize {
-        own_read_size(held.len(), held_frame_len(held))
+        own_read_size(held.len(), held_frame_len(held), 0)
     }
 
     #[test]
@@ -1031,5 +1045,20 @@ mod tests {
         assert_eq!(own_read_size_for(&held), 2 * READ_CHUNK);
         let held = frame_start(8 << 20, 400_000);
         assert_eq!(own_read_size_for(&held), 800_000 + 2 * 14);
+    }
+
+    #[test]
+    fn an_empty_own_buffer_reads_as_much_as_the_last_fill() {
+        // A 256 KiB frame follows one of the same size: one read takes it.
+        let frame = 256 * 1024 + 8;
+        assert_eq!(own_read_size(0, None, frame), frame);
+        // A small last fill still reads a whole chunk.
+        assert_eq!(own_read_size(0, None, 1000), READ_CHUNK);
+        // Once part of a frame is held, its header decides, not the hint.
+        let held = frame_start(300_000, 100_000);
+        assert_eq!(
+            own_read_size(held.len(), held_frame_len(&held), 10 << 20),
+            200_000
+        );
     }
 }
