@@ -131,6 +131,11 @@ pub struct LoadReport {
     /// pressure (`net.ipv4.tcp_mem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_pressure_ms: Option<u64>,
+    /// Set by the orchestrator: the steal (percent) of earlier attempts
+    /// at this run that were thrown away and taken again because the
+    /// hypervisor stole too much during them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retaken_for_steal: Vec<f64>,
     /// Set by the orchestrator when the run itself failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -457,6 +462,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
         uncompressed_echoes: config
             .deflate
             .then(|| stats.messages - stats.compressed_echoes),
+        retaken_for_steal: Vec::new(),
     })
 }
 
