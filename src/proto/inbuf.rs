@@ -29,6 +29,11 @@ impl InBuffer {
         self.buf.capacity()
     }
 
+    /// Bytes the buffer can hold without growing.
+    pub fn usable_size(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The unprocessed bytes, for in-place decoding.
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.start..self.end]

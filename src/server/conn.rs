@@ -34,7 +34,7 @@ pub(crate) struct Conn {
     /// Bytes the last fill of `inbuf` held when it was consumed whole, if
     /// more than a chunk: the length of the large frames this connection
     /// streams. A read into the empty buffer asks for that much (within
-    /// the capacity the buffer already has), so it takes a whole frame in
+    /// the room the buffer already has), so it takes a whole frame in
     /// one call and ends at its end.
     pub last_fill: usize,
     /// Queued in the loop's list of connections to flush.

@@ -84,7 +84,7 @@ fn completes_within(frame_len: Option<u64>, room: usize) -> bool {
 /// twice what has arrived (or two chunks): the buffer grows as bytes
 /// arrive, not to the length the peer declared. An empty buffer asks for
 /// `last_fill` (see [`Conn::last_fill`]; the caller keeps it within the
-/// buffer's capacity), so a stream of equal large frames is read a whole
+/// room the buffer already has), so a stream of equal large frames is read a whole
 /// frame per call, like the peers that size their reads by the header.
 fn own_read_size(held_len: usize, frame_len: Option<u64>, last_fill: usize) -> usize {
     let Some(frame_len) = frame_len else {
@@ -513,9 +513,9 @@ impl<H: Handler> Core<H> {
             } else {
                 // Out of the connection while it reads into it.
                 let mut inbuf = mem::take(&mut conn.inbuf);
-                // Past frames' size is a hint only within memory the buffer
-                // already has: it allocates nothing.
-                let last_fill = conn.last_fill.min(inbuf.capacity());
+                // Past frames' size is a hint only within the room the
+                // buffer already has: it makes the buffer grow by nothing.
+                let last_fill = conn.last_fill.min(inbuf.usable_size());
                 let want = own_read_size(inbuf.len(), frame_len, last_fill);
                 read_frame_rest = want > READ_CHUNK;
                 let spare = inbuf.spare_mut(want, self.max_inbuf);
