@@ -95,6 +95,31 @@ test("create a note, run %sql and %md, see a table and bold text", async ({ brow
   await page.close();
 });
 
+test("a click on Run counts when the server's answer to the edit lands mid-click", async ({ browser, url }) => {
+  const page = await browser.newPage();
+  // Counts the server's PARAGRAPH messages carrying the edited text.
+  let echoes = 0;
+  page.on("websocket", (ws) => ws.on("framereceived", (frame) => {
+    if (String(frame.payload).includes('"op":"PARAGRAPH"') && String(frame.payload).includes("*held*")) echoes += 1;
+  }));
+  await page.goto(url);
+  await createNote(page, "held click");
+  const paragraph = page.getByTestId("paragraph").first();
+  await paragraph.getByTestId("paragraph-editor").fill("%md *held*");
+  // Press Run (the editor blurs and commits the text), hold the button until
+  // the server has answered the commit, then release: a person's click.
+  await paragraph.getByTestId("run-paragraph").hover();
+  await page.mouse.down();
+  for (let waited = 0; echoes === 0; waited += 20) {
+    if (waited > 10000) throw new Error("the commit was not answered");
+    await page.waitForTimeout(20);
+  }
+  await page.mouse.up();
+  await paragraph.getByTestId("paragraph-status").filter({ hasText: "FINISHED" }).waitFor({ timeout: 10000 });
+  await paragraph.locator(".results em", { hasText: "held" }).waitFor();
+  await page.close();
+});
+
 test("a note created before the connection is up is created once it opens", async ({ browser, url }) => {
   const page = await browser.newPage();
   // Hold the page's ticket request back, so its WebSocket opens a second
