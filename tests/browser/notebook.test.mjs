@@ -150,6 +150,28 @@ test("two tabs on one note both see a run live", async ({ browser, url }) => {
   await second.close();
 });
 
+test("paragraphs added and removed in another tab leave this tab's typing alone", async ({ browser, url }) => {
+  const first = await browser.newPage();
+  await first.goto(url);
+  await createNote(first, "two writers");
+  const second = await browser.newPage();
+  await second.goto(url);
+  await second.getByTestId("note-link").filter({ hasText: "/two writers" }).click();
+  await second.getByTestId("note-title").filter({ hasText: "/two writers" }).waitFor();
+  // Typing in the first tab, not committed yet (the editor keeps focus).
+  const editor = first.getByTestId("paragraph").first().getByTestId("paragraph-editor");
+  await editor.fill("%md draft in progress");
+  await second.getByTestId("add-paragraph").click();
+  await first.getByTestId("paragraph").nth(1).waitFor();
+  await second.getByTestId("paragraph").nth(1).getByTitle("Remove paragraph").click();
+  await first.getByTestId("paragraph").nth(1).waitFor({ state: "detached" });
+  const typed = await editor.inputValue();
+  if (typed !== "%md draft in progress") throw new Error(`the draft became "${typed}"`);
+  if (!(await editor.evaluate((node) => node === document.activeElement))) throw new Error("the editor lost focus");
+  await first.close();
+  await second.close();
+});
+
 test("a dropped connection shows a banner, then reconnects and reopens the note", async ({ browser, url, restart }) => {
   const page = await browser.newPage();
   await page.goto(url);
