@@ -64,6 +64,18 @@ async function createNote(page, name) {
   await page.getByTestId("note-title").filter({ hasText: "/" + name }).waitFor();
 }
 
+// Creates note `name` in one tab and opens it in a second.
+async function twoTabsOnNewNote(browser, url, name) {
+  const first = await browser.newPage();
+  await first.goto(url);
+  await createNote(first, name);
+  const second = await browser.newPage();
+  await second.goto(url);
+  await second.getByTestId("note-link").filter({ hasText: "/" + name }).click();
+  await second.getByTestId("note-title").filter({ hasText: "/" + name }).waitFor();
+  return [first, second];
+}
+
 async function runInParagraph(page, index, text) {
   const paragraph = page.getByTestId("paragraph").nth(index);
   await paragraph.getByTestId("paragraph-editor").fill(text);
@@ -135,13 +147,7 @@ test("a note created before the connection is up is created once it opens", asyn
 });
 
 test("two tabs on one note both see a run live", async ({ browser, url }) => {
-  const first = await browser.newPage();
-  await first.goto(url);
-  await createNote(first, "shared tabs");
-  const second = await browser.newPage();
-  await second.goto(url);
-  await second.getByTestId("note-link").filter({ hasText: "/shared tabs" }).click();
-  await second.getByTestId("note-title").filter({ hasText: "/shared tabs" }).waitFor();
+  const [first, second] = await twoTabsOnNewNote(browser, url, "shared tabs");
   await runInParagraph(first, 0, "%sql select 21*2 as answer");
   await second.getByTestId("paragraph").first().getByTestId("result-table").locator("td", { hasText: /^42$/ }).waitFor();
   const status = await second.getByTestId("paragraph-status").first().textContent();
@@ -151,13 +157,7 @@ test("two tabs on one note both see a run live", async ({ browser, url }) => {
 });
 
 test("paragraphs added and removed in another tab leave this tab's typing alone", async ({ browser, url }) => {
-  const first = await browser.newPage();
-  await first.goto(url);
-  await createNote(first, "two writers");
-  const second = await browser.newPage();
-  await second.goto(url);
-  await second.getByTestId("note-link").filter({ hasText: "/two writers" }).click();
-  await second.getByTestId("note-title").filter({ hasText: "/two writers" }).waitFor();
+  const [first, second] = await twoTabsOnNewNote(browser, url, "two writers");
   // Typing in the first tab, not committed yet (the editor keeps focus).
   const editor = first.getByTestId("paragraph").first().getByTestId("paragraph-editor");
   await editor.fill("%md draft in progress");
