@@ -715,47 +715,23 @@ impl Progress {
     }
 
     /// Reports an attempt thrown away for steal; one more run to go.
-    fn retake(
-        &mut self,
-        server: &ServerProcess,
-        (connections, payload, in_flight): (usize, usize, usize),
-        run: &LoadReport,
-    ) {
+    fn retake(&mut self, server: &ServerProcess, cell: (usize, usize, usize), run: &LoadReport) {
         self.total += 1;
-        self.done += 1;
+        let head = self.line_head(server, cell, run);
         eprintln!(
-            "[{:>3}/{}] {:<28} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s  steal {:>2.0}%: taken again",
-            self.done,
-            self.total,
-            server.label(),
-            connections,
-            payload,
-            in_flight,
-            run.msgs_per_sec,
-            run.steal_percent.unwrap_or(f64::NAN),
+            "{head}  steal {:>2.0}%: taken again",
+            run.steal_percent.unwrap_or(f64::NAN)
         );
     }
 
-    fn report(
-        &mut self,
-        server: &ServerProcess,
-        (connections, payload, in_flight): (usize, usize, usize),
-        run: &LoadReport,
-    ) {
-        self.done += 1;
+    fn report(&mut self, server: &ServerProcess, cell: (usize, usize, usize), run: &LoadReport) {
+        let head = self.line_head(server, cell, run);
         let latency = run
             .p50_us
             .map(|p50| format!("  p50 {p50:.1} µs"))
             .unwrap_or_default();
         eprintln!(
-            "[{:>3}/{}] {:<28} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s {:>8.1} MB/s  server {:>3.0}%  client {:>3.0}%  steal {:>2.0}%  tcp drops {}  errors {}{latency}{}",
-            self.done,
-            self.total,
-            server.label(),
-            connections,
-            payload,
-            in_flight,
-            run.msgs_per_sec,
+            "{head} {:>8.1} MB/s  server {:>3.0}%  client {:>3.0}%  steal {:>2.0}%  tcp drops {}  errors {}{latency}{}",
             run.mb_per_sec,
             run.server_cpu_percent.unwrap_or(f64::NAN),
             run.client_cpu_percent,
@@ -767,6 +743,27 @@ impl Progress {
                 .map(|failure| format!("  FAILED: {failure}"))
                 .unwrap_or_default(),
         );
+    }
+
+    /// Counts one run done and gives the start of its line: the count,
+    /// the server, the cell and the rate.
+    fn line_head(
+        &mut self,
+        server: &ServerProcess,
+        (connections, payload, in_flight): (usize, usize, usize),
+        run: &LoadReport,
+    ) -> String {
+        self.done += 1;
+        format!(
+            "[{:>3}/{}] {:<28} c={:<3} p={:<6} k={:<2} {:>10.0} msg/s",
+            self.done,
+            self.total,
+            server.label(),
+            connections,
+            payload,
+            in_flight,
+            run.msgs_per_sec,
+        )
     }
 }
 

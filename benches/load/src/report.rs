@@ -37,6 +37,16 @@ pub struct Results {
     pub variants: Vec<VariantResult>,
 }
 
+impl Results {
+    /// Every throughput run kept: the main matrix's, then the variants'.
+    fn throughput_runs(&self) -> impl Iterator<Item = &LoadReport> {
+        self.cells
+            .iter()
+            .flat_map(|cell| cell.runs.iter())
+            .chain(self.variants.iter().flat_map(|cell| cell.runs.iter()))
+    }
+}
+
 /// How the run was made.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Meta {
@@ -452,10 +462,7 @@ pub fn markdown(results: &Results) -> String {
         }
     }
     let steals: Vec<f64> = results
-        .cells
-        .iter()
-        .flat_map(|cell| cell.runs.iter())
-        .chain(results.variants.iter().flat_map(|cell| cell.runs.iter()))
+        .throughput_runs()
         .filter_map(|run| run.steal_percent)
         .collect();
     if !steals.is_empty() {
@@ -615,17 +622,12 @@ pub fn markdown(results: &Results) -> String {
 /// than the server.
 /// The paragraph on runs taken again for steal.
 fn retake_markdown(results: &Results, md: &mut String) {
-    let runs = || {
-        results
-            .cells
-            .iter()
-            .flat_map(|cell| cell.runs.iter())
-            .chain(results.variants.iter().flat_map(|cell| cell.runs.iter()))
-    };
-    let retaken = runs()
+    let retaken = results
+        .throughput_runs()
         .filter(|run| !run.retaken_for_steal.is_empty())
         .count();
-    let discarded: Vec<f64> = runs()
+    let discarded: Vec<f64> = results
+        .throughput_runs()
         .flat_map(|run| run.retaken_for_steal.iter().copied())
         .collect();
     if discarded.is_empty() {
