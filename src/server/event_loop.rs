@@ -502,7 +502,6 @@ impl<H: Handler> Core<H> {
             // next one is not copied over from the shared buffer.
             let into_scratch = discard || (conn.inbuf.len() == carried && !conn.large_frames);
             let mut asked = scratch.len() - carried;
-            let mut read_frame_rest = false;
             let result = if into_scratch {
                 let result = conn.read_into(&mut scratch[carried..]);
                 if carried > 0 && matches!(result, Ok(n) if n > 0) {
@@ -517,7 +516,6 @@ impl<H: Handler> Core<H> {
                 // buffer already has: it makes the buffer grow by nothing.
                 let last_fill = conn.last_fill.min(inbuf.usable_size());
                 let want = own_read_size(inbuf.len(), frame_len, last_fill);
-                read_frame_rest = want > READ_CHUNK;
                 let spare = inbuf.spare_mut(want, self.max_inbuf);
                 let spare_len = spare.len().min(want);
                 let spare = &mut spare[..spare_len];
@@ -565,16 +563,19 @@ impl<H: Handler> Core<H> {
                         let mut inbuf = mem::take(&mut conn.inbuf);
                         let used = self.process(slot, inbuf.data_mut(), now);
                         inbuf.consume(used);
-                        let consumed_whole = inbuf.is_empty();
                         inbuf.release_if_empty_over(KEEP_INBUF_CAPACITY);
                         if let Some(conn) = self.conns.get_mut(slot) {
-                            // A chunk read that ended on a frame boundary
-                            // held only frames the shared buffer fits.
-                            if inbuf.is_empty() && !read_frame_rest {
-                                conn.large_frames = false;
-                            }
-                            if consumed_whole && used > READ_CHUNK {
-                                conn.last_fill = used;
+                            // A fill consumed whole that the shared buffer
+                            // would have held had only frames it fits (a
+                            // connection gone back to small messages, say):
+                            // back to the shared one. A larger fill sizes
+                            // the next read.
+                            if inbuf.is_empty() {
+                                if used <= scratch.len() {
+                                    conn.large_frames = false;
+                                } else {
+                                    conn.last_fill = used;
+                                }
                             }
                             conn.inbuf = inbuf;
                         }
