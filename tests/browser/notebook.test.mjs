@@ -76,6 +76,23 @@ async function twoTabsOnNewNote(browser, url, name) {
   return [first, second];
 }
 
+// Counts the server's PARAGRAPH messages to `page` that carry `marker`.
+function countParagraphAnswers(page, marker) {
+  const answers = { count: 0 };
+  page.on("websocket", (ws) => ws.on("framereceived", (frame) => {
+    const text = String(frame.payload);
+    if (text.includes('"op":"PARAGRAPH"') && text.includes(marker)) answers.count += 1;
+  }));
+  return answers;
+}
+
+async function untilAnswered(page, answers, what) {
+  for (let waited = 0; answers.count === 0; waited += 20) {
+    if (waited > 10000) throw new Error(`${what} was not answered`);
+    await page.waitForTimeout(20);
+  }
+}
+
 async function runInParagraph(page, index, text) {
   const paragraph = page.getByTestId("paragraph").nth(index);
   await paragraph.getByTestId("paragraph-editor").fill(text);
@@ -109,11 +126,7 @@ test("create a note, run %sql and %md, see a table and bold text", async ({ brow
 
 test("a click on Run counts when the server's answer to the edit lands mid-click", async ({ browser, url }) => {
   const page = await browser.newPage();
-  // Counts the server's PARAGRAPH messages carrying the edited text.
-  let echoes = 0;
-  page.on("websocket", (ws) => ws.on("framereceived", (frame) => {
-    if (String(frame.payload).includes('"op":"PARAGRAPH"') && String(frame.payload).includes("*held*")) echoes += 1;
-  }));
+  const answers = countParagraphAnswers(page, "*held*");
   await page.goto(url);
   await createNote(page, "held click");
   const paragraph = page.getByTestId("paragraph").first();
@@ -122,10 +135,7 @@ test("a click on Run counts when the server's answer to the edit lands mid-click
   // the server has answered the commit, then release: a person's click.
   await paragraph.getByTestId("run-paragraph").hover();
   await page.mouse.down();
-  for (let waited = 0; echoes === 0; waited += 20) {
-    if (waited > 10000) throw new Error("the commit was not answered");
-    await page.waitForTimeout(20);
-  }
+  await untilAnswered(page, answers, "the commit");
   await page.mouse.up();
   await paragraph.getByTestId("paragraph-status").filter({ hasText: "FINISHED" }).waitFor({ timeout: 10000 });
   await paragraph.locator(".results em", { hasText: "held" }).waitFor();
@@ -183,6 +193,46 @@ test("a dropped connection shows a banner, then reconnects and reopens the note"
   await page.getByTestId("note-title").filter({ hasText: "/survivor" }).waitFor();
   const paragraph = await runInParagraph(page, 0, "%md back *again*");
   await paragraph.locator(".results em", { hasText: "again" }).waitFor();
+  await page.close();
+});
+
+test("text typed while the connection is down survives the reconnect and reaches the server", async ({ browser, url, restart }) => {
+  const page = await browser.newPage();
+  const answers = countParagraphAnswers(page, "written offline");
+  await page.goto(url);
+  await createNote(page, "offline drafts");
+  await page.getByTestId("add-paragraph").click();
+  await page.getByTestId("paragraph").nth(1).waitFor();
+  const committed = page.getByTestId("paragraph").nth(0).getByTestId("paragraph-editor");
+  const typing = page.getByTestId("paragraph").nth(1).getByTestId("paragraph-editor");
+  await restart(async () => {
+    await page.getByTestId("banner").filter({ hasText: "Connection lost" }).waitFor({ state: "visible" });
+    // The first editor is left (its commit waits for the connection); the
+    // second keeps the focus and its text is not committed yet.
+    await committed.fill("%md *written offline*");
+    await typing.fill("%md still typing");
+  });
+  await page.getByTestId("banner").waitFor({ state: "hidden", timeout: 20000 });
+  // The note was reopened (NOTE) before the commit's answer came back.
+  await untilAnswered(page, answers, "the offline commit");
+  await page.waitForTimeout(300);
+  const draft = await typing.inputValue();
+  if (draft !== "%md still typing") throw new Error(`the draft became "${draft}"`);
+  if (!(await typing.evaluate((node) => node === document.activeElement))) throw new Error("the editor lost focus");
+  if ((await committed.inputValue()) !== "%md *written offline*") throw new Error("the committed text was replaced");
+  // Leaving the editor commits the draft; a second tab sees both texts.
+  await typing.blur();
+  const other = await browser.newPage();
+  await other.goto(url);
+  await other.getByTestId("note-link").filter({ hasText: "/offline drafts" }).click();
+  const editors = other.getByTestId("paragraph-editor");
+  for (const [index, text] of [[0, "%md *written offline*"], [1, "%md still typing"]]) {
+    for (let waited = 0; (await editors.nth(index).inputValue()) !== text; waited += 50) {
+      if (waited > 10000) throw new Error(`the server has "${await editors.nth(index).inputValue()}" in paragraph ${index}`);
+      await other.waitForTimeout(50);
+    }
+  }
+  await other.close();
   await page.close();
 });
 
