@@ -92,6 +92,11 @@ fn seed_exchange_replays_exactly_on_a_fresh_server() {
     client.expect_silence();
 
     client.send_text(SEED_RUN_PARAGRAPH);
+    // On a fresh server the paragraph lands in the scratch note, created
+    // now: every connection hears of the new note first.
+    let notes = client.expect("NOTES_INFO")["notes"].clone();
+    assert_eq!(notes.as_array().unwrap().len(), 1, "{notes}");
+    assert_eq!(notes[0]["path"], "/scratch");
     let updates = run_updates(&mut client);
     assert_eq!(statuses(&updates), ["PENDING", "RUNNING", "FINISHED"]);
     assert!(
@@ -402,6 +407,19 @@ fn bad_input_gets_a_clear_answer_and_changes_nothing() {
             .to_owned();
         assert!(info.contains(expected), "{message} -> {info}");
     }
+    // A refused run on a connection bound to no note leaves no scratch
+    // note behind (checked with the note list below).
+    let mut unbound = JsonClient::open(server.addr);
+    unbound.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": "p1", "paragraph": "%md x", "config": "x" }),
+    );
+    assert!(
+        unbound.expect("ERROR_INFO")["info"]
+            .as_str()
+            .unwrap()
+            .contains("data.config must be an object")
+    );
     client.raw.send_frame(0x82, b"\x00\x01");
     assert!(
         client.expect("ERROR_INFO")["info"]
@@ -503,6 +521,10 @@ fn runaway_sql_is_interrupted_and_the_loop_stays_responsive() {
         "RUN_PARAGRAPH",
         json!({ "id": "runaway", "paragraph": forever }),
     );
+    let scratch = runner.expect("NOTES_INFO")["notes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(runner.expect("PARAGRAPH")["paragraph"]["status"], "PENDING");
     assert_eq!(runner.expect("PARAGRAPH")["paragraph"]["status"], "RUNNING");
     let started = Instant::now();
@@ -515,6 +537,22 @@ fn runaway_sql_is_interrupted_and_the_loop_stays_responsive() {
         started.elapsed() < Duration::from_millis(1000),
         "loop blocked: {:?}",
         started.elapsed()
+    );
+    // Running it again with all others is refused, and its text stays.
+    other.send_op(
+        "RUN_ALL_PARAGRAPHS",
+        json!({ "noteId": scratch, "paragraphs": json!([{ "id": "runaway", "paragraph": "%md edited" }]).to_string() }),
+    );
+    assert!(
+        other.expect("ERROR_INFO")["info"]
+            .as_str()
+            .unwrap()
+            .contains("already queued or running")
+    );
+    other.send_op("GET_NOTE", json!({ "id": scratch }));
+    assert_eq!(
+        other.expect("NOTE")["note"]["paragraphs"][0]["text"],
+        forever
     );
 
     // A paragraph queued behind it waits, and can be cancelled while PENDING.

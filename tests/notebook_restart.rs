@@ -48,6 +48,25 @@ fn acknowledged_changes_survive_sigkill() {
             break;
         }
     }
+    // A run in progress and one queued behind it when the server dies.
+    let forever = "%sql with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c";
+    let mut cut_short = Vec::new();
+    for index in [2, 3] {
+        client.send_op("INSERT_PARAGRAPH", json!({ "index": index }));
+        let added = client.expect("PARAGRAPH_ADDED")["paragraph"]["id"].clone();
+        cut_short.push(added.as_str().unwrap().to_owned());
+    }
+    client.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": cut_short[0], "paragraph": forever }),
+    );
+    assert_eq!(client.expect("PARAGRAPH")["paragraph"]["status"], "PENDING");
+    assert_eq!(client.expect("PARAGRAPH")["paragraph"]["status"], "RUNNING");
+    client.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": cut_short[1], "paragraph": "%md queued" }),
+    );
+    assert_eq!(client.expect("PARAGRAPH")["paragraph"]["status"], "PENDING");
     kill_9(&mut server);
 
     let mut server = start(&dir);
@@ -67,6 +86,22 @@ fn acknowledged_changes_survive_sigkill() {
         note["paragraphs"][1]["results"]["msg"][0]["data"],
         "answer\n42"
     );
+    // No job survives the restart: what was running or queued is ABORT
+    // (as Zeppelin loads it), and runs again on request.
+    for (index, id) in [(2, &cut_short[0]), (3, &cut_short[1])] {
+        assert_eq!(note["paragraphs"][index]["id"], id.as_str());
+        assert_eq!(note["paragraphs"][index]["status"], "ABORT", "{id}");
+    }
+    client.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": cut_short[1], "paragraph": "%md *again*" }),
+    );
+    loop {
+        let paragraph = client.expect("PARAGRAPH")["paragraph"].clone();
+        if paragraph["status"] == "FINISHED" {
+            break;
+        }
+    }
 
     // A deletion is durable too.
     client.send_op("DEL_NOTE", json!({ "id": note_id }));

@@ -110,6 +110,7 @@ fn metrics_count_connections_messages_ops_runs_and_refusals() {
         "RUN_PARAGRAPH",
         json!({ "id": "m1", "paragraph": "%md *x*" }),
     );
+    client.expect("NOTES_INFO"); // the scratch note it creates
     loop {
         if client.expect("PARAGRAPH")["paragraph"]["status"] == "FINISHED" {
             break;
@@ -191,6 +192,23 @@ fn ticket_endpoint_issues_tickets_for_users_and_the_anonymous_identity() {
     );
     let again: Value = serde_json::from_str(&again).unwrap();
     assert_ne!(again["body"]["ticket"], ticket.as_str());
+    // The first still works: logging in from another tab or device ends
+    // no session.
+    assert_eq!(
+        upgrade_status(&server, &format!("/ws?principal=alice&ticket={ticket}"), ""),
+        101
+    );
+    // Asking with the ticket cookie continues that session.
+    let (status, _, same) = get(
+        &server,
+        "GET",
+        "/api/security/ticket",
+        &format!("Cookie: wsloop_ticket={ticket}\r\n"),
+    );
+    assert_eq!(status, 200);
+    let same: Value = serde_json::from_str(&same).unwrap();
+    assert_eq!(same["body"]["ticket"], ticket.as_str());
+    assert_eq!(same["body"]["principal"], "alice");
 
     let (status, head, _) = get(
         &server,
@@ -239,6 +257,18 @@ fn with_anonymous_off_every_upgrade_path_is_checked() {
     assert!(header(&head, "WWW-Authenticate").is_some());
 
     assert_eq!(upgrade_status(&server, "/ws", ""), 401, "no credentials");
+
+    // A configured user with a ticket this server never issued (one from
+    // before a restart) is asked to log in again, not treated as unknown.
+    let mut client = RawClient::connect(server.addr);
+    client.send_raw(upgrade_request("/ws", &basic("alice", "s3cret")).as_bytes());
+    assert_eq!(client.read_response_head().0, 101);
+    let mut client = JsonClient { raw: client };
+    client.send_text(
+        &json!({ "op": "LIST_NOTES", "principal": "alice", "ticket": "from-before" }).to_string(),
+    );
+    client.expect("SESSION_LOGOUT");
+    drop(client);
     assert_eq!(
         upgrade_status(&server, "/ws", &basic("alice", "s3cret")),
         101,

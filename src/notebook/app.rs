@@ -44,7 +44,10 @@ impl NotebookHandler {
         let sql_cancel = sql.canceller();
         let interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter), Box::new(sql)]);
         Ok(NotebookHandler {
-            tickets: Tickets::new(config.anonymous_allowed),
+            tickets: Tickets::new(
+                config.anonymous_allowed,
+                config.users.iter().map(|user| user.name.clone()).collect(),
+            ),
             security: Security::new(config.users.clone(), config.allowed_origins.clone()),
             config,
             notes,

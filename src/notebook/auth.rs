@@ -1,8 +1,13 @@
 //! The ticket check every op goes through.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::ids;
+
+/// Live tickets kept per principal: every login (a browser tab, a device,
+/// a tool) gets its own, and logging in again does not end the others.
+/// Beyond this many, the oldest ticket stops working.
+pub const MAX_TICKETS_PER_PRINCIPAL: usize = 32;
 
 /// The outcome of checking a message's principal and ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +30,13 @@ pub enum TicketCheck {
 #[derive(Debug, Clone)]
 pub struct Tickets {
     anonymous_allowed: bool,
-    issued: HashMap<String, (String, Vec<String>)>,
+    /// Principals that can log in (configured users): a message from one
+    /// of them with a ticket this server does not know (say, one issued
+    /// before a restart) is told to log in again.
+    known: Vec<String>,
+    /// Live tickets per principal, oldest first, with the roles stored at
+    /// issue.
+    issued: HashMap<String, VecDeque<(String, Vec<String>)>>,
 }
 
 /// Compares secrets without an early exit, so timing does not reveal how
@@ -38,10 +49,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Tickets {
-    /// No tickets yet.
-    pub fn new(anonymous_allowed: bool) -> Tickets {
+    /// No tickets yet; `known` are the principals that can log in.
+    pub fn new(anonymous_allowed: bool, known: Vec<String>) -> Tickets {
         Tickets {
             anonymous_allowed,
+            known,
             issued: HashMap::new(),
         }
     }
@@ -51,33 +63,50 @@ impl Tickets {
         self.anonymous_allowed
     }
 
-    /// Issues a fresh random ticket for `principal`, replacing any earlier one.
+    /// Issues a fresh random ticket for `principal`. Its earlier tickets
+    /// stay valid, up to [`MAX_TICKETS_PER_PRINCIPAL`] (the oldest goes).
     pub fn issue(&mut self, principal: &str, roles: Vec<String>) -> String {
         let ticket = ids::uuid_v4();
-        self.issued
-            .insert(principal.to_owned(), (ticket.clone(), roles));
+        let live = self.issued.entry(principal.to_owned()).or_default();
+        if live.len() >= MAX_TICKETS_PER_PRINCIPAL {
+            live.pop_front();
+        }
+        live.push_back((ticket.clone(), roles));
         ticket
     }
 
     /// The principal and roles a ticket was issued to (for the cookie).
     pub fn principal_for(&self, ticket: &str) -> Option<(String, Vec<String>)> {
-        self.issued
-            .iter()
-            .find(|(_, (issued, _))| constant_time_eq(issued.as_bytes(), ticket.as_bytes()))
-            .map(|(principal, (_, roles))| (principal.clone(), roles.clone()))
+        self.issued.iter().find_map(|(principal, live)| {
+            Self::find(live, ticket).map(|roles| (principal.clone(), roles.clone()))
+        })
+    }
+
+    /// The roles of `ticket` among `live`. Every ticket is compared in
+    /// full, so timing does not tell which one came close.
+    fn find<'a>(
+        live: &'a VecDeque<(String, Vec<String>)>,
+        ticket: &str,
+    ) -> Option<&'a Vec<String>> {
+        live.iter().fold(None, |found, (issued, roles)| {
+            let matches = constant_time_eq(issued.as_bytes(), ticket.as_bytes());
+            found.or(matches.then_some(roles))
+        })
     }
 
     /// Checks a message's claimed identity.
     pub fn check(&self, principal: &str, ticket: &str) -> TicketCheck {
-        if let Some((expected, roles)) = self.issued.get(principal) {
-            return if constant_time_eq(expected.as_bytes(), ticket.as_bytes()) {
-                TicketCheck::Valid {
+        if let Some(live) = self.issued.get(principal) {
+            return match Self::find(live, ticket) {
+                Some(roles) => TicketCheck::Valid {
                     principal: principal.to_owned(),
                     roles: roles.clone(),
-                }
-            } else {
-                TicketCheck::WrongTicket
+                },
+                None => TicketCheck::WrongTicket,
             };
+        }
+        if self.known.iter().any(|known| known == principal) {
+            return TicketCheck::WrongTicket;
         }
         if principal == "anonymous" && self.anonymous_allowed {
             return if ticket == "anonymous" {
@@ -99,7 +128,7 @@ mod tests {
 
     #[test]
     fn anonymous_known_and_unknown_principals() {
-        let mut tickets = Tickets::new(true);
+        let mut tickets = Tickets::new(true, Vec::new());
         assert!(matches!(
             tickets.check("anonymous", "anonymous"),
             TicketCheck::Valid { .. }
@@ -121,10 +150,50 @@ mod tests {
             }
         );
         assert_eq!(tickets.check("alice", "stale"), TicketCheck::WrongTicket);
-        let closed = Tickets::new(false);
+        let closed = Tickets::new(false, Vec::new());
         assert_eq!(
             closed.check("anonymous", "anonymous"),
             TicketCheck::UnknownPrincipal
+        );
+    }
+
+    #[test]
+    fn logging_in_again_keeps_the_earlier_tickets_valid() {
+        let mut tickets = Tickets::new(false, vec!["alice".into()]);
+        let first = tickets.issue("alice", vec!["admin".into()]);
+        let second = tickets.issue("alice", vec!["admin".into()]);
+        assert_ne!(first, second);
+        for ticket in [&first, &second] {
+            assert!(matches!(
+                tickets.check("alice", ticket),
+                TicketCheck::Valid { .. }
+            ));
+            assert_eq!(
+                tickets.principal_for(ticket),
+                Some(("alice".into(), vec!["admin".into()]))
+            );
+        }
+        // Only the most recent ones stay: the first is the oldest.
+        for _ in 1..MAX_TICKETS_PER_PRINCIPAL {
+            tickets.issue("alice", vec!["admin".into()]);
+        }
+        assert_eq!(tickets.check("alice", &first), TicketCheck::WrongTicket);
+        assert_eq!(tickets.principal_for(&first), None);
+        assert!(matches!(
+            tickets.check("alice", &second),
+            TicketCheck::Valid { .. }
+        ));
+    }
+
+    #[test]
+    fn a_configured_user_without_a_ticket_is_asked_to_log_in_again() {
+        // After a restart no ticket is known, but alice is still a user.
+        let tickets = Tickets::new(false, vec!["alice".into()]);
+        let answers = [("alice", "from-before"), ("mallory", "any")]
+            .map(|(principal, ticket)| tickets.check(principal, ticket));
+        assert_eq!(
+            answers,
+            [TicketCheck::WrongTicket, TicketCheck::UnknownPrincipal]
         );
     }
 

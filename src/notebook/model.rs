@@ -279,8 +279,16 @@ impl Note {
     }
 
     /// Fills the path of notes saved by Zeppelin versions that had only a
-    /// name (and the name of notes that had only a path).
+    /// name (and the name of notes that had only a path), and marks runs
+    /// that a stop or crash cut short as ABORT, as Zeppelin does when it
+    /// loads a note: no job survives a restart, and a paragraph left
+    /// PENDING or RUNNING could be neither cancelled nor trusted.
     pub fn after_load(&mut self) {
+        for paragraph in &mut self.paragraphs {
+            if matches!(paragraph.status, Status::Pending | Status::Running) {
+                paragraph.status = Status::Abort;
+            }
+        }
         if self.path.is_empty() {
             self.path = format!("/{}", self.name);
         }
@@ -346,6 +354,26 @@ mod tests {
             serde_json::json!({})
         );
         assert_eq!(saved["path"], "/demo/Hello");
+    }
+
+    #[test]
+    fn runs_cut_short_by_a_restart_load_as_aborted() {
+        let raw = r#"{"id":"ABCDEFGHJ","path":"/p","paragraphs":[
+            {"id":"a","status":"PENDING"},{"id":"b","status":"RUNNING"},
+            {"id":"c","status":"FINISHED"},{"id":"d","status":"ERROR"},{"id":"e"}]}"#;
+        let mut note: Note = serde_json::from_str(raw).unwrap();
+        note.after_load();
+        let statuses: Vec<Status> = note.paragraphs.iter().map(|p| p.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                Status::Abort,
+                Status::Abort,
+                Status::Finished,
+                Status::Error,
+                Status::Ready
+            ]
+        );
     }
 
     #[test]

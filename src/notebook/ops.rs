@@ -318,15 +318,18 @@ impl NotebookHandler {
             msg_id,
         } = call;
         let id = data.string("id")?;
-        let unbound = data.opt_string("noteId")?.is_none() && self.watchers.note_of(conn).is_none();
-        let note_id = if unbound && self.notes.note_of_paragraph(id).is_none() {
-            self.scratch_note_with(id, user)?
-        } else {
-            self.target_note(conn, data)?
-        };
         if self.jobs.is_active(id) {
             return Err(format!("paragraph {id} is already queued or running"));
         }
+        // The edits are checked before anything is created, so a refused
+        // request leaves no scratch note or paragraph behind.
+        apply_edits(&mut Paragraph::with_id(id.to_owned(), user), data, user)?;
+        let unbound = data.opt_string("noteId")?.is_none() && self.watchers.note_of(conn).is_none();
+        let note_id = if unbound && self.notes.note_of_paragraph(id).is_none() {
+            self.scratch_note_with(ctx, id, user)?
+        } else {
+            self.target_note(conn, data)?
+        };
         self.notes.update(&note_id, |note| {
             let paragraph = paragraph_in(note, id)?;
             apply_edits(paragraph, data, user)
@@ -344,10 +347,15 @@ impl NotebookHandler {
         Ok(())
     }
 
-    /// The scratch note, created on first use, with a paragraph `id` added
-    /// if it has none: lets a client that knows only RUN_PARAGRAPH work on
-    /// a fresh server.
-    fn scratch_note_with(&mut self, paragraph_id: &str, user: &str) -> Result<String, String> {
+    /// The scratch note, created on first use (NOTES_INFO to everyone, as
+    /// for any new note), with a paragraph `id` added if it has none: lets
+    /// a client that knows only RUN_PARAGRAPH work on a fresh server.
+    fn scratch_note_with(
+        &mut self,
+        ctx: &mut Context<'_>,
+        paragraph_id: &str,
+        user: &str,
+    ) -> Result<String, String> {
         let note_id = match self.notes.find_by_path(SCRATCH_PATH) {
             Some(note) => note.id.clone(),
             None => {
@@ -362,6 +370,11 @@ impl NotebookHandler {
                 self.notes
                     .insert(note)
                     .map_err(|e| format!("could not create the scratch note: {e}"))?;
+                Self::to_everyone(
+                    ctx,
+                    "NOTES_INFO",
+                    &json!({ "notes": self.notes.summaries() }),
+                );
                 id
             }
         };
@@ -406,6 +419,14 @@ impl NotebookHandler {
             Some(Value::Array(items)) => items.clone(),
             _ => return Err("data.paragraphs must be a JSON string holding an array".to_owned()),
         };
+        // Refused before any edit is saved: an error changes nothing.
+        if items
+            .iter()
+            .filter_map(|item| item.get("id").and_then(Value::as_str))
+            .any(|id| self.jobs.is_active(id))
+        {
+            return Err("some of these paragraphs are already queued or running".to_owned());
+        }
         let mut order = Vec::new();
         self.notes.update(note_id, |note| {
             for item in &items {
@@ -427,9 +448,6 @@ impl NotebookHandler {
             }
             Ok(())
         })?;
-        if order.iter().any(|id| self.jobs.is_active(id)) {
-            return Err("some of these paragraphs are already queued or running".to_owned());
-        }
         if order.is_empty() {
             return Ok(());
         }

@@ -43,6 +43,9 @@ fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
 struct Identity {
     principal: String,
     roles: Vec<String>,
+    /// The ticket the request was identified by (none for Basic
+    /// credentials): asking for a ticket with it continues that session.
+    ticket: Option<String>,
 }
 
 impl NotebookHandler {
@@ -139,6 +142,7 @@ impl NotebookHandler {
                     .map(|found| Identity {
                         principal: found.name.clone(),
                         roles: found.roles.clone(),
+                        ticket: None,
                     });
                 return match (identity, peer) {
                     (Some(identity), peer) => {
@@ -164,20 +168,29 @@ impl NotebookHandler {
         if let Some(ticket) = request.query_param("ticket") {
             let principal = request.query_param("principal").unwrap_or("anonymous");
             return match self.tickets.check(principal, ticket) {
-                TicketCheck::Valid { principal, roles } => Ok(Some(Identity { principal, roles })),
+                TicketCheck::Valid { principal, roles } => Ok(Some(Identity {
+                    principal,
+                    roles,
+                    ticket: Some(ticket.to_owned()),
+                })),
                 _ => Err(unauthorized("invalid ticket\n")),
             };
         }
         if let Some(ticket) = ticket_cookie(request)
             && let Some((principal, roles)) = self.tickets.principal_for(ticket)
         {
-            return Ok(Some(Identity { principal, roles }));
+            return Ok(Some(Identity {
+                principal,
+                roles,
+                ticket: Some(ticket.to_owned()),
+            }));
         }
         Ok(None)
     }
 
     /// `GET /api/security/ticket`: a fresh ticket for Basic credentials
-    /// (also set as an HttpOnly cookie), or the anonymous identity.
+    /// (also set as an HttpOnly cookie), the same ticket for a request
+    /// identified by one, or the anonymous identity.
     fn ticket(&mut self, ctx: &Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
         if !self.security.origin_allowed(request) {
             return HttpResponse::text(403, "origin not allowed\n");
@@ -187,8 +200,15 @@ impl NotebookHandler {
             Err(refusal) => return refusal,
         };
         let (principal, roles, ticket, cookie) = match identity {
-            Some(Identity { principal, roles }) if principal != "anonymous" => {
-                let ticket = self.tickets.issue(&principal, roles.clone());
+            Some(Identity {
+                principal,
+                roles,
+                ticket,
+            }) if principal != "anonymous" => {
+                let ticket = match ticket {
+                    Some(ticket) => ticket,
+                    None => self.tickets.issue(&principal, roles.clone()),
+                };
                 // Over TLS the browser must never send it in the clear.
                 let secure = if ctx.is_tls() { "; Secure" } else { "" };
                 let cookie =

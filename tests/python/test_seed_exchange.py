@@ -71,6 +71,10 @@ def test_seed_exchange_with_the_websockets_client(server):
             ws.recv(timeout=0.3)
 
         ws.send(seed("run_paragraph"))
+        # The scratch note is created for it: every connection hears of it.
+        reply = json.loads(ws.recv(timeout=10))
+        assert reply["op"] == "NOTES_INFO", reply
+        assert [note["path"] for note in reply["data"]["notes"]] == ["/scratch"]
         statuses = []
         while True:
             reply = json.loads(ws.recv(timeout=10))
