@@ -10,15 +10,19 @@ use std::time::{Duration, Instant};
 use common::{RawClient, TestServer, masked_frame};
 use wsloop::{ConnectionId, Context, Handler, Limits, Message, ServerConfig};
 
+fn with_limits(limits: Limits) -> ServerConfig {
+    ServerConfig {
+        limits,
+        ..ServerConfig::default()
+    }
+}
+
 #[test]
 fn client_that_stops_reading_is_paused_and_loses_nothing() {
-    let server = TestServer::echo(ServerConfig {
-        limits: Limits {
-            write_buffer_soft: 256 * 1024,
-            ..Limits::default()
-        },
-        ..ServerConfig::default()
-    });
+    let server = TestServer::echo(with_limits(Limits {
+        write_buffer_soft: 256 * 1024,
+        ..Limits::default()
+    }));
     let mut client = RawClient::open(server.addr, "/");
     let payload: Vec<u8> = (0..16 * 1024).map(|i| (i % 253) as u8).collect();
     let frame = masked_frame(0x82, &payload);
@@ -83,6 +87,68 @@ fn client_that_stops_reading_is_paused_and_loses_nothing() {
     assert_eq!(client.read_frame().unwrap().payload, b"after");
 }
 
+#[test]
+fn a_slow_reader_with_its_input_paused_is_not_taken_for_dead() {
+    // Keepalive far shorter than the time the peer needs to take the
+    // stream: while the backlog pauses reading, its pongs sit unread, and
+    // only its taking the output shows it is alive.
+    let limits = Limits {
+        write_buffer_soft: 256 * 1024,
+        write_buffer_hard: 32 * 1024 * 1024,
+        ping_interval: Duration::from_millis(300),
+        pong_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = TestServer::start(with_limits(limits), Streamer);
+    let mut client = RawClient::open(server.addr, "/");
+    client.send_frame(0x81, b"200");
+    let mut received = 0;
+    let started = Instant::now();
+    while received < 200 {
+        let frame = client.read_frame().expect("the stream");
+        match frame.opcode {
+            2 => received += 1,
+            9 => client.send_frame(0x8A, &frame.payload),
+            8 => panic!(
+                "closed with {} after {received} messages and {:?}",
+                frame.close_code(),
+                started.elapsed()
+            ),
+            other => panic!("unexpected opcode {other}"),
+        }
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    // The connection is still open and served.
+    client.send_frame(0x81, b"1");
+    loop {
+        let frame = client.read_frame().expect("one more message");
+        match frame.opcode {
+            2 => break,
+            9 => client.send_frame(0x8A, &frame.payload),
+            other => panic!(
+                "unexpected opcode {other} (close code {})",
+                frame.close_code()
+            ),
+        }
+    }
+}
+
+/// On a text message "N", queues N messages of 64 KiB at once.
+struct Streamer;
+
+impl Handler for Streamer {
+    fn on_message(&mut self, ctx: &mut Context<'_>, id: ConnectionId, message: Message<'_>) {
+        let count: usize = std::str::from_utf8(message.as_bytes())
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(0);
+        let chunk = vec![0x3C; 64 * 1024];
+        for _ in 0..count {
+            ctx.send_binary(id, &chunk).expect("within the hard limit");
+        }
+    }
+}
+
 /// On "flood", sends 256 KiB messages until the server refuses.
 struct Flooder;
 
@@ -100,18 +166,13 @@ impl Handler for Flooder {
 
 #[test]
 fn application_writing_past_the_hard_limit_closes_with_1008() {
-    let server = TestServer::start(
-        ServerConfig {
-            limits: Limits {
-                write_buffer_soft: 512 * 1024,
-                write_buffer_hard: 2 * 1024 * 1024,
-                close_timeout: Duration::from_millis(500),
-                ..Limits::default()
-            },
-            ..ServerConfig::default()
-        },
-        Flooder,
-    );
+    let limits = Limits {
+        write_buffer_soft: 512 * 1024,
+        write_buffer_hard: 2 * 1024 * 1024,
+        close_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let server = TestServer::start(with_limits(limits), Flooder);
     let mut client = RawClient::open(server.addr, "/");
     client.send_frame(0x81, b"flood");
     let mut binary_frames = 0;

@@ -262,7 +262,9 @@ impl Connection {
         self.enter_closed(now);
     }
 
-    /// Records that bytes arrived at `now` (keeps keepalive satisfied).
+    /// Records that the peer was heard from at `now`: bytes arrived, or (the
+    /// driver's judgment) it took output since the keepalive ping. Keeps
+    /// keepalive satisfied.
     pub fn note_received(&mut self, now: Instant) {
         self.last_received = now;
         self.ping_sent_at = None;
@@ -326,6 +328,10 @@ impl Connection {
         let code = error.close_code();
         if !self.close_sent {
             self.queue_close(Some(code), error.reason());
+        }
+        // Reported even after our own close (no second close frame goes
+        // out then): the connection ended on this error, not abnormally.
+        if self.failure.is_none() {
             self.failure = Some((code, error.reason()));
         }
         self.enter_closed(now);
@@ -470,6 +476,20 @@ impl Connection {
             }),
             Phase::Closing | Phase::Closed => self.close_deadline,
         }
+    }
+
+    /// When the keepalive gives up on the peer unless it is heard from:
+    /// `Some` while a ping awaits an answer.
+    pub fn pong_overdue_at(&self) -> Option<Instant> {
+        match (self.phase, self.ping_sent_at) {
+            (Phase::Open, Some(sent)) => Some(sent + self.pong_timeout),
+            _ => None,
+        }
+    }
+
+    /// Whether the keepalive would close the connection at `now`.
+    pub fn pong_overdue(&self, now: Instant) -> bool {
+        self.pong_overdue_at().is_some_and(|at| at <= now)
     }
 
     /// Runs whatever timer has expired by `now`.
@@ -750,8 +770,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn server_close_waits_for_the_peer_then_reports_its_code() {
+    /// Closes first (1001), feeds the peer's `input`, and returns the close
+    /// code reported; the input must end the connection without a second
+    /// close frame from us.
+    fn report_after_our_close(input: Vec<u8>) -> CloseCode {
         let now = Instant::now();
         let (mut conn, mut decoder) = open_connection(now);
         conn.close(CloseCode::GOING_AWAY, "shutdown", now);
@@ -760,20 +782,28 @@ mod tests {
             written_frames(&mut conn),
             [(OpCode::Close, close_payload(1001, "shutdown"))]
         );
-        // Data after our close is discarded; the peer's close completes it.
-        let mut input = client_frame(0x81, b"ignored");
-        input.extend(client_frame(0x88, &close_payload(1001, "")));
         let got = receive_all(&mut conn, &mut decoder, input, now);
-        assert!(got.is_empty());
+        assert!(got.is_empty(), "data after our close is discarded");
         assert_eq!(conn.phase(), Phase::Closed);
         assert!(
             written_frames(&mut conn).is_empty(),
             "no second close frame"
         );
-        assert_eq!(
-            conn.take_close_report().unwrap().code,
-            CloseCode::GOING_AWAY
-        );
+        conn.take_close_report().unwrap().code
+    }
+
+    #[test]
+    fn server_close_waits_for_the_peer_then_reports_its_code() {
+        let mut input = client_frame(0x81, b"ignored");
+        input.extend(client_frame(0x88, &close_payload(1001, "")));
+        assert_eq!(report_after_our_close(input), CloseCode::GOING_AWAY);
+    }
+
+    #[test]
+    fn a_protocol_error_after_our_close_is_reported_with_its_code() {
+        // Invalid UTF-8 in a text frame: the peer broke the protocol.
+        let input = client_frame(0x81, &[0xC3, 0x28]);
+        assert_eq!(report_after_our_close(input), CloseCode::INVALID_PAYLOAD);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::send_queue;
 use super::tls::{self, FirstByte};
 use crate::handler::ConnectionId;
 use crate::proto::{Connection, Decoder, InBuffer, Limits, Phase};
@@ -52,6 +53,8 @@ pub(crate) struct Conn {
     pub plaintext_on_tls_port: bool,
     /// close_notify was queued after the last bytes of a closed connection.
     pub close_notify_sent: bool,
+    /// [`Conn::backlog`] just before the last keepalive ping was queued.
+    pub backlog_at_ping: usize,
 }
 
 impl Conn {
@@ -83,7 +86,14 @@ impl Conn {
             tls_checked: false,
             plaintext_on_tls_port: false,
             close_notify_sent: false,
+            backlog_at_ping: 0,
         }
+    }
+
+    /// Output the peer has not taken yet: queued here, plus what the kernel
+    /// holds unacknowledged. A keepalive ping goes out behind all of it.
+    pub fn backlog(&self) -> usize {
+        self.proto.pending_output_len() + send_queue::unacknowledged_bytes(&self.socket)
     }
 
     /// Reads received bytes (decrypted, on TLS) into `buf`. `Ok(0)` is the

@@ -68,12 +68,15 @@ fn held_frame_len(held: &[u8]) -> Option<u64> {
     }
 }
 
-/// Whether a held-back frame of `frame_len` bytes (see [`held_frame_len`])
-/// fits in `room` bytes; an unknown one counts as small. A larger frame is
-/// read on in the connection's own buffer: carried into the shared one,
-/// most of it would have to be copied back out.
-fn completes_within(frame_len: Option<u64>, room: usize) -> bool {
-    frame_len.is_none_or(|len| len <= room as u64)
+/// Whether a connection holding `held_len` bytes of a frame of
+/// `frame_len` bytes (see [`held_frame_len`]; unknown counts as small)
+/// reads on in its own buffer: when the frame will not fit in the shared
+/// buffer's `room` (carried into it, most of the frame would have to be
+/// copied back out) and more than [`CARRY_LIMIT`] of it has arrived. A
+/// few bytes declaring a huge frame ride the shared buffer like any short
+/// leftover, so the own buffer only ever grows with bytes that came.
+fn reads_on_in_own_buffer(held_len: usize, frame_len: Option<u64>, room: usize) -> bool {
+    held_len > CARRY_LIMIT && frame_len.is_some_and(|len| len > room as u64)
 }
 
 /// How much to read into a connection's own buffer holding `held_len`
@@ -81,8 +84,8 @@ fn completes_within(frame_len: Option<u64>, room: usize) -> bool {
 /// the frame when that is known and at least a chunk, so a large frame
 /// ends at the end of the buffer and consuming it empties the buffer
 /// (nothing left over to move down before the next one). Never more than
-/// twice what has arrived (or two chunks): the buffer grows as bytes
-/// arrive, not to the length the peer declared. An empty buffer asks for
+/// twice what has arrived: the buffer grows as bytes arrive, not to the
+/// length the peer declared. An empty buffer asks for
 /// `last_fill` (see [`Conn::last_fill`]; the caller keeps it within the
 /// room the buffer already has), so a stream of equal large frames is read a whole
 /// frame per call, like the peers that size their reads by the header.
@@ -95,10 +98,10 @@ fn own_read_size(held_len: usize, frame_len: Option<u64>, last_fill: usize) -> u
         };
     };
     let rest = frame_len.saturating_sub(held_len as u64);
-    let cap = held_len.max(READ_CHUNK).saturating_mul(2);
+    let cap = held_len.saturating_mul(2);
     usize::try_from(rest)
         .map_or(cap, |rest| rest.min(cap))
-        .max(READ_CHUNK)
+        .max(READ_CHUNK.min(cap))
 }
 
 /// A WebSocket server bound to an address, ready to [`Server::run`].
@@ -478,10 +481,12 @@ impl<H: Handler> Core<H> {
             let discard = conn.proto.phase() == Phase::Closed;
             // One look at the held-back frame's header serves both the
             // carry decision and the size of a read into the own buffer.
+            // (A request head is never a frame start.)
             let mut frame_len = None;
-            if !conn.inbuf.is_empty() {
+            if !conn.inbuf.is_empty() && conn.proto.phase() != Phase::Handshaking {
                 frame_len = held_frame_len(conn.inbuf.data_mut());
-                conn.large_frames = !completes_within(frame_len, scratch.len());
+                conn.large_frames =
+                    reads_on_in_own_buffer(conn.inbuf.len(), frame_len, scratch.len());
             }
             // A short leftover rides at the front of the shared read
             // buffer, so reads keep landing in that one cache-warm buffer
@@ -958,7 +963,22 @@ impl<H: Handler> Core<H> {
             conn.inbuf.release_if_empty();
             conn.decoder.release_idle_memory();
             conn.proto.release_idle_memory();
-            match conn.proto.on_timeout(now) {
+            if conn.proto.pong_overdue(now) && conn.backlog() < conn.backlog_at_ping {
+                // The peer took output since the ping, so it is alive; its
+                // pong may be queued behind that output, or unread here
+                // while the backlog pauses reading.
+                conn.proto.note_received(now);
+            }
+            // Measured before the ping is queued: the peer taking the ping
+            // itself proves nothing (its kernel acknowledges it even when
+            // the application is gone).
+            let awaiting_pong = conn.proto.pong_overdue_at().is_some();
+            let backlog = conn.backlog();
+            let action = conn.proto.on_timeout(now);
+            if !awaiting_pong && conn.proto.pong_overdue_at().is_some() {
+                conn.backlog_at_ping = backlog;
+            }
+            match action {
                 TimeoutAction::None => {}
                 TimeoutAction::Flush => {
                     if !conn.flush_queued {
@@ -1041,11 +1061,38 @@ mod tests {
         let held = frame_start(300_000, 299_000);
         assert_eq!(own_read_size_for(&held), READ_CHUNK);
         // A declared length far beyond what arrived: the read (and so the
-        // buffer's growth) is bounded by what came so far.
+        // buffer's growth) is bounded by twice what came so far.
         let held = frame_start(1 << 40, 10);
-        assert_eq!(own_read_size_for(&held), 2 * READ_CHUNK);
+        assert_eq!(own_read_size_for(&held), 2 * (10 + 14));
         let held = frame_start(8 << 20, 400_000);
         assert_eq!(own_read_size_for(&held), 800_000 + 2 * 14);
+    }
+
+    #[test]
+    fn only_a_large_frame_with_much_of_it_arrived_reads_on_in_the_own_buffer() {
+        let room = SCRATCH_SIZE;
+        // 15 bytes declaring 16 MiB: carried in the shared buffer, so they
+        // cost the connection 15 bytes, not a zero-filled read buffer.
+        let held = frame_start(16 << 20, 1);
+        assert!(!reads_on_in_own_buffer(
+            held.len(),
+            held_frame_len(&held),
+            room
+        ));
+        let held = frame_start(16 << 20, 40_000);
+        assert!(reads_on_in_own_buffer(
+            held.len(),
+            held_frame_len(&held),
+            room
+        ));
+        // A frame the shared buffer holds, or one not known yet: shared.
+        let held = frame_start(100_000, 40_000);
+        assert!(!reads_on_in_own_buffer(
+            held.len(),
+            held_frame_len(&held),
+            room
+        ));
+        assert!(!reads_on_in_own_buffer(40_000, None, room));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod config;
 mod conn;
 mod context;
 mod event_loop;
+mod send_queue;
 mod shutdown;
 mod stats;
 mod timers;
