@@ -68,15 +68,12 @@ fn held_frame_len(held: &[u8]) -> Option<u64> {
     }
 }
 
-/// Whether a connection holding `held_len` bytes of a frame of
-/// `frame_len` bytes (see [`held_frame_len`]; unknown counts as small)
-/// reads on in its own buffer: when the frame will not fit in the shared
-/// buffer's `room` (carried into it, most of the frame would have to be
-/// copied back out) and more than [`CARRY_LIMIT`] of it has arrived. A
-/// few bytes declaring a huge frame ride the shared buffer like any short
-/// leftover, so the own buffer only ever grows with bytes that came.
-fn reads_on_in_own_buffer(held_len: usize, frame_len: Option<u64>, room: usize) -> bool {
-    held_len > CARRY_LIMIT && frame_len.is_some_and(|len| len > room as u64)
+/// Whether a held-back frame of `frame_len` bytes (see [`held_frame_len`])
+/// fits in `room` bytes; an unknown one counts as small. A larger frame is
+/// read on in the connection's own buffer: carried into the shared one,
+/// most of it would have to be copied back out.
+fn completes_within(frame_len: Option<u64>, room: usize) -> bool {
+    frame_len.is_none_or(|len| len <= room as u64)
 }
 
 /// How much to read into a connection's own buffer holding `held_len`
@@ -84,12 +81,14 @@ fn reads_on_in_own_buffer(held_len: usize, frame_len: Option<u64>, room: usize) 
 /// the frame when that is known and at least a chunk, so a large frame
 /// ends at the end of the buffer and consuming it empties the buffer
 /// (nothing left over to move down before the next one). Never more than
-/// twice what has arrived: the buffer grows as bytes arrive, not to the
-/// length the peer declared. An empty buffer asks for
+/// twice what has arrived, or the `room` the buffer already has beyond it
+/// (grown by earlier frames): the buffer grows as bytes arrive, not to the
+/// length the peer declared, so 15 bytes declaring 16 MiB cost 15 bytes,
+/// not a chunk-sized buffer. An empty buffer asks for
 /// `last_fill` (see [`Conn::last_fill`]; the caller keeps it within the
 /// room the buffer already has), so a stream of equal large frames is read a whole
 /// frame per call, like the peers that size their reads by the header.
-fn own_read_size(held_len: usize, frame_len: Option<u64>, last_fill: usize) -> usize {
+fn own_read_size(held_len: usize, frame_len: Option<u64>, last_fill: usize, room: usize) -> usize {
     let Some(frame_len) = frame_len else {
         return if held_len == 0 {
             last_fill.max(READ_CHUNK)
@@ -98,7 +97,7 @@ fn own_read_size(held_len: usize, frame_len: Option<u64>, last_fill: usize) -> u
         };
     };
     let rest = frame_len.saturating_sub(held_len as u64);
-    let cap = held_len.saturating_mul(2);
+    let cap = held_len.saturating_mul(2).max(room);
     usize::try_from(rest)
         .map_or(cap, |rest| rest.min(cap))
         .max(READ_CHUNK.min(cap))
@@ -485,8 +484,7 @@ impl<H: Handler> Core<H> {
             let mut frame_len = None;
             if !conn.inbuf.is_empty() && conn.proto.phase() != Phase::Handshaking {
                 frame_len = held_frame_len(conn.inbuf.data_mut());
-                conn.large_frames =
-                    reads_on_in_own_buffer(conn.inbuf.len(), frame_len, scratch.len());
+                conn.large_frames = !completes_within(frame_len, scratch.len());
             }
             // A short leftover rides at the front of the shared read
             // buffer, so reads keep landing in that one cache-warm buffer
@@ -520,7 +518,8 @@ impl<H: Handler> Core<H> {
                 // Past frames' size is a hint only within the room the
                 // buffer already has: it makes the buffer grow by nothing.
                 let last_fill = conn.last_fill.min(inbuf.usable_size());
-                let want = own_read_size(inbuf.len(), frame_len, last_fill);
+                let room = inbuf.usable_size().saturating_sub(inbuf.len());
+                let want = own_read_size(inbuf.len(), frame_len, last_fill, room);
                 let spare = inbuf.spare_mut(want, self.max_inbuf);
                 let spare_len = spare.len().min(want);
                 let spare = &mut spare[..spare_len];
@@ -1045,7 +1044,7 @@ mod tests {
     }
 
     fn own_read_size_for(held: &[u8]) -> usize {
-        own_read_size(held.len(), held_frame_len(held), 0)
+        own_read_size(held.len(), held_frame_len(held), 0, 0)
     }
 
     #[test]
@@ -1069,43 +1068,29 @@ mod tests {
     }
 
     #[test]
-    fn only_a_large_frame_with_much_of_it_arrived_reads_on_in_the_own_buffer() {
-        let room = SCRATCH_SIZE;
-        // 15 bytes declaring 16 MiB: carried in the shared buffer, so they
-        // cost the connection 15 bytes, not a zero-filled read buffer.
-        let held = frame_start(16 << 20, 1);
-        assert!(!reads_on_in_own_buffer(
-            held.len(),
-            held_frame_len(&held),
-            room
-        ));
-        let held = frame_start(16 << 20, 40_000);
-        assert!(reads_on_in_own_buffer(
-            held.len(),
-            held_frame_len(&held),
-            room
-        ));
-        // A frame the shared buffer holds, or one not known yet: shared.
-        let held = frame_start(100_000, 40_000);
-        assert!(!reads_on_in_own_buffer(
-            held.len(),
-            held_frame_len(&held),
-            room
-        ));
-        assert!(!reads_on_in_own_buffer(40_000, None, room));
+    fn room_the_buffer_already_has_may_be_filled() {
+        // A buffer grown by earlier large frames takes the rest of a new
+        // one at once, however little of it has arrived.
+        let held = frame_start(300_000, 10);
+        let frame_len = held_frame_len(&held);
+        assert_eq!(own_read_size(held.len(), frame_len, 0, 0), 2 * held.len());
+        assert_eq!(
+            own_read_size(held.len(), frame_len, 0, 400_000),
+            300_000 + 14 - held.len()
+        );
     }
 
     #[test]
     fn an_empty_own_buffer_reads_as_much_as_the_last_fill() {
         // A 256 KiB frame follows one of the same size: one read takes it.
         let frame = 256 * 1024 + 8;
-        assert_eq!(own_read_size(0, None, frame), frame);
+        assert_eq!(own_read_size(0, None, frame, 0), frame);
         // A small last fill still reads a whole chunk.
-        assert_eq!(own_read_size(0, None, 1000), READ_CHUNK);
+        assert_eq!(own_read_size(0, None, 1000, 0), READ_CHUNK);
         // Once part of a frame is held, its header decides, not the hint.
         let held = frame_start(300_000, 100_000);
         assert_eq!(
-            own_read_size(held.len(), held_frame_len(&held), 10 << 20),
+            own_read_size(held.len(), held_frame_len(&held), 10 << 20, 0),
             200_000
         );
     }
