@@ -200,6 +200,28 @@ fn note_lifecycle_with_every_reply_and_audience() {
         ["PENDING", "RUNNING", "FINISHED"]
     );
 
+    // A connection bound to no note finds the note by the paragraph id.
+    let mut carol = JsonClient::open(server.addr);
+    carol.send_op(
+        "COMMIT_PARAGRAPH",
+        json!({ "id": first_id, "paragraph": "%md **hi** again" }),
+    );
+    for client in [&mut carol, &mut alice, &mut bob] {
+        let paragraph = client.expect("PARAGRAPH")["paragraph"].clone();
+        assert_eq!(paragraph["text"], "%md **hi** again");
+    }
+
+    // A blank paragraph goes PENDING, then FINISHED with no results.
+    alice.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": first_id, "paragraph": "  \n" }),
+    );
+    for client in [&mut alice, &mut bob] {
+        let updates = run_updates(client);
+        assert_eq!(statuses(&updates), ["PENDING", "FINISHED"]);
+        assert!(updates[1].get("results").is_none(), "{}", updates[1]);
+    }
+
     let second = alice_note_paragraph(&mut alice, &note_id, 1);
     alice.send_op(
         "RUN_PARAGRAPH",
@@ -245,7 +267,18 @@ fn note_lifecycle_with_every_reply_and_audience() {
     );
     let setting = alice.expect("EDITOR_SETTING");
     assert_eq!(setting["paragraphId"], first_id);
-    assert_eq!(setting["editor"]["language"], "sql");
+    assert_eq!(
+        setting["editor"],
+        json!({ "language": "sql", "editOnDblClick": false, "completionSupport": true })
+    );
+    alice.send_op(
+        "EDITOR_SETTING",
+        json!({ "paragraphId": first_id, "paragraphText": "%md.md # Title" }),
+    );
+    assert_eq!(
+        alice.expect("EDITOR_SETTING")["editor"],
+        json!({ "language": "markdown", "editOnDblClick": true, "completionSupport": false })
+    );
 
     alice.send_op("GET_HOME_NOTE", json!({}));
     assert_eq!(alice.expect("NOTE")["note"], Value::Null);
@@ -253,7 +286,21 @@ fn note_lifecycle_with_every_reply_and_audience() {
     bob.send_op("DEL_NOTE", json!({ "id": note_id }));
     assert_eq!(bob.expect("NOTES_INFO")["notes"], json!([]));
     assert_eq!(alice.expect("NOTES_INFO")["notes"], json!([]));
+    assert_eq!(carol.expect("NOTES_INFO")["notes"], json!([]));
     assert!(!dir.join(format!("reports/Daily_{note_id}.zpln")).exists());
+
+    // Its watchers are unbound: a run of a new paragraph lands in the
+    // scratch note instead of failing on the deleted one.
+    alice.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": "after", "paragraph": "%md x" }),
+    );
+    let notes = alice.expect("NOTES_INFO")["notes"].clone();
+    assert_eq!(notes[0]["path"], "/scratch", "{notes}");
+    assert_eq!(
+        statuses(&run_updates(&mut alice)),
+        ["PENDING", "RUNNING", "FINISHED"]
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -555,14 +602,34 @@ fn runaway_sql_is_interrupted_and_the_loop_stays_responsive() {
         forever
     );
 
-    // A paragraph queued behind it waits, and can be cancelled while PENDING.
-    runner.send_op(
+    // A paragraph queued behind it waits, and can be cancelled while
+    // PENDING; each update carries the msgId of the request that caused it.
+    let with_msg_id = |op: &str, data: Value, msg_id: &str| {
+        json!({ "op": op, "data": data, "principal": "anonymous", "ticket": "anonymous", "msgId": msg_id })
+            .to_string()
+    };
+    runner.send_text(&with_msg_id(
         "RUN_PARAGRAPH",
         json!({ "id": "queued", "paragraph": "%md never runs" }),
+        "run-1",
+    ));
+    let pending = runner.recv();
+    assert_eq!(
+        (
+            &pending["op"],
+            &pending["data"]["paragraph"]["status"],
+            &pending["msgId"]
+        ),
+        (&json!("PARAGRAPH"), &json!("PENDING"), &json!("run-1"))
     );
-    assert_eq!(runner.expect("PARAGRAPH")["paragraph"]["status"], "PENDING");
-    runner.send_op("CANCEL_PARAGRAPH", json!({ "id": "queued" }));
-    let aborted = runner.expect("PARAGRAPH")["paragraph"].clone();
+    runner.send_text(&with_msg_id(
+        "CANCEL_PARAGRAPH",
+        json!({ "id": "queued" }),
+        "cancel-1",
+    ));
+    let aborted = runner.recv();
+    assert_eq!(aborted["msgId"], "cancel-1", "{aborted}");
+    let aborted = aborted["data"]["paragraph"].clone();
     assert_eq!(
         (aborted["id"].as_str(), aborted["status"].as_str()),
         (Some("queued"), Some("ABORT"))

@@ -116,6 +116,8 @@ fn metrics_count_connections_messages_ops_runs_and_refusals() {
             break;
         }
     }
+    client.send_op("GET_NOTE", json!({ "id": "NOSUCHNOTE" }));
+    client.expect("ERROR_INFO");
     let mut closer = JsonClient::open(server.addr);
     closer.raw.send_frame(0x88, &4321u16.to_be_bytes());
     assert_eq!(closer.raw.expect_close(), 4321);
@@ -137,8 +139,9 @@ fn metrics_count_connections_messages_ops_runs_and_refusals() {
         "wsloop_notebook_ops_total{op=\"LIST_NOTES\"} 1\n",
         "wsloop_notebook_ops_total{op=\"RUN_PARAGRAPH\"} 1\n",
         "wsloop_notebook_paragraph_runs_total{status=\"FINISHED\"} 1\n",
+        "wsloop_notebook_refusals_total{reply=\"ERROR_INFO\"} 1\n",
         "wsloop_closes_total{code=\"4321\"} 1\n",
-        "wsloop_messages_in_total 2\n",
+        "wsloop_messages_in_total 3\n",
         "# TYPE wsloop_bytes_out_total counter\n",
     ] {
         assert!(body.contains(expected), "missing {expected:?} in\n{body}");

@@ -31,6 +31,8 @@ pub struct NotebookHandler {
     pub(super) op_counts: BTreeMap<String, u64>,
     /// Paragraph runs ended, by final status (for `/metrics`).
     pub(super) run_counts: BTreeMap<&'static str, u64>,
+    /// Requests answered with a refusal, by reply op (for `/metrics`).
+    pub(super) refusal_counts: BTreeMap<&'static str, u64>,
 }
 
 impl NotebookHandler {
@@ -55,6 +57,7 @@ impl NotebookHandler {
             jobs: Jobs::new(interpreters, sql_cancel),
             op_counts: BTreeMap::new(),
             run_counts: BTreeMap::new(),
+            refusal_counts: BTreeMap::new(),
         })
     }
 
@@ -104,14 +107,7 @@ impl NotebookHandler {
     fn handle_text(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, text: &str) {
         let request: Request = match envelope::parse(text) {
             Ok(request) => request,
-            Err(info) => {
-                return Self::send(
-                    ctx,
-                    conn,
-                    "ERROR_INFO",
-                    &serde_json::json!({ "info": info }),
-                );
-            }
+            Err(info) => return self.refuse(ctx, conn, "ERROR_INFO", &info),
         };
         let principal = match self.tickets.check(&request.principal, &request.ticket) {
             TicketCheck::Valid { principal, .. } => principal,
@@ -119,19 +115,14 @@ impl NotebookHandler {
             TicketCheck::WrongTicket => {
                 let info =
                     "Your ticket is invalid possibly due to server restart. Please login again.";
-                return Self::send(
-                    ctx,
-                    conn,
-                    "SESSION_LOGOUT",
-                    &serde_json::json!({ "info": info }),
-                );
+                return self.refuse(ctx, conn, "SESSION_LOGOUT", info);
             }
             TicketCheck::UnknownPrincipal => {
                 let info = format!(
                     "Unknown principal {:?}: get a ticket from /api/security/ticket and send it with every message.",
                     request.principal
                 );
-                return Self::send(ctx, conn, "AUTH_INFO", &serde_json::json!({ "info": info }));
+                return self.refuse(ctx, conn, "AUTH_INFO", &info);
             }
         };
         let counted = if super::ops::is_known(&request.op) {
@@ -142,13 +133,21 @@ impl NotebookHandler {
         *self.op_counts.entry(counted.to_owned()).or_default() += 1;
         if let Err(info) = self.dispatch(ctx, conn, &request, &principal) {
             log::debug!("{conn}: {} refused: {info}", request.op);
-            Self::send(
-                ctx,
-                conn,
-                "ERROR_INFO",
-                &serde_json::json!({ "info": info }),
-            );
+            self.refuse(ctx, conn, "ERROR_INFO", &info);
         }
+    }
+
+    /// Answers the sender with `reply` (ERROR_INFO, SESSION_LOGOUT or
+    /// AUTH_INFO) saying `info`, and counts it.
+    fn refuse(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnectionId,
+        reply: &'static str,
+        info: &str,
+    ) {
+        *self.refusal_counts.entry(reply).or_default() += 1;
+        Self::send(ctx, conn, reply, &serde_json::json!({ "info": info }));
     }
 }
 
@@ -179,11 +178,11 @@ impl Handler for NotebookHandler {
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, message: Message<'_>) {
         match message {
             Message::Text(text) => self.handle_text(ctx, conn, text),
-            Message::Binary(_) => Self::send(
+            Message::Binary(_) => self.refuse(
                 ctx,
                 conn,
                 "ERROR_INFO",
-                &serde_json::json!({ "info": "binary messages are not part of the protocol; send JSON text" }),
+                "binary messages are not part of the protocol; send JSON text",
             ),
         }
     }

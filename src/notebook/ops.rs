@@ -389,7 +389,9 @@ impl NotebookHandler {
     }
 
     fn cancel_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
-        let Call { conn, data, .. } = call;
+        let Call {
+            conn, data, msg_id, ..
+        } = call;
         let id = data.string("id")?;
         let note_id = self.target_note(conn, data)?;
         if self
@@ -399,7 +401,9 @@ impl NotebookHandler {
         {
             return Err(format!("paragraph {id} not found in note {note_id}"));
         }
-        if let Some(job) = self.jobs.cancel(id) {
+        if let Some(mut job) = self.jobs.cancel(id) {
+            // The ABORT answers this request: it carries its msgId.
+            job.msg_id = msg_id.map(str::to_owned);
             self.set_status(ctx, &job, Status::Abort, None);
         }
         Ok(())
@@ -501,7 +505,7 @@ impl NotebookHandler {
                 n.default_interpreter_group.as_str()
             });
         let name = parse_directive(text).name.unwrap_or(default_group);
-        let editor = match interpreter::info(name) {
+        let editor = match interpreter::resolve(name) {
             Some(info) => json!({
                 "language": info.language,
                 "editOnDblClick": info.edit_on_double_click,

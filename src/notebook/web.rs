@@ -103,6 +103,13 @@ impl NotebookHandler {
             "status",
             &self.run_counts,
         );
+        write_labelled(
+            &mut out,
+            "wsloop_notebook_refusals_total",
+            "Requests refused, by the reply sent (ERROR_INFO, SESSION_LOGOUT, AUTH_INFO).",
+            "reply",
+            &self.refusal_counts,
+        );
         let _ = write!(
             out,
             "# HELP wsloop_notebook_notes Notes stored.\n# TYPE wsloop_notebook_notes gauge\nwsloop_notebook_notes {}\n",

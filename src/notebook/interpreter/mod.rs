@@ -51,6 +51,16 @@ pub fn info(name: &str) -> Option<&'static InterpreterInfo> {
     BUILT_IN.iter().find(|i| i.name == name)
 }
 
+/// The built-in interpreter a directive's name selects: `md` or, in
+/// Zeppelin's `group.interpreter` form, `md.md` (each built-in group holds
+/// the one interpreter of its name, so `sql.x` selects nothing).
+pub fn resolve(name: &str) -> Option<&'static InterpreterInfo> {
+    match name.split_once('.') {
+        None => info(name),
+        Some((group, interpreter)) => info(group).filter(|found| found.name == interpreter),
+    }
+}
+
 /// The interpreter instances the job thread runs paragraphs with.
 pub struct Interpreters {
     all: Vec<Box<dyn Interpreter>>,
@@ -67,7 +77,10 @@ impl Interpreters {
     pub fn run(&mut self, text: &str, default_group: &str) -> Results {
         let directive = parse_directive(text);
         let name = directive.name.unwrap_or(default_group);
-        match self.all.iter_mut().find(|i| i.name() == name) {
+        let Some(found) = resolve(name) else {
+            return not_found();
+        };
+        match self.all.iter_mut().find(|i| i.name() == found.name) {
             Some(interpreter) => interpreter.run(directive.script),
             None => not_found(),
         }
@@ -141,5 +154,20 @@ mod tests {
         assert_eq!((d.name, d.script), (None, "sc.version\n"));
         let d = parse_directive("%");
         assert_eq!(d.name, Some(""));
+    }
+
+    #[test]
+    fn group_dot_interpreter_names_select_the_built_ins() {
+        let name = |directive: &str| resolve(directive).map(|found| found.name);
+        assert_eq!(name("md"), Some("md"));
+        assert_eq!(name("md.md"), Some("md"));
+        assert_eq!(name("sql.sql"), Some("sql"));
+        assert_eq!(name("sql.x"), None);
+        assert_eq!(name("spark.sql"), None);
+        assert_eq!(name("python"), None);
+        assert_eq!(name(""), None);
+        let mut interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter)]);
+        assert_eq!(interpreters.run("%md.md **x**", "md").code, "SUCCESS");
+        assert_eq!(interpreters.run("%md.x **x**", "md"), not_found());
     }
 }
