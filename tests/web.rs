@@ -212,6 +212,18 @@ fn ticket_endpoint_issues_tickets_for_users_and_the_anonymous_identity() {
     let same: Value = serde_json::from_str(&same).unwrap();
     assert_eq!(same["body"]["ticket"], ticket.as_str());
     assert_eq!(same["body"]["principal"], "alice");
+    // So does a page load sending cached Basic credentials with the cookie.
+    let (_, _, reload) = get(
+        &server,
+        "GET",
+        "/api/security/ticket",
+        &format!(
+            "{}Cookie: wsloop_ticket={ticket}\r\n",
+            basic("alice", "s3cret")
+        ),
+    );
+    let reload: Value = serde_json::from_str(&reload).unwrap();
+    assert_eq!(reload["body"]["ticket"], ticket.as_str());
 
     let (status, head, _) = get(
         &server,

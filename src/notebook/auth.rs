@@ -6,7 +6,7 @@ use super::ids;
 
 /// Live tickets kept per principal: every login (a browser tab, a device,
 /// a tool) gets its own, and logging in again does not end the others.
-/// Beyond this many, the oldest ticket stops working.
+/// Beyond this many, the one used least recently stops working.
 pub const MAX_TICKETS_PER_PRINCIPAL: usize = 32;
 
 /// The outcome of checking a message's principal and ticket.
@@ -64,7 +64,8 @@ impl Tickets {
     }
 
     /// Issues a fresh random ticket for `principal`. Its earlier tickets
-    /// stay valid, up to [`MAX_TICKETS_PER_PRINCIPAL`] (the oldest goes).
+    /// stay valid, up to [`MAX_TICKETS_PER_PRINCIPAL`] (the one used least
+    /// recently goes).
     pub fn issue(&mut self, principal: &str, roles: Vec<String>) -> String {
         let ticket = ids::uuid_v4();
         let live = self.issued.entry(principal.to_owned()).or_default();
@@ -75,32 +76,38 @@ impl Tickets {
         ticket
     }
 
-    /// The principal and roles a ticket was issued to (for the cookie).
-    pub fn principal_for(&self, ticket: &str) -> Option<(String, Vec<String>)> {
-        self.issued.iter().find_map(|(principal, live)| {
-            Self::find(live, ticket).map(|roles| (principal.clone(), roles.clone()))
+    /// The principal and roles a ticket was issued to (for the cookie),
+    /// which counts as using it.
+    pub fn principal_for(&mut self, ticket: &str) -> Option<(String, Vec<String>)> {
+        self.issued.iter_mut().find_map(|(principal, live)| {
+            Self::use_ticket(live, ticket).map(|roles| (principal.clone(), roles))
         })
     }
 
-    /// The roles of `ticket` among `live`. Every ticket is compared in
-    /// full, so timing does not tell which one came close.
-    fn find<'a>(
-        live: &'a VecDeque<(String, Vec<String>)>,
-        ticket: &str,
-    ) -> Option<&'a Vec<String>> {
-        live.iter().fold(None, |found, (issued, roles)| {
-            let matches = constant_time_eq(issued.as_bytes(), ticket.as_bytes());
-            found.or(matches.then_some(roles))
-        })
+    /// The roles of `ticket` among `live`, which moves it to the back (most
+    /// recently used). Every ticket is compared in full, so timing does not
+    /// tell which one came close.
+    fn use_ticket(live: &mut VecDeque<(String, Vec<String>)>, ticket: &str) -> Option<Vec<String>> {
+        let index = live
+            .iter()
+            .enumerate()
+            .fold(None, |found, (index, (issued, _))| {
+                let matches = constant_time_eq(issued.as_bytes(), ticket.as_bytes());
+                found.or(matches.then_some(index))
+            })?;
+        let used = live.remove(index)?;
+        let roles = used.1.clone();
+        live.push_back(used);
+        Some(roles)
     }
 
-    /// Checks a message's claimed identity.
-    pub fn check(&self, principal: &str, ticket: &str) -> TicketCheck {
-        if let Some(live) = self.issued.get(principal) {
-            return match Self::find(live, ticket) {
+    /// Checks a message's claimed identity (a valid ticket counts as used).
+    pub fn check(&mut self, principal: &str, ticket: &str) -> TicketCheck {
+        if let Some(live) = self.issued.get_mut(principal) {
+            return match Self::use_ticket(live, ticket) {
                 Some(roles) => TicketCheck::Valid {
                     principal: principal.to_owned(),
-                    roles: roles.clone(),
+                    roles,
                 },
                 None => TicketCheck::WrongTicket,
             };
@@ -150,7 +157,7 @@ mod tests {
             }
         );
         assert_eq!(tickets.check("alice", "stale"), TicketCheck::WrongTicket);
-        let closed = Tickets::new(false, Vec::new());
+        let mut closed = Tickets::new(false, Vec::new());
         assert_eq!(
             closed.check("anonymous", "anonymous"),
             TicketCheck::UnknownPrincipal
@@ -173,22 +180,23 @@ mod tests {
                 Some(("alice".into(), vec!["admin".into()]))
             );
         }
-        // Only the most recent ones stay: the first is the oldest.
-        for _ in 1..MAX_TICKETS_PER_PRINCIPAL {
+        // Only the ones used most recently stay: a ticket in use (the
+        // second, checked with every message) outlives many new logins.
+        for _ in 0..MAX_TICKETS_PER_PRINCIPAL {
             tickets.issue("alice", vec!["admin".into()]);
+            assert!(matches!(
+                tickets.check("alice", &second),
+                TicketCheck::Valid { .. }
+            ));
         }
         assert_eq!(tickets.check("alice", &first), TicketCheck::WrongTicket);
         assert_eq!(tickets.principal_for(&first), None);
-        assert!(matches!(
-            tickets.check("alice", &second),
-            TicketCheck::Valid { .. }
-        ));
     }
 
     #[test]
     fn a_configured_user_without_a_ticket_is_asked_to_log_in_again() {
         // After a restart no ticket is known, but alice is still a user.
-        let tickets = Tickets::new(false, vec!["alice".into()]);
+        let mut tickets = Tickets::new(false, vec!["alice".into()]);
         let answers = [("alice", "from-before"), ("mallory", "any")]
             .map(|(principal, ticket)| tickets.check(principal, ticket));
         assert_eq!(

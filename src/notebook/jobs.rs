@@ -144,18 +144,22 @@ impl Jobs {
 
     /// Cancels a paragraph: a queued one is removed and returned (it becomes
     /// ABORT); a running one is interrupted (its result will say cancelled).
-    pub fn cancel(&mut self, paragraph_id: &str) -> Option<Job> {
+    /// Either way the ABORT answers the cancel: it carries `msg_id`.
+    pub fn cancel(&mut self, paragraph_id: &str, msg_id: Option<&str>) -> Option<Job> {
         if let Some(position) = self
             .queue
             .iter()
             .position(|j| j.paragraph_id == paragraph_id)
         {
-            return self.queue.remove(position);
+            let mut job = self.queue.remove(position)?;
+            job.msg_id = msg_id.map(str::to_owned);
+            return Some(job);
         }
         if let Some((job, cancelled)) = self.running.as_mut()
             && job.paragraph_id == paragraph_id
         {
             *cancelled = true;
+            job.msg_id = msg_id.map(str::to_owned);
             self.sql_cancel.cancel();
         }
         None

@@ -298,7 +298,7 @@ impl NotebookHandler {
             note.paragraphs.retain(|p| p.id != id);
             Ok(())
         })?;
-        self.jobs.cancel(id);
+        self.jobs.cancel(id, None);
         self.to_watchers(
             ctx,
             &note_id,
@@ -401,9 +401,7 @@ impl NotebookHandler {
         {
             return Err(format!("paragraph {id} not found in note {note_id}"));
         }
-        if let Some(mut job) = self.jobs.cancel(id) {
-            // The ABORT answers this request: it carries its msgId.
-            job.msg_id = msg_id.map(str::to_owned);
+        if let Some(job) = self.jobs.cancel(id, msg_id) {
             self.set_status(ctx, &job, Status::Abort, None);
         }
         Ok(())

@@ -212,7 +212,15 @@ impl NotebookHandler {
                 roles,
                 ticket,
             }) if principal != "anonymous" => {
-                let ticket = match ticket {
+                // A browser sends its cached Basic credentials with every
+                // request: the session its cookie names (same user) goes
+                // on, instead of a new ticket per page load.
+                let session = ticket.or_else(|| {
+                    let cookie = ticket_cookie(request)?;
+                    let (owner, _) = self.tickets.principal_for(cookie)?;
+                    (owner == principal).then(|| cookie.to_owned())
+                });
+                let ticket = match session {
                     Some(ticket) => ticket,
                     None => self.tickets.issue(&principal, roles.clone()),
                 };

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use super::send_queue;
+use super::peer_progress;
 use super::tls::{self, FirstByte};
 use crate::handler::ConnectionId;
 use crate::proto::{Connection, Decoder, InBuffer, Limits, Phase};
@@ -53,8 +53,18 @@ pub(crate) struct Conn {
     pub plaintext_on_tls_port: bool,
     /// close_notify was queued after the last bytes of a closed connection.
     pub close_notify_sent: bool,
-    /// [`Conn::backlog`] just before the last keepalive ping was queued.
-    pub backlog_at_ping: usize,
+    /// What the peer had taken when the outstanding keepalive ping was
+    /// queued, if the system tells.
+    pub progress_at_ping: Option<PingProgress>,
+}
+
+/// The peer's acknowledged-bytes counter (see
+/// [`peer_progress::bytes_acknowledged`]) at a keepalive ping, and the
+/// value it reaches once the ping itself has been taken.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PingProgress {
+    acknowledged: u64,
+    ping_taken_at: u64,
 }
 
 impl Conn {
@@ -86,14 +96,39 @@ impl Conn {
             tls_checked: false,
             plaintext_on_tls_port: false,
             close_notify_sent: false,
-            backlog_at_ping: 0,
+            progress_at_ping: None,
         }
     }
 
-    /// Output the peer has not taken yet: queued here, plus what the kernel
-    /// holds unacknowledged. A keepalive ping goes out behind all of it.
-    pub fn backlog(&self) -> usize {
-        self.proto.pending_output_len() + send_queue::unacknowledged_bytes(&self.socket)
+    /// Records, right after a keepalive ping was queued, how much the peer
+    /// has taken and how much it will have taken once it has the ping
+    /// (everything queued here and in the kernel goes out ahead of it).
+    pub fn note_ping_queued(&mut self) {
+        self.progress_at_ping =
+            peer_progress::bytes_acknowledged(&self.socket).map(|acknowledged| {
+                let queued = self.proto.pending_output_len() as u64
+                    + peer_progress::bytes_unacknowledged(&self.socket);
+                PingProgress {
+                    acknowledged,
+                    ping_taken_at: acknowledged + queued,
+                }
+            });
+    }
+
+    /// Whether a peer whose pong is overdue is alive all the same: it took
+    /// output since the ping, and either the ping still waits behind that
+    /// output or its answer waits unread because reading is paused. A peer
+    /// whose kernel took the ping with nothing ahead of it and whose
+    /// application never answered is not (its kernel acknowledging proves
+    /// only the kernel alive).
+    pub fn took_output_since_ping(&self) -> bool {
+        let (Some(at_ping), Some(now)) = (
+            self.progress_at_ping,
+            peer_progress::bytes_acknowledged(&self.socket),
+        ) else {
+            return false;
+        };
+        now > at_ping.acknowledged && (now < at_ping.ping_taken_at || self.read_paused)
     }
 
     /// Reads received bytes (decrypted, on TLS) into `buf`. `Ok(0)` is the

@@ -962,20 +962,14 @@ impl<H: Handler> Core<H> {
             conn.inbuf.release_if_empty();
             conn.decoder.release_idle_memory();
             conn.proto.release_idle_memory();
-            if conn.proto.pong_overdue(now) && conn.backlog() < conn.backlog_at_ping {
-                // The peer took output since the ping, so it is alive; its
-                // pong may be queued behind that output, or unread here
-                // while the backlog pauses reading.
+            if conn.proto.pong_overdue(now) && conn.took_output_since_ping() {
+                // Slow, not dead: its pong is behind our output or unread.
                 conn.proto.note_received(now);
             }
-            // Measured before the ping is queued: the peer taking the ping
-            // itself proves nothing (its kernel acknowledges it even when
-            // the application is gone).
             let awaiting_pong = conn.proto.pong_overdue_at().is_some();
-            let backlog = conn.backlog();
             let action = conn.proto.on_timeout(now);
             if !awaiting_pong && conn.proto.pong_overdue_at().is_some() {
-                conn.backlog_at_ping = backlog;
+                conn.note_ping_queued();
             }
             match action {
                 TimeoutAction::None => {}

@@ -5,7 +5,7 @@ mod config;
 mod conn;
 mod context;
 mod event_loop;
-mod send_queue;
+mod peer_progress;
 mod shutdown;
 mod stats;
 mod timers;

@@ -93,6 +93,14 @@ async function untilAnswered(page, answers, what) {
   }
 }
 
+// Polls `check` every 50 ms; fails with `what` after 5 s.
+async function until(page, check, what) {
+  for (let waited = 0; !(await check()); waited += 50) {
+    if (waited > 5000) throw new Error(what);
+    await page.waitForTimeout(50);
+  }
+}
+
 async function runInParagraph(page, index, text) {
   const paragraph = page.getByTestId("paragraph").nth(index);
   await paragraph.getByTestId("paragraph-editor").fill(text);
@@ -178,6 +186,27 @@ test("paragraphs added and removed in another tab leave this tab's typing alone"
   const typed = await editor.inputValue();
   if (typed !== "%md draft in progress") throw new Error(`the draft became "${typed}"`);
   if (!(await editor.evaluate((node) => node === document.activeElement))) throw new Error("the editor lost focus");
+  await first.close();
+  await second.close();
+});
+
+test("an editor left without typing shows what another tab committed meanwhile", async ({ browser, url }) => {
+  const [first, second] = await twoTabsOnNewNote(browser, url, "focus only");
+  const mine = first.getByTestId("paragraph").first().getByTestId("paragraph-editor");
+  const theirs = second.getByTestId("paragraph").first().getByTestId("paragraph-editor");
+  await mine.focus();
+  await theirs.fill("%md from the other tab");
+  await theirs.blur();
+  // The first tab has the commit (and holds it back while focused)...
+  await until(first, async () => (await first.evaluate(() => note.paragraphs[0].text)) === "%md from the other tab",
+    "the first tab never heard of the commit");
+  // ...and shows it once the editor is left without typing.
+  await mine.blur();
+  await until(first, async () => (await mine.inputValue()) === "%md from the other tab", "the editor kept the old text");
+  // Later edits keep coming through.
+  await theirs.fill("%md and again");
+  await theirs.blur();
+  await until(first, async () => (await mine.inputValue()) === "%md and again", "a later edit did not come through");
   await first.close();
   await second.close();
 });
