@@ -60,12 +60,16 @@ pub(crate) struct Conn {
 
 /// The peer's acknowledged-bytes counter (see
 /// [`peer_progress::bytes_acknowledged`]) at a keepalive ping, and the
-/// value it reaches once the ping itself has been taken.
+/// output then waiting, the ping included.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PingProgress {
     acknowledged: u64,
-    ping_taken_at: u64,
+    queued: u64,
 }
+
+/// The most an empty ping takes on the wire, in a TLS record included:
+/// output queued beyond this was ahead of the ping.
+const PING_ON_THE_WIRE: u64 = 64;
 
 impl Conn {
     pub fn new(
@@ -101,26 +105,28 @@ impl Conn {
     }
 
     /// Records, right after a keepalive ping was queued, how much the peer
-    /// has taken and how much it will have taken once it has the ping
-    /// (everything queued here and in the kernel goes out ahead of it).
+    /// has taken and how much output waits (here and in the kernel) up to
+    /// and including the ping.
     pub fn note_ping_queued(&mut self) {
+        // The queue is read first: an acknowledgment landing between the
+        // two reads then makes the queue look longer, never shorter.
+        let queued = self.proto.pending_output_len() as u64
+            + peer_progress::bytes_unacknowledged(&self.socket);
         self.progress_at_ping =
-            peer_progress::bytes_acknowledged(&self.socket).map(|acknowledged| {
-                let queued = self.proto.pending_output_len() as u64
-                    + peer_progress::bytes_unacknowledged(&self.socket);
-                PingProgress {
-                    acknowledged,
-                    ping_taken_at: acknowledged + queued,
-                }
+            peer_progress::bytes_acknowledged(&self.socket).map(|acknowledged| PingProgress {
+                acknowledged,
+                queued,
             });
     }
 
     /// Whether a peer whose pong is overdue is alive all the same: it took
-    /// output since the ping, and either the ping still waits behind that
-    /// output or its answer waits unread because reading is paused. A peer
-    /// whose kernel took the ping with nothing ahead of it and whose
-    /// application never answered is not (its kernel acknowledging proves
-    /// only the kernel alive).
+    /// output since the ping, and either the ping went out behind other
+    /// output (the pong waits behind it, there or in the peer's receive
+    /// buffer) or its answer waits unread because reading is paused. A peer
+    /// whose kernel took a ping with nothing ahead of it and whose
+    /// application never answered is not: its kernel acknowledging proves
+    /// only the kernel alive. Each reprieve needs new acknowledgments, so a
+    /// frozen peer is closed once its receive window is full.
     pub fn took_output_since_ping(&self) -> bool {
         let (Some(at_ping), Some(now)) = (
             self.progress_at_ping,
@@ -128,7 +134,7 @@ impl Conn {
         ) else {
             return false;
         };
-        now > at_ping.acknowledged && (now < at_ping.ping_taken_at || self.read_paused)
+        now > at_ping.acknowledged && (at_ping.queued > PING_ON_THE_WIRE || self.read_paused)
     }
 
     /// Reads received bytes (decrypted, on TLS) into `buf`. `Ok(0)` is the

@@ -8,7 +8,7 @@ use mio::net::TcpStream;
 
 /// Bytes of this connection the peer has acknowledged, ever (a counter
 /// that only grows); `None` where the system cannot tell.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(target_env = "uclibc")))]
 pub(crate) fn bytes_acknowledged(socket: &TcpStream) -> Option<u64> {
     use std::os::fd::AsRawFd;
     // SAFETY: all-zero bytes are a valid `tcp_info` (plain integers).
@@ -26,7 +26,7 @@ pub(crate) fn bytes_acknowledged(socket: &TcpStream) -> Option<u64> {
             &mut len,
         )
     };
-    // Kernels before 4.2 end the structure before this field.
+    // Kernels before 4.1 end the structure before this field.
     let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
     (result == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
 }
@@ -50,7 +50,7 @@ pub(crate) fn bytes_unacknowledged(socket: &TcpStream) -> u64 {
 
 /// Bytes of this connection the peer has acknowledged, ever; `None` where
 /// the system cannot tell (the keepalive then goes by pongs alone).
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", not(target_env = "uclibc"))))]
 pub(crate) fn bytes_acknowledged(_socket: &TcpStream) -> Option<u64> {
     None
 }
@@ -61,7 +61,7 @@ pub(crate) fn bytes_unacknowledged(_socket: &TcpStream) -> u64 {
     0
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, target_os = "linux", not(target_env = "uclibc")))]
 mod tests {
     use super::*;
     use std::io::{ErrorKind, Write};
