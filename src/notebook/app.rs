@@ -77,22 +77,23 @@ impl NotebookHandler {
     }
 
     /// Sends one message, serialized once, to the watchers of a note (and
-    /// `also`, typically the requester, even if it is not bound).
+    /// the connections in `also`, such as the requester, even if they are
+    /// not bound).
     pub(super) fn to_watchers<T: Serialize>(
         &self,
         ctx: &mut Context<'_>,
         note_id: &str,
-        also: Option<ConnectionId>,
+        also: &[ConnectionId],
         op: &str,
         data: &T,
         msg_id: Option<&str>,
     ) {
         let text = envelope::encode(op, data, msg_id);
         let mut targets = self.watchers.of_note(note_id).to_vec();
-        if let Some(extra) = also
-            && !targets.contains(&extra)
-        {
-            targets.push(extra);
+        for extra in also {
+            if !targets.contains(extra) {
+                targets.push(*extra);
+            }
         }
         ctx.broadcast(targets, Message::Text(&text));
     }

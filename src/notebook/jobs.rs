@@ -20,8 +20,11 @@ pub struct Job {
     pub paragraph_id: String,
     /// Who asked: receives the PARAGRAPH updates even if not bound.
     pub requester: ConnectionId,
-    /// The request's msgId, echoed on the updates.
+    /// The request's msgId, echoed on the updates (after a cancel, the
+    /// cancel's).
     pub msg_id: Option<String>,
+    /// Who cancelled it: receives the ABORT even if not bound.
+    pub canceller: Option<ConnectionId>,
     /// RUN_ALL_PARAGRAPHS: the paragraphs to run after this one succeeds.
     pub then: Vec<String>,
 }
@@ -144,8 +147,14 @@ impl Jobs {
 
     /// Cancels a paragraph: a queued one is removed and returned (it becomes
     /// ABORT); a running one is interrupted (its result will say cancelled).
-    /// Either way the ABORT answers the cancel: it carries `msg_id`.
-    pub fn cancel(&mut self, paragraph_id: &str, msg_id: Option<&str>) -> Option<Job> {
+    /// Either way the ABORT answers the cancel: it carries `msg_id` and
+    /// goes to `canceller` too.
+    pub fn cancel(
+        &mut self,
+        paragraph_id: &str,
+        canceller: Option<ConnectionId>,
+        msg_id: Option<&str>,
+    ) -> Option<Job> {
         if let Some(position) = self
             .queue
             .iter()
@@ -153,6 +162,7 @@ impl Jobs {
         {
             let mut job = self.queue.remove(position)?;
             job.msg_id = msg_id.map(str::to_owned);
+            job.canceller = canceller;
             return Some(job);
         }
         if let Some((job, cancelled)) = self.running.as_mut()
@@ -160,6 +170,7 @@ impl Jobs {
         {
             *cancelled = true;
             job.msg_id = msg_id.map(str::to_owned);
+            job.canceller = canceller;
             self.sql_cancel.cancel();
         }
         None

@@ -250,7 +250,7 @@ impl NotebookHandler {
         self.to_watchers(
             ctx,
             &note_id,
-            Some(conn),
+            &[conn],
             "PARAGRAPH",
             &json!({ "paragraph": paragraph }),
             msg_id,
@@ -281,7 +281,7 @@ impl NotebookHandler {
         self.to_watchers(
             ctx,
             &note_id,
-            Some(conn),
+            &[conn],
             "PARAGRAPH_ADDED",
             &json!({ "paragraph": paragraph, "index": index }),
             msg_id,
@@ -298,11 +298,11 @@ impl NotebookHandler {
             note.paragraphs.retain(|p| p.id != id);
             Ok(())
         })?;
-        self.jobs.cancel(id, None);
+        self.jobs.cancel(id, None, None);
         self.to_watchers(
             ctx,
             &note_id,
-            Some(conn),
+            &[conn],
             "PARAGRAPH_REMOVED",
             &json!({ "id": id }),
             None,
@@ -341,6 +341,7 @@ impl NotebookHandler {
                 paragraph_id: id.to_owned(),
                 requester: conn,
                 msg_id: msg_id.map(str::to_owned),
+                canceller: None,
                 then: Vec::new(),
             },
         );
@@ -401,7 +402,7 @@ impl NotebookHandler {
         {
             return Err(format!("paragraph {id} not found in note {note_id}"));
         }
-        if let Some(job) = self.jobs.cancel(id, msg_id) {
+        if let Some(job) = self.jobs.cancel(id, Some(conn), msg_id) {
             self.set_status(ctx, &job, Status::Abort, None);
         }
         Ok(())
@@ -461,6 +462,7 @@ impl NotebookHandler {
                 paragraph_id: first,
                 requester: conn,
                 msg_id: msg_id.map(str::to_owned),
+                canceller: None,
                 then: order,
             },
         );
@@ -557,10 +559,14 @@ impl NotebookHandler {
                 if matches!(status, Status::Finished | Status::Error | Status::Abort) {
                     *self.run_counts.entry(status.as_str()).or_default() += 1;
                 }
+                // Whoever ran it, and whoever cancelled it, bound or not.
+                let also: Vec<ConnectionId> = std::iter::once(job.requester)
+                    .chain(job.canceller)
+                    .collect();
                 self.to_watchers(
                     ctx,
                     &job.note_id,
-                    Some(job.requester),
+                    &also,
                     "PARAGRAPH",
                     &json!({ "paragraph": paragraph }),
                     job.msg_id.as_deref(),
