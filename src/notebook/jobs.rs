@@ -29,6 +29,14 @@ pub struct Job {
     pub then: Vec<String>,
 }
 
+impl Job {
+    /// Makes the coming ABORT the answer to a cancel from `canceller`.
+    fn answer_cancel(&mut self, canceller: Option<ConnectionId>, msg_id: Option<&str>) {
+        self.canceller = canceller;
+        self.msg_id = msg_id.map(str::to_owned);
+    }
+}
+
 struct Work {
     text: String,
     default_group: String,
@@ -161,16 +169,14 @@ impl Jobs {
             .position(|j| j.paragraph_id == paragraph_id)
         {
             let mut job = self.queue.remove(position)?;
-            job.msg_id = msg_id.map(str::to_owned);
-            job.canceller = canceller;
+            job.answer_cancel(canceller, msg_id);
             return Some(job);
         }
         if let Some((job, cancelled)) = self.running.as_mut()
             && job.paragraph_id == paragraph_id
         {
             *cancelled = true;
-            job.msg_id = msg_id.map(str::to_owned);
-            job.canceller = canceller;
+            job.answer_cancel(canceller, msg_id);
             self.sql_cancel.cancel();
         }
         None

@@ -43,8 +43,9 @@ fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
 struct Identity {
     principal: String,
     roles: Vec<String>,
-    /// The ticket the request was identified by (none for Basic
-    /// credentials): asking for a ticket with it continues that session.
+    /// The ticket the request was identified by, or that its cookie names
+    /// beside Basic credentials of the same user: asking for a ticket with
+    /// it continues that session.
     ticket: Option<String>,
 }
 
@@ -152,10 +153,17 @@ impl NotebookHandler {
                         ticket: None,
                     });
                 return match (identity, peer) {
-                    (Some(identity), peer) => {
+                    (Some(mut identity), peer) => {
                         if let Some(ip) = peer {
                             self.security.record_success(ip);
                         }
+                        // A browser sends its cached Basic credentials with
+                        // every request: the session its cookie names (same
+                        // user) goes on, instead of a new ticket per load.
+                        identity.ticket = self
+                            .cookie_session(request)
+                            .filter(|session| session.principal == identity.principal)
+                            .and_then(|session| session.ticket);
                         Ok(Some(identity))
                     }
                     (None, peer) => {
@@ -183,16 +191,18 @@ impl NotebookHandler {
                 _ => Err(unauthorized("invalid ticket\n")),
             };
         }
-        if let Some(ticket) = ticket_cookie(request)
-            && let Some((principal, roles)) = self.tickets.principal_for(ticket)
-        {
-            return Ok(Some(Identity {
-                principal,
-                roles,
-                ticket: Some(ticket.to_owned()),
-            }));
-        }
-        Ok(None)
+        Ok(self.cookie_session(request))
+    }
+
+    /// The identity the request's ticket cookie names, if it is valid.
+    fn cookie_session(&mut self, request: &HttpRequest<'_>) -> Option<Identity> {
+        let ticket = ticket_cookie(request)?;
+        let (principal, roles) = self.tickets.principal_for(ticket)?;
+        Some(Identity {
+            principal,
+            roles,
+            ticket: Some(ticket.to_owned()),
+        })
     }
 
     /// `GET /api/security/ticket`: a fresh ticket for Basic credentials
@@ -212,15 +222,7 @@ impl NotebookHandler {
                 roles,
                 ticket,
             }) if principal != "anonymous" => {
-                // A browser sends its cached Basic credentials with every
-                // request: the session its cookie names (same user) goes
-                // on, instead of a new ticket per page load.
-                let session = ticket.or_else(|| {
-                    let cookie = ticket_cookie(request)?;
-                    let (owner, _) = self.tickets.principal_for(cookie)?;
-                    (owner == principal).then(|| cookie.to_owned())
-                });
-                let ticket = match session {
+                let ticket = match ticket {
                     Some(ticket) => ticket,
                     None => self.tickets.issue(&principal, roles.clone()),
                 };

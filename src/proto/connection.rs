@@ -478,18 +478,14 @@ impl Connection {
         }
     }
 
-    /// When the keepalive gives up on the peer unless it is heard from:
-    /// `Some` while a ping awaits an answer.
-    pub fn pong_overdue_at(&self) -> Option<Instant> {
-        match (self.phase, self.ping_sent_at) {
-            (Phase::Open, Some(sent)) => Some(sent + self.pong_timeout),
-            _ => None,
-        }
+    /// Whether a keepalive ping awaits an answer.
+    pub fn awaiting_pong(&self) -> bool {
+        self.phase == Phase::Open && self.ping_sent_at.is_some()
     }
 
     /// Whether the keepalive would close the connection at `now`.
     pub fn pong_overdue(&self, now: Instant) -> bool {
-        self.pong_overdue_at().is_some_and(|at| at <= now)
+        self.awaiting_pong() && self.next_deadline().is_some_and(|at| at <= now)
     }
 
     /// Runs whatever timer has expired by `now`.

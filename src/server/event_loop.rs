@@ -966,9 +966,9 @@ impl<H: Handler> Core<H> {
                 // Slow, not dead: its pong is behind our output or unread.
                 conn.proto.note_received(now);
             }
-            let awaiting_pong = conn.proto.pong_overdue_at().is_some();
+            let awaiting_pong = conn.proto.awaiting_pong();
             let action = conn.proto.on_timeout(now);
-            if !awaiting_pong && conn.proto.pong_overdue_at().is_some() {
+            if !awaiting_pong && conn.proto.awaiting_pong() {
                 conn.note_ping_queued();
             }
             match action {

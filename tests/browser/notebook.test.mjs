@@ -86,19 +86,16 @@ function countParagraphAnswers(page, marker) {
   return answers;
 }
 
-async function untilAnswered(page, answers, what) {
-  for (let waited = 0; answers.count === 0; waited += 20) {
-    if (waited > 10000) throw new Error(`${what} was not answered`);
+// Polls `check` every 20 ms; fails with `what` after `limit` ms.
+async function until(page, check, what, limit = 5000) {
+  for (let waited = 0; !(await check()); waited += 20) {
+    if (waited > limit) throw new Error(what);
     await page.waitForTimeout(20);
   }
 }
 
-// Polls `check` every 50 ms; fails with `what` after 5 s.
-async function until(page, check, what) {
-  for (let waited = 0; !(await check()); waited += 50) {
-    if (waited > 5000) throw new Error(what);
-    await page.waitForTimeout(50);
-  }
+async function untilAnswered(page, answers, what) {
+  await until(page, () => answers.count > 0, `${what} was not answered`, 10000);
 }
 
 async function runInParagraph(page, index, text) {
@@ -259,10 +256,8 @@ test("text typed while the connection is down survives the reconnect and reaches
   await other.getByTestId("note-link").filter({ hasText: "/offline drafts" }).click();
   const editors = other.getByTestId("paragraph-editor");
   for (const [index, text] of [[0, "%md *written offline*"], [1, "%md still typing"]]) {
-    for (let waited = 0; (await editors.nth(index).inputValue()) !== text; waited += 50) {
-      if (waited > 10000) throw new Error(`the server has "${await editors.nth(index).inputValue()}" in paragraph ${index}`);
-      await other.waitForTimeout(50);
-    }
+    await until(other, async () => (await editors.nth(index).inputValue()) === text,
+      `the server does not have "${text}" in paragraph ${index}`, 10000);
   }
   await other.close();
   await page.close();
