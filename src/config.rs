@@ -110,6 +110,7 @@ struct NotebookFile {
 struct SecurityFile {
     anonymous: Option<bool>,
     allowed_origins: Option<Vec<String>>,
+    ticket_idle_timeout: Option<String>,
     #[serde(default)]
     users: Vec<UserFile>,
 }
@@ -397,6 +398,11 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     if let Some(origins) = &s.allowed_origins {
         notebook.allowed_origins = origins.clone();
     }
+    duration(
+        "security.ticket_idle_timeout",
+        &s.ticket_idle_timeout,
+        &mut notebook.ticket_idle_timeout,
+    )?;
     for (index, user) in s.users.iter().enumerate() {
         let key = format!("security.users[{index}]");
         if user.name.is_empty() || user.name == "anonymous" || user.name.contains(':') {
@@ -469,6 +475,7 @@ mod tests {
             [security]
             anonymous = false
             allowed_origins = ["https://example.com"]
+            ticket_idle_timeout = "8h"
             [[security.users]]
             name = "alice"
             password_hash = "{hash}"
@@ -486,6 +493,10 @@ mod tests {
         assert_eq!(settings.notebook.max_message_size, 1048576);
         assert_eq!(settings.notebook.sql_timeout, Duration::from_secs(2));
         assert!(!settings.notebook.anonymous_allowed);
+        assert_eq!(
+            settings.notebook.ticket_idle_timeout,
+            Duration::from_secs(8 * 3600)
+        );
         assert_eq!(settings.notebook.users[0].name, "alice");
         assert_eq!(settings.log_level, Some(log::LevelFilter::Debug));
 

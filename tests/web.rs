@@ -538,3 +538,114 @@ fn repeated_wrong_passwords_are_throttled_without_running_argon2() {
     assert_eq!(upgrade_status(&server, "/ws", ""), 101);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Logs `user` in with Basic credentials; returns the ticket.
+fn log_in(server: &TestServer, user: &str, password: &str) -> String {
+    let (status, _, body) = get(
+        server,
+        "GET",
+        "/api/security/ticket",
+        &basic(user, password),
+    );
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["body"]["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A connection to `/ws` authenticated by `ticket`.
+fn open_with_ticket(server: &TestServer, user: &str, ticket: &str) -> JsonClient {
+    let mut raw = RawClient::connect(server.addr);
+    raw.send_raw(upgrade_request(&format!("/ws?principal={user}&ticket={ticket}"), "").as_bytes());
+    assert_eq!(raw.read_response_head().0, 101);
+    JsonClient { raw }
+}
+
+fn list_notes(client: &mut JsonClient, user: &str, ticket: &str) -> String {
+    client
+        .send_text(&json!({ "op": "LIST_NOTES", "principal": user, "ticket": ticket }).to_string());
+    client.recv()["op"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn logout_ends_the_session_its_cookie_names_and_no_other() {
+    let hash = hash_password("s3cret").unwrap();
+    let (server, dir) = start("logout", |c| {
+        c.users = vec![User::new("alice", &hash, vec!["admin".into()]).unwrap()]
+    });
+    let ended = log_in(&server, "alice", "s3cret");
+    let other = log_in(&server, "alice", "s3cret");
+    let mut ended_tab = open_with_ticket(&server, "alice", &ended);
+    let mut other_tab = open_with_ticket(&server, "alice", &other);
+    assert_eq!(list_notes(&mut ended_tab, "alice", &ended), "NOTES_INFO");
+
+    let cookie = format!("Cookie: wsloop_ticket={ended}\r\n");
+    assert_eq!(get(&server, "GET", "/api/login/logout", &cookie).0, 405);
+    let (status, head, body) = get(
+        &server,
+        "POST",
+        "/api/login/logout",
+        &format!("{cookie}Content-Length: 0\r\n"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["body"]["loggedOut"], true);
+    assert_eq!(
+        header(&head, "Set-Cookie"),
+        Some("wsloop_ticket=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    );
+
+    // The open connection's next op is told to log in again; the ticket
+    // opens nothing and names no session any more.
+    assert_eq!(
+        list_notes(&mut ended_tab, "alice", &ended),
+        "SESSION_LOGOUT"
+    );
+    assert_eq!(
+        upgrade_status(&server, &format!("/ws?principal=alice&ticket={ended}"), ""),
+        401
+    );
+    let (_, _, anonymous) = get(&server, "GET", "/api/security/ticket", &cookie);
+    let anonymous: Value = serde_json::from_str(&anonymous).unwrap();
+    assert_eq!(anonymous["body"]["principal"], "anonymous");
+    // Logging out twice is harmless, and says nothing was ended.
+    let (status, _, again) = get(&server, "POST", "/api/login/logout", &cookie);
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&again).unwrap()["body"]["loggedOut"],
+        false
+    );
+    // The other login goes on.
+    assert_eq!(list_notes(&mut other_tab, "alice", &other), "NOTES_INFO");
+    // A page from another origin cannot log anyone out.
+    let (status, _, _) = get(
+        &server,
+        "POST",
+        "/api/login/logout",
+        &format!("Cookie: wsloop_ticket={other}\r\nOrigin: https://evil.example\r\n"),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(list_notes(&mut other_tab, "alice", &other), "NOTES_INFO");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_ticket_unused_for_the_idle_timeout_expires() {
+    let hash = hash_password("s3cret").unwrap();
+    let (server, dir) = start("idle-ticket", |c| {
+        c.users = vec![User::new("alice", &hash, vec!["admin".into()]).unwrap()];
+        c.ticket_idle_timeout = std::time::Duration::from_millis(600);
+    });
+    let busy = log_in(&server, "alice", "s3cret");
+    let idle = log_in(&server, "alice", "s3cret");
+    let mut busy_tab = open_with_ticket(&server, "alice", &busy);
+    let mut idle_tab = open_with_ticket(&server, "alice", &idle);
+    // Used every 200 ms for a second: stays valid past the timeout.
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(list_notes(&mut busy_tab, "alice", &busy), "NOTES_INFO");
+    }
+    assert_eq!(list_notes(&mut idle_tab, "alice", &idle), "SESSION_LOGOUT");
+    std::fs::remove_dir_all(dir).unwrap();
+}

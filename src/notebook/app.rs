@@ -49,6 +49,7 @@ impl NotebookHandler {
             tickets: Tickets::new(
                 config.anonymous_allowed,
                 config.users.iter().map(|user| user.name.clone()).collect(),
+                config.ticket_idle_timeout,
             ),
             security: Security::new(config.users.clone(), config.allowed_origins.clone()),
             config,
@@ -110,7 +111,10 @@ impl NotebookHandler {
             Ok(request) => request,
             Err(info) => return self.refuse(ctx, conn, "ERROR_INFO", &info),
         };
-        let principal = match self.tickets.check(&request.principal, &request.ticket) {
+        let principal = match self
+            .tickets
+            .check(&request.principal, &request.ticket, ctx.now())
+        {
             TicketCheck::Valid { principal, .. } => principal,
             _ if request.op == "PING" => return,
             TicketCheck::WrongTicket => {

@@ -45,6 +45,9 @@ pub struct NotebookConfig {
     pub allowed_origins: Vec<String>,
     /// Users who can log in with HTTP Basic (argon2 password hashes).
     pub users: Vec<security::User>,
+    /// A login ticket unused for this long stops working (its connections
+    /// get SESSION_LOGOUT). Default 24 h.
+    pub ticket_idle_timeout: Duration,
 }
 
 impl Default for NotebookConfig {
@@ -58,6 +61,7 @@ impl Default for NotebookConfig {
             max_message_size: crate::proto::Limits::default().max_message_size,
             allowed_origins: Vec::new(),
             users: Vec::new(),
+            ticket_idle_timeout: auth::DEFAULT_TICKET_IDLE_TIMEOUT,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! and `Origin` check of the `/ws` upgrade.
 
 use std::fmt::Write as _;
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -59,19 +60,29 @@ impl NotebookHandler {
         let path = request.path();
         let known = matches!(
             path,
-            "/" | "/index.html" | "/healthz" | "/metrics" | "/api/security/ticket"
+            "/" | "/index.html"
+                | "/healthz"
+                | "/metrics"
+                | "/api/security/ticket"
+                | "/api/login/logout"
         );
         if !known {
             return HttpResponse::not_found();
         }
-        if request.method != "GET" {
-            return HttpResponse::text(405, "only GET is supported here\n")
-                .with_header("Allow", "GET");
+        let method = if path == "/api/login/logout" {
+            "POST"
+        } else {
+            "GET"
+        };
+        if request.method != method {
+            return HttpResponse::text(405, format!("only {method} is supported here\n"))
+                .with_header("Allow", method);
         }
         match path {
             "/healthz" => HttpResponse::text(200, "ok\n"),
             "/metrics" => self.metrics(ctx),
             "/api/security/ticket" => self.ticket(ctx, request),
+            "/api/login/logout" => self.logout(ctx, request),
             _ => HttpResponse {
                 status: 200,
                 headers: vec![(
@@ -161,7 +172,7 @@ impl NotebookHandler {
                         // every request: the session its cookie names (same
                         // user) goes on, instead of a new ticket per load.
                         identity.ticket = self
-                            .cookie_session(request)
+                            .cookie_session(request, now)
                             .filter(|session| session.principal == identity.principal)
                             .and_then(|session| session.ticket);
                         Ok(Some(identity))
@@ -182,7 +193,7 @@ impl NotebookHandler {
         }
         if let Some(ticket) = request.query_param("ticket") {
             let principal = request.query_param("principal").unwrap_or("anonymous");
-            return match self.tickets.check(principal, ticket) {
+            return match self.tickets.check(principal, ticket, ctx.now()) {
                 TicketCheck::Valid { principal, roles } => Ok(Some(Identity {
                     principal,
                     roles,
@@ -191,13 +202,13 @@ impl NotebookHandler {
                 _ => Err(unauthorized("invalid ticket\n")),
             };
         }
-        Ok(self.cookie_session(request))
+        Ok(self.cookie_session(request, ctx.now()))
     }
 
     /// The identity the request's ticket cookie names, if it is valid.
-    fn cookie_session(&mut self, request: &HttpRequest<'_>) -> Option<Identity> {
+    fn cookie_session(&mut self, request: &HttpRequest<'_>, now: Instant) -> Option<Identity> {
         let ticket = ticket_cookie(request)?;
-        let (principal, roles) = self.tickets.principal_for(ticket)?;
+        let (principal, roles) = self.tickets.principal_for(ticket, now)?;
         Some(Identity {
             principal,
             roles,
@@ -224,12 +235,9 @@ impl NotebookHandler {
             }) if principal != "anonymous" => {
                 let ticket = match ticket {
                     Some(ticket) => ticket,
-                    None => self.tickets.issue(&principal, roles.clone()),
+                    None => self.tickets.issue(&principal, roles.clone(), ctx.now()),
                 };
-                // Over TLS the browser must never send it in the clear.
-                let secure = if ctx.is_tls() { "; Secure" } else { "" };
-                let cookie =
-                    format!("{TICKET_COOKIE}={ticket}; Path=/; HttpOnly; SameSite=Strict{secure}");
+                let cookie = ticket_cookie_header(ctx, &ticket, "");
                 (principal, roles, ticket, Some(cookie))
             }
             _ if self.tickets.anonymous_allowed() => (
@@ -247,6 +255,22 @@ impl NotebookHandler {
             Some(cookie) => response.with_header("Set-Cookie", cookie),
             None => response,
         }
+    }
+
+    /// `POST /api/login/logout`: ends the session the request's ticket
+    /// cookie (or `ticket` query parameter) names, and clears the cookie.
+    /// The ticket's connections get SESSION_LOGOUT on their next op.
+    fn logout(&mut self, ctx: &Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
+        if !self.security.origin_allowed(request) {
+            return HttpResponse::text(403, "origin not allowed\n");
+        }
+        let ended = ticket_cookie(request)
+            .into_iter()
+            .chain(request.query_param("ticket"))
+            .fold(false, |ended, ticket| self.tickets.revoke(ticket) | ended);
+        let body = json!({ "status": "OK", "body": { "loggedOut": ended } });
+        json_response(200, &body)
+            .with_header("Set-Cookie", ticket_cookie_header(ctx, "", "; Max-Age=0"))
     }
 
     /// The `/ws` upgrade: right path, allowed `Origin`, and valid
@@ -273,4 +297,11 @@ impl NotebookHandler {
         }
         Ok(Accept::default())
     }
+}
+
+/// The `Set-Cookie` value carrying `ticket` (HttpOnly, same-site only,
+/// and over TLS never sent in the clear), with `extra` attributes.
+fn ticket_cookie_header(ctx: &Context<'_>, ticket: &str, extra: &str) -> String {
+    let secure = if ctx.is_tls() { "; Secure" } else { "" };
+    format!("{TICKET_COOKIE}={ticket}; Path=/; HttpOnly; SameSite=Strict{secure}{extra}")
 }
