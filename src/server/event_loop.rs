@@ -50,8 +50,13 @@ const READ_CHUNK: usize = 128 * 1024;
 /// goes quiet).
 const KEEP_INBUF_CAPACITY: usize = 1024 * 1024;
 /// Queued output at which a connection is written in the middle of a
-/// batch rather than at its end.
-const EARLY_WRITE: usize = 32 * 1024;
+/// batch rather than at its end, when it is the only socket ready: its
+/// peer then has nothing else to work on, and an early write lets it start
+/// on the first answers while the rest are made.
+const EARLY_WRITE_ALONE: usize = 32 * 1024;
+/// The same when other sockets are ready in the same batch: their peers
+/// keep the other side busy meanwhile, so fewer, larger writes win.
+const EARLY_WRITE_SHARED: usize = 64 * 1024;
 /// Reads per socket per wakeup before other sockets get their turn.
 const READS_PER_WAKEUP: usize = 16;
 /// Pause before accepting again after the process ran out of descriptors.
@@ -126,6 +131,9 @@ struct Core<H: Handler> {
     timers: Timers,
     flush_list: Vec<usize>,
     read_again: Vec<usize>,
+    /// Queued output at which the connection being processed is written
+    /// before the end of the batch (`EARLY_WRITE_ALONE` or `_SHARED`).
+    early_write: usize,
     stats: ServerStats,
     outbound: Outbound,
     next_generation: u32,
@@ -168,6 +176,7 @@ impl<H: Handler> Server<H> {
             timers: Timers::default(),
             flush_list: Vec::new(),
             read_again: Vec::new(),
+            early_write: EARLY_WRITE_ALONE,
             stats: ServerStats::default(),
             outbound: Outbound::default(),
             next_generation: 0,
@@ -242,6 +251,12 @@ impl<H: Handler> Server<H> {
             if !events.is_empty() {
                 self.last_activity = now;
             }
+            let ready = events.iter().count() + self.core.read_again.len();
+            self.core.early_write = if ready > 1 {
+                EARLY_WRITE_SHARED
+            } else {
+                EARLY_WRITE_ALONE
+            };
             for slot in mem::take(&mut self.core.read_again) {
                 self.core.on_readable(slot, &mut self.scratch, now, false);
             }
@@ -786,7 +801,7 @@ impl<H: Handler> Core<H> {
                     // Output worth a syscall on its own goes out now, so
                     // large echoes stream instead of waiting for the batch.
                     let conn = &mut self.conns[slot];
-                    if conn.proto.pending_output_len() >= EARLY_WRITE {
+                    if conn.proto.pending_output_len() >= self.early_write {
                         conn.write_pending();
                     }
                 }
