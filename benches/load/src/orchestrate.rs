@@ -74,6 +74,11 @@ pub struct RunOptions {
     /// CPUs the load generator and the idle client are pinned to.
     #[arg(long, default_value = "1")]
     pub client_cpu: String,
+    /// Leave `net.ipv4.tcp_mem` alone (by default a run as root raises it
+    /// for its length, so the largest cell measures the servers rather than
+    /// the kernel's drops, and restores it after).
+    #[arg(long)]
+    pub keep_tcp_mem: bool,
 }
 
 /// The variant cells: many small messages pipelined, and many connections
@@ -438,6 +443,35 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         runs_total as f64 * (plan.seconds + plan.warmup + per_run_overhead),
         context.logs.display(),
     );
+    let tcp_mem = if options.keep_tcp_mem || options.variants_only {
+        None
+    } else {
+        match sys::TcpMemRaise::apply() {
+            Ok(Some(raised)) => {
+                let show = |pages: [u64; 3]| format!("{} {} {}", pages[0], pages[1], pages[2]);
+                eprintln!(
+                    "net.ipv4.tcp_mem raised from \"{}\" to \"{}\" pages for this run; it is \
+                     restored at the end (if the run is killed: sysctl -w net.ipv4.tcp_mem=\"{}\")",
+                    show(raised.before),
+                    show(raised.during),
+                    show(raised.before),
+                );
+                Some(raised)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                eprintln!(
+                    "net.ipv4.tcp_mem left as it is ({error}); the largest cells may see the kernel \
+                     drop segments"
+                );
+                None
+            }
+        }
+    };
+    let tcp_mem_setting = tcp_mem.as_ref().map(|raised| report::TcpMemSetting {
+        before: raised.before,
+        during: raised.during,
+    });
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -454,6 +488,7 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         main_matrix(&context, &plan, &cells, &mut progress)?
     };
     let variants = variant_cells(&context, &plan, &variant_groups, &mut progress)?;
+    drop(tcp_mem);
 
     // 5. Report.
     let results = Results {
@@ -477,6 +512,7 @@ pub fn run(options: RunOptions) -> io::Result<()> {
                 .trim()
                 .to_string(),
             cpu_model: cpu_model(),
+            tcp_mem: tcp_mem_setting,
             started_unix,
             total_seconds: started.elapsed().as_secs_f64(),
         },

@@ -64,8 +64,20 @@ pub struct Meta {
     pub wsloop_git_rev: Option<String>,
     pub kernel: String,
     pub cpu_model: String,
+    /// `net.ipv4.tcp_mem` when the run raised it for its length; `None`
+    /// when the machine's own setting was in force.
+    #[serde(default)]
+    pub tcp_mem: Option<TcpMemSetting>,
     pub started_unix: u64,
     pub total_seconds: f64,
+}
+
+/// The kernel's TCP memory thresholds (pages) before and during a run
+/// that raised them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TcpMemSetting {
+    pub before: [u64; 3],
+    pub during: [u64; 3],
 }
 
 /// Median, minimum and maximum over the repeats of a cell.
@@ -617,9 +629,6 @@ pub fn markdown(results: &Results) -> String {
     md
 }
 
-/// How often the kernel ran short of TCP memory during the main matrix:
-/// such runs measure the kernel's drops and retransmission timers more
-/// than the server.
 /// The paragraph on runs taken again for steal.
 fn retake_markdown(results: &Results, md: &mut String) {
     let retaken = results
@@ -645,6 +654,9 @@ fn retake_markdown(results: &Results, md: &mut String) {
     );
 }
 
+/// How often the kernel ran short of TCP memory during the main matrix:
+/// such runs measure the kernel's drops and retransmission timers more
+/// than the server.
 fn tcp_pressure_markdown(results: &Results, md: &mut String) {
     let runs: Vec<(&CellResult, &LoadReport)> = results
         .cells
@@ -696,6 +708,26 @@ fn tcp_pressure_markdown(results: &Results, md: &mut String) {
             format!(" (cells: {})", cells.join(", "))
         },
     );
+    let _ = match results.meta.tcp_mem {
+        Some(setting) => writeln!(
+            md,
+            "For this run `net.ipv4.tcp_mem` was raised from {} to {} pages (a quarter, three \
+             eighths and half of the machine's memory) and restored after.",
+            pages(setting.before),
+            pages(setting.during),
+        ),
+        None => writeln!(md, "`net.ipv4.tcp_mem` was the machine's own."),
+    };
+}
+
+/// A `tcp_mem` triple as "min / pressure / max".
+fn pages(values: [u64; 3]) -> String {
+    format!(
+        "{} / {} / {}",
+        count(values[0] as f64),
+        count(values[1] as f64),
+        count(values[2] as f64)
+    )
 }
 
 /// The "TLS and compression" section.
@@ -1054,6 +1086,7 @@ mod tests {
                 wsloop_git_rev: None,
                 kernel: String::new(),
                 cpu_model: String::new(),
+                tcp_mem: None,
                 started_unix: 0,
                 total_seconds: 1.0,
             },

@@ -39,6 +39,94 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// Where the kernel keeps its machine-wide TCP memory thresholds, in pages:
+/// below the first it does not restrain sockets, above the second it is
+/// under pressure and prunes receive queues, above the third it refuses.
+const TCP_MEM: &str = "/proc/sys/net/ipv4/tcp_mem";
+
+/// `net.ipv4.tcp_mem` raised for the length of a run, restored on drop.
+///
+/// The matrix's largest cell keeps gigabytes in flight on loopback, past the
+/// default thresholds of a machine this size; the kernel then drops arriving
+/// segments and every server waits on retransmission timers, so the cell
+/// measures the kernel. Raising the thresholds (as root) lets it measure the
+/// servers; the old values come back when the guard is dropped.
+#[derive(Debug)]
+pub struct TcpMemRaise {
+    /// The thresholds found at the start, in pages.
+    pub before: [u64; 3],
+    /// The thresholds in force during the run, in pages.
+    pub during: [u64; 3],
+}
+
+impl TcpMemRaise {
+    /// Raises each threshold to a quarter, three eighths and a half of the
+    /// machine's memory where it is lower. `Ok(None)` when nothing needed
+    /// raising; an error when the file cannot be read or written (not root).
+    pub fn apply() -> io::Result<Option<TcpMemRaise>> {
+        let before = parse_tcp_mem(&std::fs::read_to_string(TCP_MEM)?)
+            .ok_or_else(|| io::Error::other(format!("unexpected contents of {TCP_MEM}")))?;
+        let during = raised_tcp_mem(before, mem_total_bytes()?, page_size());
+        if during == before {
+            return Ok(None);
+        }
+        std::fs::write(TCP_MEM, format_tcp_mem(during))?;
+        Ok(Some(TcpMemRaise { before, during }))
+    }
+}
+
+impl Drop for TcpMemRaise {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::write(TCP_MEM, format_tcp_mem(self.before)) {
+            eprintln!(
+                "could not restore {TCP_MEM} to {}: {error}",
+                format_tcp_mem(self.before)
+            );
+        }
+    }
+}
+
+/// The three page counts of a `tcp_mem` text.
+fn parse_tcp_mem(text: &str) -> Option<[u64; 3]> {
+    let mut values = text.split_whitespace().map(|value| value.parse().ok());
+    let parsed = [values.next()??, values.next()??, values.next()??];
+    values.next().is_none().then_some(parsed)
+}
+
+fn format_tcp_mem(pages: [u64; 3]) -> String {
+    format!("{} {} {}\n", pages[0], pages[1], pages[2])
+}
+
+/// `current` with each threshold raised to its share of `mem_total` bytes
+/// (1/4, 3/8, 1/2) where it is lower; never lowered.
+fn raised_tcp_mem(current: [u64; 3], mem_total: u64, page_size: u64) -> [u64; 3] {
+    let pages = mem_total / page_size.max(1);
+    let wanted = [pages / 4, pages * 3 / 8, pages / 2];
+    [
+        current[0].max(wanted[0]),
+        current[1].max(wanted[1]),
+        current[2].max(wanted[2]),
+    ]
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+fn mem_total_bytes() -> io::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| io::Error::other("no MemTotal in /proc/meminfo"))
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
 /// User plus system CPU time this process has used so far (`getrusage`).
 pub fn self_cpu_time() -> Duration {
     // SAFETY: getrusage fills the zeroed struct; RUSAGE_SELF cannot fail.
@@ -249,6 +337,26 @@ impl Drop for ChildGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_mem_is_raised_to_its_share_of_memory_and_never_lowered() {
+        let gib = 1 << 30;
+        // 24 GiB of 4 KiB pages: 6, 9 and 12 GiB.
+        assert_eq!(
+            raised_tcp_mem([287_889, 383_855, 575_778], 24 * gib, 4096),
+            [1_572_864, 2_359_296, 3_145_728]
+        );
+        // Already higher stays as it is.
+        let high = [2_000_000, 3_000_000, 4_000_000];
+        assert_eq!(raised_tcp_mem(high, 24 * gib, 4096), high);
+        assert_eq!(
+            parse_tcp_mem("287889\t383855\t575778\n"),
+            Some([287_889, 383_855, 575_778])
+        );
+        assert_eq!(parse_tcp_mem("1 2"), None);
+        assert_eq!(parse_tcp_mem("1 2 x"), None);
+        assert_eq!(format_tcp_mem([1, 2, 3]), "1 2 3\n");
+    }
 
     #[test]
     fn proc_net_counters_are_found_by_name_in_their_block() {
