@@ -251,8 +251,7 @@ impl<H: Handler> Server<H> {
             if !events.is_empty() {
                 self.last_activity = now;
             }
-            let ready = events.iter().count() + self.core.read_again.len();
-            self.core.early_write = if ready > 1 {
+            self.core.early_write = if self.core.several_to_read(&events) {
                 EARLY_WRITE_SHARED
             } else {
                 EARLY_WRITE_ALONE
@@ -478,6 +477,32 @@ impl<H: Handler> Core<H> {
         self.stats.accepted += 1;
         log::debug!("{id} {peer}: accepted");
         self.arm_timer(slot);
+    }
+
+    /// Whether this batch will read from more than one connection: the
+    /// unpaused ones in `read_again` and those with a read event, each
+    /// counted once.
+    fn several_to_read(&self, events: &Events) -> bool {
+        let again = self.read_again.iter().copied().filter(|&slot| {
+            self.conns
+                .get(slot)
+                .is_some_and(|conn| !conn.read_paused && !conn.read_closed)
+        });
+        let readable = events
+            .iter()
+            .filter(|event| event.is_readable() || event.is_read_closed() || event.is_error())
+            .map(|event| event.token().0)
+            // The loop's own tokens sit at the top of the range.
+            .filter(|&slot| slot < SIGNALS.0);
+        let mut first = None;
+        for slot in again.chain(readable) {
+            match first {
+                None => first = Some(slot),
+                Some(seen) if seen != slot => return true,
+                Some(_) => {}
+            }
+        }
+        false
     }
 
     /// Reads until `WouldBlock` (or the per-wakeup budget), processing as

@@ -1,5 +1,8 @@
 //! `run`: the whole comparison.
 //!
+//! 0. As root, `net.ipv4.tcp_mem` is raised for the length of the run
+//!    (not with `--keep-tcp-mem` or `--variants-only`) and restored after;
+//!    the thresholds in force are recorded either way.
 //! 1. Memory: for each server, a fresh instance; its RSS before and after
 //!    `idle` opens the idle connections.
 //! 2. All three servers are started (each pinned to CPU 0 by default, with
@@ -443,35 +446,34 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         runs_total as f64 * (plan.seconds + plan.warmup + per_run_overhead),
         context.logs.display(),
     );
-    let tcp_mem = if options.keep_tcp_mem || options.variants_only {
-        None
-    } else {
-        match sys::TcpMemRaise::apply() {
-            Ok(Some(raised)) => {
-                let show = |pages: [u64; 3]| format!("{} {} {}", pages[0], pages[1], pages[2]);
-                eprintln!(
-                    "net.ipv4.tcp_mem raised from \"{}\" to \"{}\" pages for this run; it is \
-                     restored at the end (if the run is killed: sysctl -w net.ipv4.tcp_mem=\"{}\")",
-                    show(raised.before),
-                    show(raised.during),
-                    show(raised.before),
-                );
-                Some(raised)
-            }
-            Ok(None) => None,
-            Err(error) => {
-                eprintln!(
-                    "net.ipv4.tcp_mem left as it is ({error}); the largest cells may see the kernel \
-                     drop segments"
-                );
-                None
+    // The thresholds in force are recorded whatever happens to them.
+    let tcp_mem_found = sys::read_tcp_mem().ok();
+    let tcp_mem = match tcp_mem_found {
+        Some(before) if !options.keep_tcp_mem && !options.variants_only => {
+            match sys::TcpMemRaise::apply(before) {
+                Ok(Some(raised)) => {
+                    let show = |pages: [u64; 3]| format!("{} {} {}", pages[0], pages[1], pages[2]);
+                    eprintln!(
+                        "net.ipv4.tcp_mem raised from \"{}\" to \"{}\" pages for this run; it is \
+                         restored at the end (if the run is killed: sysctl -w net.ipv4.tcp_mem=\"{}\")",
+                        show(raised.before),
+                        show(raised.during),
+                        show(raised.before),
+                    );
+                    Some(raised)
+                }
+                Ok(None) => None,
+                Err(error) => {
+                    eprintln!(
+                        "net.ipv4.tcp_mem left as it is ({error}); the largest cells may see the \
+                         kernel drop segments"
+                    );
+                    None
+                }
             }
         }
+        _ => None,
     };
-    let tcp_mem_setting = tcp_mem.as_ref().map(|raised| report::TcpMemSetting {
-        before: raised.before,
-        during: raised.during,
-    });
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -488,7 +490,21 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         main_matrix(&context, &plan, &cells, &mut progress)?
     };
     let variants = variant_cells(&context, &plan, &variant_groups, &mut progress)?;
-    drop(tcp_mem);
+    let tcp_mem_setting = tcp_mem_found.map(|before| {
+        let during = tcp_mem.as_ref().map_or(before, |raised| raised.during);
+        let restore_failed = match tcp_mem.map(sys::TcpMemRaise::restore) {
+            Some(Err(error)) => {
+                eprintln!("could not restore net.ipv4.tcp_mem: {error}");
+                true
+            }
+            _ => false,
+        };
+        report::TcpMemSetting {
+            before,
+            during,
+            restore_failed,
+        }
+    });
 
     // 5. Report.
     let results = Results {

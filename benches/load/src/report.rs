@@ -64,20 +64,24 @@ pub struct Meta {
     pub wsloop_git_rev: Option<String>,
     pub kernel: String,
     pub cpu_model: String,
-    /// `net.ipv4.tcp_mem` when the run raised it for its length; `None`
-    /// when the machine's own setting was in force.
+    /// `net.ipv4.tcp_mem` at the start and during the run; `None` when it
+    /// was not recorded (older runs, or unreadable).
     #[serde(default)]
     pub tcp_mem: Option<TcpMemSetting>,
     pub started_unix: u64,
     pub total_seconds: f64,
 }
 
-/// The kernel's TCP memory thresholds (pages) before and during a run
-/// that raised them.
+/// The kernel's TCP memory thresholds (`net.ipv4.tcp_mem`, pages) found at
+/// the start of a run and in force during it (the same when the run left
+/// them alone).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct TcpMemSetting {
     pub before: [u64; 3],
     pub during: [u64; 3],
+    /// Writing `before` back at the end failed.
+    #[serde(default)]
+    pub restore_failed: bool,
 }
 
 /// Median, minimum and maximum over the repeats of a cell.
@@ -709,14 +713,23 @@ fn tcp_pressure_markdown(results: &Results, md: &mut String) {
         },
     );
     let _ = match results.meta.tcp_mem {
-        Some(setting) => writeln!(
+        Some(setting) if setting.during != setting.before => writeln!(
             md,
-            "For this run `net.ipv4.tcp_mem` was raised from {} to {} pages (a quarter, three \
-             eighths and half of the machine's memory) and restored after.",
+            "For this run `net.ipv4.tcp_mem` was raised from {} to {} pages{}.",
             pages(setting.before),
             pages(setting.during),
+            if setting.restore_failed {
+                " (restoring it afterwards failed)"
+            } else {
+                " and restored after"
+            },
         ),
-        None => writeln!(md, "`net.ipv4.tcp_mem` was the machine's own."),
+        Some(setting) => writeln!(
+            md,
+            "`net.ipv4.tcp_mem` was left as the machine had it: {} pages.",
+            pages(setting.before)
+        ),
+        None => writeln!(md, "`net.ipv4.tcp_mem` was not recorded for this run."),
     };
 }
 

@@ -41,46 +41,68 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 
 /// Where the kernel keeps its machine-wide TCP memory thresholds, in pages:
 /// below the first it does not restrain sockets, above the second it is
-/// under pressure and prunes receive queues, above the third it refuses.
+/// under pressure (and stays so until usage falls below the first) and
+/// prunes receive queues, above the third it refuses.
 const TCP_MEM: &str = "/proc/sys/net/ipv4/tcp_mem";
 
-/// `net.ipv4.tcp_mem` raised for the length of a run, restored on drop.
+/// The `net.ipv4.tcp_mem` thresholds in force now, in pages.
+pub fn read_tcp_mem() -> io::Result<[u64; 3]> {
+    parse_tcp_mem(&std::fs::read_to_string(TCP_MEM)?)
+        .ok_or_else(|| io::Error::other(format!("unexpected contents of {TCP_MEM}")))
+}
+
+/// `net.ipv4.tcp_mem` raised for the length of a run; [`TcpMemRaise::restore`]
+/// (or, failing that, drop) puts the old thresholds back.
 ///
 /// The matrix's largest cell keeps gigabytes in flight on loopback, past the
 /// default thresholds of a machine this size; the kernel then drops arriving
 /// segments and every server waits on retransmission timers, so the cell
 /// measures the kernel. Raising the thresholds (as root) lets it measure the
-/// servers; the old values come back when the guard is dropped.
+/// servers. Two runs at once would restore each other's values wrongly.
 #[derive(Debug)]
 pub struct TcpMemRaise {
     /// The thresholds found at the start, in pages.
     pub before: [u64; 3],
     /// The thresholds in force during the run, in pages.
     pub during: [u64; 3],
+    restored: bool,
 }
 
 impl TcpMemRaise {
-    /// Raises each threshold to a quarter, three eighths and a half of the
-    /// machine's memory where it is lower. `Ok(None)` when nothing needed
-    /// raising; an error when the file cannot be read or written (not root).
-    pub fn apply() -> io::Result<Option<TcpMemRaise>> {
-        let before = parse_tcp_mem(&std::fs::read_to_string(TCP_MEM)?)
-            .ok_or_else(|| io::Error::other(format!("unexpected contents of {TCP_MEM}")))?;
+    /// Raises each of the `before` thresholds to a quarter, three eighths
+    /// and a half of the machine's memory where it is lower. `Ok(None)`
+    /// when none was lower; an error when the file cannot be written (not
+    /// root).
+    pub fn apply(before: [u64; 3]) -> io::Result<Option<TcpMemRaise>> {
         let during = raised_tcp_mem(before, mem_total_bytes()?, page_size());
         if during == before {
             return Ok(None);
         }
         std::fs::write(TCP_MEM, format_tcp_mem(during))?;
-        Ok(Some(TcpMemRaise { before, during }))
+        Ok(Some(TcpMemRaise {
+            before,
+            during,
+            restored: false,
+        }))
+    }
+
+    /// Puts the thresholds found at the start back.
+    pub fn restore(mut self) -> io::Result<()> {
+        self.restored = true;
+        std::fs::write(TCP_MEM, format_tcp_mem(self.before))
     }
 }
 
 impl Drop for TcpMemRaise {
+    /// The restore on an early return or a panic.
     fn drop(&mut self) {
+        if self.restored {
+            return;
+        }
         if let Err(error) = std::fs::write(TCP_MEM, format_tcp_mem(self.before)) {
             eprintln!(
                 "could not restore {TCP_MEM} to {}: {error}",
-                format_tcp_mem(self.before)
+                format_tcp_mem(self.before).trim_end()
             );
         }
     }
