@@ -50,17 +50,23 @@ const READ_CHUNK: usize = 128 * 1024;
 /// goes quiet).
 const KEEP_INBUF_CAPACITY: usize = 1024 * 1024;
 /// Queued output at which a connection is written in the middle of a
-/// batch rather than at its end, when it is the only socket ready: its
-/// peer then has nothing else to work on, and an early write lets it start
-/// on the first answers while the rest are made.
+/// batch rather than at its end, when it is the only connection reading in
+/// the batch: its peer then has nothing else to work on, and an early write
+/// lets it start on the first answers while the rest are made.
 const EARLY_WRITE_ALONE: usize = 32 * 1024;
-/// The same when other sockets are ready in the same batch: their peers
+/// The same when other connections read in the same batch: their peers
 /// keep the other side busy meanwhile, so fewer, larger writes win.
 const EARLY_WRITE_SHARED: usize = 64 * 1024;
 /// Reads per socket per wakeup before other sockets get their turn.
 const READS_PER_WAKEUP: usize = 16;
 /// Pause before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a socket's event makes the loop read it: data, or the peer's
+/// FIN or an error, which only a read reports.
+fn calls_for_read(event: &mio::event::Event) -> bool {
+    event.is_readable() || event.is_read_closed() || event.is_error()
+}
 
 /// The whole length (header and payload) of the frame that `held` starts,
 /// once its header is complete; `None` while it is too short to tell, or
@@ -281,7 +287,7 @@ impl<H: Handler> Server<H> {
                     }
                     Token(slot) => {
                         let closing = event.is_read_closed() || event.is_error();
-                        if event.is_readable() || closing {
+                        if calls_for_read(event) {
                             // When the peer's FIN (or an error) came with
                             // the data, no further edge will announce it:
                             // read on until the read that reports it.
@@ -490,7 +496,7 @@ impl<H: Handler> Core<H> {
         });
         let readable = events
             .iter()
-            .filter(|event| event.is_readable() || event.is_read_closed() || event.is_error())
+            .filter(|event| calls_for_read(event))
             .map(|event| event.token().0)
             // The loop's own tokens sit at the top of the range.
             .filter(|&slot| slot < SIGNALS.0);

@@ -452,7 +452,7 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         Some(before) if !options.keep_tcp_mem && !options.variants_only => {
             match sys::TcpMemRaise::apply(before) {
                 Ok(Some(raised)) => {
-                    let show = |pages: [u64; 3]| format!("{} {} {}", pages[0], pages[1], pages[2]);
+                    let show = sys::tcp_mem_text;
                     eprintln!(
                         "net.ipv4.tcp_mem raised from \"{}\" to \"{}\" pages for this run; it is \
                          restored at the end (if the run is killed: sysctl -w net.ipv4.tcp_mem=\"{}\")",

@@ -78,7 +78,7 @@ impl TcpMemRaise {
         if during == before {
             return Ok(None);
         }
-        std::fs::write(TCP_MEM, format_tcp_mem(during))?;
+        write_tcp_mem(during)?;
         Ok(Some(TcpMemRaise {
             before,
             during,
@@ -89,20 +89,19 @@ impl TcpMemRaise {
     /// Puts the thresholds found at the start back.
     pub fn restore(mut self) -> io::Result<()> {
         self.restored = true;
-        std::fs::write(TCP_MEM, format_tcp_mem(self.before))
+        write_tcp_mem(self.before)
     }
 }
 
 impl Drop for TcpMemRaise {
     /// The restore on an early return or a panic.
     fn drop(&mut self) {
-        if self.restored {
-            return;
-        }
-        if let Err(error) = std::fs::write(TCP_MEM, format_tcp_mem(self.before)) {
+        if !self.restored
+            && let Err(error) = write_tcp_mem(self.before)
+        {
             eprintln!(
-                "could not restore {TCP_MEM} to {}: {error}",
-                format_tcp_mem(self.before).trim_end()
+                "could not restore {TCP_MEM} to \"{}\": {error}",
+                tcp_mem_text(self.before)
             );
         }
     }
@@ -115,8 +114,13 @@ fn parse_tcp_mem(text: &str) -> Option<[u64; 3]> {
     values.next().is_none().then_some(parsed)
 }
 
-fn format_tcp_mem(pages: [u64; 3]) -> String {
-    format!("{} {} {}\n", pages[0], pages[1], pages[2])
+/// Thresholds as `tcp_mem` and `sysctl -w` write them.
+pub fn tcp_mem_text(pages: [u64; 3]) -> String {
+    format!("{} {} {}", pages[0], pages[1], pages[2])
+}
+
+fn write_tcp_mem(pages: [u64; 3]) -> io::Result<()> {
+    std::fs::write(TCP_MEM, format!("{}\n", tcp_mem_text(pages)))
 }
 
 /// `current` with each threshold raised to its share of `mem_total` bytes
@@ -377,7 +381,7 @@ mod tests {
         );
         assert_eq!(parse_tcp_mem("1 2"), None);
         assert_eq!(parse_tcp_mem("1 2 x"), None);
-        assert_eq!(format_tcp_mem([1, 2, 3]), "1 2 3\n");
+        assert_eq!(tcp_mem_text([1, 2, 3]), "1 2 3");
     }
 
     #[test]
