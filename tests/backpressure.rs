@@ -197,3 +197,56 @@ fn application_writing_past_the_hard_limit_closes_with_1008() {
         "{binary_frames} frames before the close"
     );
 }
+
+/// Message `index` of the ordering test: its size cycles through small
+/// (copied into the output buffer), mid-sized (written at once when it is
+/// the last of a read) and large (always written at once on an idle
+/// socket), and every byte says which message it belongs to.
+fn numbered_payload(index: usize) -> Vec<u8> {
+    const SIZES: [usize; 5] = [700, 9 * 1024, 20 * 1024, 3 * 1024, 40 * 1024];
+    let size = SIZES[index % SIZES.len()] + index;
+    (0..size).map(|i| (index * 31 + i) as u8).collect()
+}
+
+#[test]
+fn echoes_keep_their_order_whether_written_at_once_or_queued() {
+    // A soft limit below what the kernel buffers hold, so the server
+    // pauses while the peer is not reading and the socket is full: direct
+    // writes end part way and queue their rest, and later echoes queue
+    // behind it.
+    let server = TestServer::echo(with_limits(Limits {
+        write_buffer_soft: 128 * 1024,
+        ..Limits::default()
+    }));
+    let mut client = RawClient::open(server.addr, "/");
+    const MESSAGES: usize = 300;
+    let mut writer = client.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for index in 0..MESSAGES {
+            writer
+                .write_all(&masked_frame(0x82, &numbered_payload(index)))
+                .unwrap();
+            // Mostly one message per read on the server's side (the last
+            // of its read), sometimes a burst of several.
+            if index % 7 != 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    });
+    // Not reading for a while lets the socket fill up first.
+    std::thread::sleep(Duration::from_millis(300));
+    for index in 0..MESSAGES {
+        let echo = client.read_frame().expect("echo");
+        assert_eq!(echo.opcode, 2);
+        let expected = numbered_payload(index);
+        assert!(
+            echo.payload == expected,
+            "echo {index}: {} bytes, expected {} (first byte {:?}, expected {})",
+            echo.payload.len(),
+            expected.len(),
+            echo.payload.first(),
+            expected[0]
+        );
+    }
+    sender.join().unwrap();
+}

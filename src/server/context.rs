@@ -13,7 +13,12 @@ use crate::proto::deflate::DeflaterPool;
 use crate::proto::{CloseCode, EncodedHeader, Message, Phase, SendError};
 
 /// Payloads at least this large are written straight to an idle socket.
-const DIRECT_WRITE: usize = 32 * 1024;
+pub(crate) const DIRECT_WRITE: usize = 32 * 1024;
+
+/// The same for a message with nothing after it in the bytes just read:
+/// no other echo can share its write, so copying it into the output
+/// buffer only to write it alone would be wasted work.
+pub(crate) const LONE_DIRECT_WRITE: usize = 8 * 1024;
 
 /// The compression buffer keeps at most this much capacity between sends.
 const KEEP_COMPRESSED_CAPACITY: usize = 1024 * 1024;
@@ -53,6 +58,10 @@ pub struct Context<'a> {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) tls: bool,
     pub(crate) now: Instant,
+    /// Payload size from which a send to an idle socket is written at once
+    /// ([`DIRECT_WRITE`], or [`LONE_DIRECT_WRITE`] for the last message of
+    /// a read).
+    pub(crate) direct_write: usize,
 }
 
 impl<'a> Context<'a> {
@@ -142,7 +151,7 @@ impl<'a> Context<'a> {
         let Some(conn) = conn_mut(self.conns, to) else {
             return Err(SendError::NotOpen);
         };
-        if payload.len() >= DIRECT_WRITE
+        if payload.len() >= self.direct_write
             && conn.tls.is_none()
             && conn.proto.can_write_directly()
             && !conn.write_failed

@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::config::ServerConfig;
 use super::conn::Conn;
-use super::context::{Context, Outbound};
+use super::context::{Context, DIRECT_WRITE, LONE_DIRECT_WRITE, Outbound};
 use super::shutdown::{Notifier, ShutdownHandle};
 use super::stats::ServerStats;
 use super::timers::Timers;
@@ -430,6 +430,7 @@ impl<H: Handler> Core<H> {
                 peer: None,
                 tls: false,
                 now,
+                direct_write: DIRECT_WRITE,
             },
         )
     }
@@ -819,6 +820,7 @@ impl<H: Handler> Core<H> {
     fn process_frames(&mut self, slot: usize, buf: &mut [u8], now: Instant) -> usize {
         let mut decoder = mem::take(&mut self.conns[slot].decoder);
         let mut pos = 0;
+        let len = buf.len();
         loop {
             let conn = &mut self.conns[slot];
             let id = conn.id;
@@ -828,6 +830,9 @@ impl<H: Handler> Core<H> {
                     self.stats.messages_in += 1;
                     self.stats.bytes_in += message.len() as u64;
                     let (handler, mut ctx) = self.context(now);
+                    if pos == len {
+                        ctx.direct_write = LONE_DIRECT_WRITE;
+                    }
                     handler.on_message(&mut ctx, id, message);
                     // Output worth a syscall on its own goes out now, so
                     // large echoes stream instead of waiting for the batch.
