@@ -198,44 +198,52 @@ fn application_writing_past_the_hard_limit_closes_with_1008() {
     );
 }
 
-/// Message `index` of the ordering test: its size cycles through small
-/// (copied into the output buffer), mid-sized (written at once when it is
-/// the last of a read) and large (always written at once on an idle
-/// socket), and every byte says which message it belongs to.
+/// Message `index` of the ordering test: its size cycles through sizes
+/// that are written from the read they arrived in (9 KiB, 20 KiB, 40 KiB)
+/// and sizes copied into the output buffer (3 KiB, 700 B), and every byte
+/// says which message it belongs to.
 fn numbered_payload(index: usize) -> Vec<u8> {
-    const SIZES: [usize; 5] = [700, 9 * 1024, 20 * 1024, 3 * 1024, 40 * 1024];
+    const SIZES: [usize; 5] = [9 * 1024, 20 * 1024, 3 * 1024, 40 * 1024, 700];
     let size = SIZES[index % SIZES.len()] + index;
     (0..size).map(|i| (index * 31 + i) as u8).collect()
 }
 
 #[test]
 fn echoes_keep_their_order_whether_written_at_once_or_queued() {
-    // A soft limit below what the kernel buffers hold, so the server
-    // pauses while the peer is not reading and the socket is full: direct
-    // writes end part way and queue their rest, and later echoes queue
-    // behind it.
+    // A peer that reads late, then slowly: once the kernel's buffers are
+    // full the server's writes end part way, its output waits, reading
+    // pauses at the soft limit, and echoes written from the read they
+    // arrived in, written at once on their own, and copied into the
+    // output buffer all have to come out in the order they were sent.
     let server = TestServer::echo(with_limits(Limits {
         write_buffer_soft: 128 * 1024,
         ..Limits::default()
     }));
     let mut client = RawClient::open(server.addr, "/");
-    const MESSAGES: usize = 300;
+    const MESSAGES: usize = 600;
     let mut writer = client.stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
         for index in 0..MESSAGES {
             writer
                 .write_all(&masked_frame(0x82, &numbered_payload(index)))
                 .unwrap();
-            // Mostly one message per read on the server's side (the last
-            // of its read), sometimes a burst of several.
-            if index % 7 != 0 {
-                std::thread::sleep(Duration::from_micros(200));
+            // Every third group of five goes one message per read (each
+            // the last of its read); the others as a burst, so one read
+            // holds frames written from it followed by frames copied.
+            let alone = (index / 5) % 3 == 0;
+            if alone || index % 5 == 4 {
+                std::thread::sleep(Duration::from_micros(300));
             }
         }
     });
-    // Not reading for a while lets the socket fill up first.
+    // Not reading for a while lets the socket fill up first; reading
+    // slowly then keeps it nearly full, so the output buffer drains and
+    // fills again many times.
     std::thread::sleep(Duration::from_millis(300));
     for index in 0..MESSAGES {
+        if index % 8 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let echo = client.read_frame().expect("echo");
         assert_eq!(echo.opcode, 2);
         let expected = numbered_payload(index);

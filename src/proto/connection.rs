@@ -411,6 +411,20 @@ impl Connection {
         }
     }
 
+    /// Queues `pieces` ahead of everything already queued: output that was
+    /// due first but written from elsewhere, and not all of it went out.
+    pub fn queue_ahead(&mut self, pieces: &[&[u8]]) {
+        let pending = self.out.split_off(self.out_pos);
+        self.out.clear();
+        self.out_pos = 0;
+        let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+        self.out.reserve(len + pending.len());
+        for piece in pieces {
+            self.out.extend_from_slice(piece);
+        }
+        self.out.extend_from_slice(&pending);
+    }
+
     /// Whether a data frame may bypass the output buffer and go straight to
     /// the socket: the connection is open and nothing is queued ahead of it.
     pub fn can_write_directly(&self) -> bool {
@@ -939,6 +953,23 @@ mod tests {
         let (mut conn, _) = open_connection(now);
         conn.send(Message::Text("queued"), now).unwrap();
         assert!(!conn.can_write_directly(), "never jump the queue");
+    }
+
+    #[test]
+    fn output_queued_ahead_goes_before_what_was_pending_and_after_what_was_written() {
+        let now = Instant::now();
+        let (mut conn, _) = open_connection(now);
+        conn.queue_ahead(&[b"first"]);
+        assert_eq!(conn.pending_output(), b"first");
+        conn.send(Message::Binary(b"later"), now).unwrap();
+        // Part of the pending output went out; what comes ahead of the rest
+        // must not come ahead of that part.
+        conn.consume_output(2);
+        conn.queue_ahead(&[b"A", b"", b"BC"]);
+        let mut expected = b"ABCrst".to_vec();
+        expected.extend_from_slice(&[0x82, 5]);
+        expected.extend_from_slice(b"later");
+        assert_eq!(conn.pending_output(), &expected[..]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::conn::Conn;
+use super::gather::{GATHER_MIN, Gather};
 use super::stats::ServerStats;
 use crate::handler::ConnectionId;
 use crate::proto::deflate::DeflaterPool;
@@ -62,6 +63,8 @@ pub struct Context<'a> {
     /// ([`DIRECT_WRITE`], or [`LONE_DIRECT_WRITE`] for the last message of
     /// a read).
     pub(crate) direct_write: usize,
+    /// Frames written from the read being processed instead of copied.
+    pub(crate) gather: &'a mut Gather,
 }
 
 impl<'a> Context<'a> {
@@ -151,7 +154,20 @@ impl<'a> Context<'a> {
         let Some(conn) = conn_mut(self.conns, to) else {
             return Err(SendError::NotOpen);
         };
+        let slot = to.index as usize;
+        if self.gather.records_for(slot)
+            && payload.len() >= GATHER_MIN
+            && conn.proto.can_write_directly()
+            && !conn.write_failed
+            && self.gather.record(header, payload)
+        {
+            // Written from the read it lies in once the read is processed.
+            self.stats.messages_out += 1;
+            self.stats.bytes_out += payload.len() as u64;
+            return Ok(());
+        }
         if payload.len() >= self.direct_write
+            && !self.gather.holds_frames_for(slot)
             && conn.tls.is_none()
             && conn.proto.can_write_directly()
             && !conn.write_failed

@@ -20,6 +20,7 @@ use slab::Slab;
 use super::config::ServerConfig;
 use super::conn::Conn;
 use super::context::{Context, DIRECT_WRITE, LONE_DIRECT_WRITE, Outbound};
+use super::gather::Gather;
 use super::shutdown::{Notifier, ShutdownHandle};
 use super::stats::ServerStats;
 use super::timers::Timers;
@@ -57,6 +58,11 @@ const EARLY_WRITE_ALONE: usize = 32 * 1024;
 /// The same when other connections read in the same batch: their peers
 /// keep the other side busy meanwhile, so fewer, larger writes win.
 const EARLY_WRITE_SHARED: usize = 64 * 1024;
+/// Frames gathered from one read (see `gather`) go out before the read is
+/// processed to its end once they reach this, if the connection is the
+/// only one reading in the batch; with others reading, they go out
+/// together at the end of the read (at most a read's worth of bytes).
+const GATHER_EARLY_WRITE_ALONE: usize = EARLY_WRITE_ALONE;
 /// Reads per socket per wakeup before other sockets get their turn.
 const READS_PER_WAKEUP: usize = 16;
 /// Pause before accepting again after the process ran out of descriptors.
@@ -140,8 +146,11 @@ struct Core<H: Handler> {
     /// Queued output at which the connection being processed is written
     /// before the end of the batch (`EARLY_WRITE_ALONE` or `_SHARED`).
     early_write: usize,
+    /// The same for frames gathered from the read being processed.
+    gather_early_write: usize,
     stats: ServerStats,
     outbound: Outbound,
+    gather: Gather,
     next_generation: u32,
     open_websockets: usize,
     max_inbuf: usize,
@@ -183,8 +192,10 @@ impl<H: Handler> Server<H> {
             flush_list: Vec::new(),
             read_again: Vec::new(),
             early_write: EARLY_WRITE_ALONE,
+            gather_early_write: GATHER_EARLY_WRITE_ALONE,
             stats: ServerStats::default(),
             outbound: Outbound::default(),
+            gather: Gather::default(),
             next_generation: 0,
             open_websockets: 0,
             max_inbuf,
@@ -257,11 +268,12 @@ impl<H: Handler> Server<H> {
             if !events.is_empty() {
                 self.last_activity = now;
             }
-            self.core.early_write = if self.core.several_to_read(&events) {
-                EARLY_WRITE_SHARED
-            } else {
-                EARLY_WRITE_ALONE
-            };
+            (self.core.early_write, self.core.gather_early_write) =
+                if self.core.several_to_read(&events) {
+                    (EARLY_WRITE_SHARED, usize::MAX)
+                } else {
+                    (EARLY_WRITE_ALONE, GATHER_EARLY_WRITE_ALONE)
+                };
             for slot in mem::take(&mut self.core.read_again) {
                 self.core.on_readable(slot, &mut self.scratch, now, false);
             }
@@ -431,6 +443,7 @@ impl<H: Handler> Core<H> {
                 tls: false,
                 now,
                 direct_write: DIRECT_WRITE,
+                gather: &mut self.gather,
             },
         )
     }
@@ -821,6 +834,9 @@ impl<H: Handler> Core<H> {
         let mut decoder = mem::take(&mut self.conns[slot].decoder);
         let mut pos = 0;
         let len = buf.len();
+        if self.conns[slot].tls.is_none() {
+            self.gather.start(slot, buf);
+        }
         loop {
             let conn = &mut self.conns[slot];
             let id = conn.id;
@@ -836,8 +852,14 @@ impl<H: Handler> Core<H> {
                     handler.on_message(&mut ctx, id, message);
                     // Output worth a syscall on its own goes out now, so
                     // large echoes stream instead of waiting for the batch.
+                    // (Frames gathered from this read go first.)
+                    if self.gather.recorded_len() >= self.gather_early_write {
+                        self.gather.write(self.conns.get_mut(slot), buf);
+                    }
                     let conn = &mut self.conns[slot];
-                    if conn.proto.pending_output_len() >= self.early_write {
+                    if conn.proto.pending_output_len() >= self.early_write
+                        && !self.gather.holds_frames_for(slot)
+                    {
                         conn.write_pending();
                     }
                 }
@@ -856,6 +878,7 @@ impl<H: Handler> Core<H> {
             }
         }
         self.conns[slot].decoder = decoder;
+        self.gather.finish(self.conns.get_mut(slot), buf);
         pos
     }
 

@@ -5,6 +5,7 @@ mod config;
 mod conn;
 mod context;
 mod event_loop;
+mod gather;
 mod peer_progress;
 mod shutdown;
 mod stats;
