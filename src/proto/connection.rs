@@ -380,7 +380,8 @@ impl Connection {
         let header = header.as_bytes();
         // The limit is on backlog already queued, so one message of any
         // size the limits allow can always be sent; memory stays below
-        // `write_buffer_hard` plus one message.
+        // `write_buffer_hard` plus one message (plus, from the driver's
+        // gathered writes, at most one read's worth queued ahead).
         if self.pending_output_len() >= self.write_buffer_hard {
             self.failure = Some((CloseCode::POLICY_VIOLATION, "peer is not reading"));
             self.close(CloseCode::POLICY_VIOLATION, "peer is not reading", now);

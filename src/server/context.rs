@@ -14,12 +14,13 @@ use crate::proto::deflate::DeflaterPool;
 use crate::proto::{CloseCode, EncodedHeader, Message, Phase, SendError};
 
 /// Payloads at least this large are written straight to an idle socket.
-pub(crate) const DIRECT_WRITE: usize = 32 * 1024;
+const DIRECT_WRITE: usize = 32 * 1024;
 
-/// The same for a message with nothing after it in the bytes just read:
-/// no other echo can share its write, so copying it into the output
-/// buffer only to write it alone would be wasted work.
-pub(crate) const LONE_DIRECT_WRITE: usize = 8 * 1024;
+/// The same for a send to the connection whose read ended with the message
+/// being handled: no later message of that read can share its write, so
+/// copying it into the output buffer only to write it alone would be
+/// wasted work.
+const LONE_DIRECT_WRITE: usize = 8 * 1024;
 
 /// The compression buffer keeps at most this much capacity between sends.
 const KEEP_COMPRESSED_CAPACITY: usize = 1024 * 1024;
@@ -50,7 +51,9 @@ pub(crate) struct Outbound {
 /// The handler's access to the server's connections during a callback.
 /// Sends are queued in the recipients' write buffers and flushed by the
 /// loop after the current batch of events, one write per connection; a
-/// large message with nothing queued ahead goes straight to the socket.
+/// large message with nothing queued ahead goes straight to the socket,
+/// and an echo of 4 KiB or more to the connection whose read is being
+/// processed is written from that read (see `gather`).
 pub struct Context<'a> {
     pub(crate) conns: &'a mut Slab<Conn>,
     pub(crate) flush_list: &'a mut Vec<usize>,
@@ -59,10 +62,10 @@ pub struct Context<'a> {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) tls: bool,
     pub(crate) now: Instant,
-    /// Payload size from which a send to an idle socket is written at once
-    /// ([`DIRECT_WRITE`], or [`LONE_DIRECT_WRITE`] for the last message of
-    /// a read).
-    pub(crate) direct_write: usize,
+    /// The connection whose read ended with the message being handled:
+    /// sends to it are written at once from [`LONE_DIRECT_WRITE`] rather
+    /// than [`DIRECT_WRITE`].
+    pub(crate) lone: Option<usize>,
     /// Frames written from the read being processed instead of copied.
     pub(crate) gather: &'a mut Gather,
 }
@@ -166,7 +169,12 @@ impl<'a> Context<'a> {
             self.stats.bytes_out += payload.len() as u64;
             return Ok(());
         }
-        if payload.len() >= self.direct_write
+        let direct_write = if self.lone == Some(slot) {
+            LONE_DIRECT_WRITE
+        } else {
+            DIRECT_WRITE
+        };
+        if payload.len() >= direct_write
             && !self.gather.holds_frames_for(slot)
             && conn.tls.is_none()
             && conn.proto.can_write_directly()

@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::config::ServerConfig;
 use super::conn::Conn;
-use super::context::{Context, DIRECT_WRITE, LONE_DIRECT_WRITE, Outbound};
+use super::context::{Context, Outbound};
 use super::gather::Gather;
 use super::shutdown::{Notifier, ShutdownHandle};
 use super::stats::ServerStats;
@@ -442,7 +442,7 @@ impl<H: Handler> Core<H> {
                 peer: None,
                 tls: false,
                 now,
-                direct_write: DIRECT_WRITE,
+                lone: None,
                 gather: &mut self.gather,
             },
         )
@@ -847,7 +847,7 @@ impl<H: Handler> Core<H> {
                     self.stats.bytes_in += message.len() as u64;
                     let (handler, mut ctx) = self.context(now);
                     if pos == len {
-                        ctx.direct_write = LONE_DIRECT_WRITE;
+                        ctx.lone = Some(slot);
                     }
                     handler.on_message(&mut ctx, id, message);
                     // Output worth a syscall on its own goes out now, so
@@ -890,8 +890,11 @@ impl<H: Handler> Core<H> {
         };
         let closed = conn.proto.phase() == Phase::Closed;
         // A closed connection is flushed even with nothing queued: the
-        // flush is what shuts its sending side down.
-        if (conn.has_unsent_output() || (closed && !conn.write_shutdown)) && !conn.flush_queued {
+        // flush is what shuts its sending side down (and a failed write's
+        // flush is what removes the connection).
+        if (conn.has_unsent_output() || (closed && !conn.write_shutdown) || conn.write_failed)
+            && !conn.flush_queued
+        {
             conn.flush_queued = true;
             self.flush_list.push(slot);
         }

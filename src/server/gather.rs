@@ -63,19 +63,25 @@ impl Gather {
         self.records_for(slot) && !self.entries.is_empty()
     }
 
-    /// Records `payload` with `header` if it lies inside the read; returns
-    /// whether it did (if not, the caller queues the frame as usual).
+    /// Records `payload` with `header` if it lies inside the read and the
+    /// frames recorded so far, this one included, are no longer than the
+    /// read (an echo's frames never are; a handler sending one payload
+    /// many times would otherwise hold frames past the write limits);
+    /// returns whether it did (if not, the caller queues the frame as
+    /// usual).
     pub fn record(&mut self, header: &EncodedHeader, payload: &[u8]) -> bool {
         let start = payload.as_ptr() as usize;
         let inside = start >= self.input.start
             && start
                 .checked_add(payload.len())
                 .is_some_and(|end| end <= self.input.end);
-        if !inside {
+        let frame_len = header.as_bytes().len() + payload.len();
+        let input_len = self.input.end - self.input.start;
+        if !inside || self.recorded_len + frame_len > input_len {
             return false;
         }
         let offset = start - self.input.start;
-        self.recorded_len += header.as_bytes().len() + payload.len();
+        self.recorded_len += frame_len;
         self.entries.push(Gathered {
             header: *header,
             payload: offset..offset + payload.len(),
@@ -91,7 +97,8 @@ impl Gather {
     /// Writes the frames recorded so far to `conn` from `input` (the same
     /// read [`Gather::start`] was given), as far as the socket takes them;
     /// the rest is queued ahead of the connection's other output.
-    /// Recording goes on (and stops by itself if anything was queued).
+    /// Recording goes on; the caller records only while the output buffer
+    /// is empty, so anything queued here stops it until that is written.
     pub fn write(&mut self, conn: Option<&mut Conn>, input: &[u8]) {
         if let Some(conn) = conn
             && !self.entries.is_empty()
@@ -119,10 +126,9 @@ fn pieces<'a>(
     entries
         .iter()
         .flat_map(move |entry| {
-            [
-                entry.header.as_bytes(),
-                input.get(entry.payload.clone()).unwrap_or_default(),
-            ]
+            let payload = input.get(entry.payload.clone());
+            debug_assert!(payload.is_some(), "a recorded range outside its read");
+            [entry.header.as_bytes(), payload.unwrap_or_default()]
         })
         .filter_map(move |piece| {
             let cut = skip.min(piece.len());
@@ -223,17 +229,20 @@ mod tests {
         }
     }
 
-    /// A read holding `sizes.len()` frames' payloads back to back, each
-    /// recorded for sending; returns the read, the gather, and the frames'
-    /// bytes in order.
+    /// A read holding `sizes.len()` client frames (a 14-byte masked header,
+    /// the longest, before each payload), each payload recorded for
+    /// sending; returns the read, the recorded frames, and their bytes in
+    /// order.
     fn recorded(sizes: &[usize]) -> (Vec<u8>, Vec<Gathered>, Vec<u8>) {
-        let total: usize = sizes.iter().sum();
+        const CLIENT_HEADER: usize = 14;
+        let total: usize = sizes.iter().map(|size| CLIENT_HEADER + size).sum();
         let input: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
         let mut gather = Gather::default();
         gather.start(0, &input);
         let mut expected = Vec::new();
         let mut start = 0;
         for &size in sizes {
+            start += CLIENT_HEADER;
             let payload = &input[start..start + size];
             let header = EncodedHeader::new(true, 0, OpCode::Binary, size);
             assert!(gather.record(&header, payload));
@@ -244,6 +253,18 @@ mod tests {
         assert_eq!(gather.recorded_len(), expected.len());
         let entries = gather.entries.clone();
         (input, entries, expected)
+    }
+
+    #[test]
+    fn recording_stops_at_a_reads_worth_of_frames() {
+        let input = vec![1u8; 10_000];
+        let header = EncodedHeader::new(true, 0, OpCode::Binary, 6000);
+        let mut gather = Gather::default();
+        gather.start(0, &input);
+        // The same payload twice would hold more than the read did.
+        assert!(gather.record(&header, &input[..6000]));
+        assert!(!gather.record(&header, &input[..6000]));
+        assert_eq!(gather.recorded_len(), 6004);
     }
 
     #[test]
