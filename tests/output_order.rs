@@ -132,3 +132,43 @@ fn a_large_message_of_the_handlers_own_waits_behind_an_echo_written_from_the_rea
         assert_eq!(own.payload, vec![round ^ 0xFF; OWN_LEN], "round {round}");
     }
 }
+
+#[test]
+fn echoes_keep_their_order_for_peers_read_in_the_same_batch() {
+    // Several peers sending bursts at once, so one wakeup reads several
+    // connections: each read's echoes go out together at its end, and
+    // every peer still gets its own echoes, whole and in order.
+    let server = TestServer::echo(ServerConfig::default());
+    const PEERS: usize = 4;
+    const MESSAGES: usize = 150;
+    let peers: Vec<_> = (0..PEERS)
+        .map(|peer| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut client = RawClient::open(addr, "/");
+                let mut writer = client.stream.try_clone().unwrap();
+                let sender = std::thread::spawn(move || {
+                    for burst in 0..MESSAGES / 5 {
+                        let mut bytes = Vec::new();
+                        for index in burst * 5..burst * 5 + 5 {
+                            bytes.extend(masked_frame(0x82, &numbered_payload(index + peer)));
+                        }
+                        writer.write_all(&bytes).unwrap();
+                    }
+                });
+                for index in 0..MESSAGES {
+                    let echo = client.read_frame().expect("echo");
+                    assert!(
+                        echo.payload == numbered_payload(index + peer),
+                        "peer {peer}, echo {index}: {} bytes",
+                        echo.payload.len()
+                    );
+                }
+                sender.join().unwrap();
+            })
+        })
+        .collect();
+    for peer in peers {
+        peer.join().unwrap();
+    }
+}
