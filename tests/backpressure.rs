@@ -7,15 +7,8 @@ mod common;
 use std::io::{ErrorKind, Write};
 use std::time::{Duration, Instant};
 
-use common::{RawClient, ServerFrame, TestServer, masked_frame};
-use wsloop::{ConnectionId, Context, Handler, Limits, Message, ServerConfig};
-
-fn with_limits(limits: Limits) -> ServerConfig {
-    ServerConfig {
-        limits,
-        ..ServerConfig::default()
-    }
-}
+use common::{RawClient, ServerFrame, TestServer, masked_frame, with_limits};
+use wsloop::{ConnectionId, Context, Handler, Limits, Message};
 
 #[test]
 fn client_that_stops_reading_is_paused_and_loses_nothing() {

@@ -8,15 +8,8 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{RawClient, TestServer, masked_frame};
+use common::{RawClient, TestServer, masked_frame, with_limits};
 use wsloop::{ConnectionId, Context, Handler, Limits, Message, ServerConfig};
-
-fn with_limits(limits: Limits) -> ServerConfig {
-    ServerConfig {
-        limits,
-        ..ServerConfig::default()
-    }
-}
 
 /// Message `index` of the ordering test: its size cycles through sizes
 /// that are written from the read they arrived in (9 KiB, 20 KiB, 40 KiB)

@@ -9,7 +9,16 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wsloop::{Handler, Server, ServerConfig, ShutdownHandle};
+use wsloop::{Handler, Limits, Server, ServerConfig, ShutdownHandle};
+
+/// The default server configuration with `limits` instead of the default
+/// limits.
+pub fn with_limits(limits: Limits) -> ServerConfig {
+    ServerConfig {
+        limits,
+        ..ServerConfig::default()
+    }
+}
 
 /// How long any single read in a test may block.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
