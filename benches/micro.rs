@@ -37,6 +37,26 @@ fn unmask(c: &mut Criterion) {
         });
     }
     group.finish();
+    // Where a payload really lies: after a 14-byte client header (64-bit
+    // length and key) in a receive buffer, so not on any word boundary.
+    let mut group = c.benchmark_group("unmask_after_header");
+    for size in [
+        16,
+        128,
+        1024,
+        2048,
+        4096,
+        16 * 1024,
+        256 * 1024,
+        1024 * 1024,
+    ] {
+        let mut buffer = vec![0xA5u8; size + 14];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| apply_mask(black_box(&mut buffer[14..]), KEY, 0));
+        });
+    }
+    group.finish();
 }
 
 fn utf8(c: &mut Criterion) {
