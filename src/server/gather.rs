@@ -304,6 +304,67 @@ mod tests {
         }
     }
 
+    /// What a [`Scripted`] socket does with one write.
+    enum Step {
+        Take,
+        TakeNothing,
+        Fail(io::ErrorKind),
+    }
+
+    /// A socket that answers its writes by `script`, in turn, and takes
+    /// every write once the script ran out.
+    struct Scripted {
+        script: Vec<Step>,
+        calls: usize,
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let step = self.script.get(self.calls).unwrap_or(&Step::Take);
+            self.calls += 1;
+            match step {
+                Step::Take => Ok(bufs.iter().map(|buf| buf.len()).sum()),
+                Step::TakeNothing => Ok(0),
+                Step::Fail(kind) => Err((*kind).into()),
+            }
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_and_an_interrupted_one_retried() {
+        // Two batches' worth of frames, so a failure can come after the
+        // first went out.
+        let sizes = vec![4096; FRAMES_PER_WRITE + 1];
+        let (input, entries, _) = recorded(&sizes);
+        let run = |script: Vec<Step>| {
+            let mut sink = Scripted { script, calls: 0 };
+            let result = write_until_blocked(&mut sink, &entries, &input).map(|rest| rest.len());
+            (result, sink.calls)
+        };
+        // The peer went away after the first batch: the error comes back,
+        // not a remainder to queue (the caller then drops the connection).
+        let (result, calls) = run(vec![Step::Take, Step::Fail(io::ErrorKind::BrokenPipe)]);
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(calls, 2);
+        // A socket that takes nothing without saying why fails too, at
+        // once, instead of being asked again forever.
+        let (result, calls) = run(vec![Step::TakeNothing]);
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::WriteZero);
+        assert_eq!(calls, 1);
+        // A signal in the middle is tried again, and everything goes out.
+        let (result, calls) = run(vec![Step::Take, Step::Fail(io::ErrorKind::Interrupted)]);
+        assert_eq!(result.unwrap(), 0);
+        assert_eq!(calls, 3);
+    }
+
     #[test]
     fn more_frames_than_one_write_takes_all_go_out() {
         let sizes = vec![4096; 3 * FRAMES_PER_WRITE + 1];
