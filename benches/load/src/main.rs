@@ -21,6 +21,7 @@ mod orchestrate;
 mod peers;
 mod report;
 mod sys;
+mod targets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -48,7 +48,7 @@ impl Results {
 }
 
 /// How the run was made.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Meta {
     pub quick: bool,
     /// `--variants-only`: no latency, memory or main matrix.
@@ -133,7 +133,14 @@ pub struct CellResult {
     pub msgs_per_sec: Spread,
     pub mb_per_sec: f64,
     pub server_cpu_percent: Option<f64>,
+    /// Median over the runs of the server's time in its own code (utime),
+    /// in percent of the window; the rest of its CPU time is the kernel's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_user_percent: Option<f64>,
     pub client_cpu_percent: f64,
+    /// Median over the runs of the load generator's time in its own code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_user_percent: Option<f64>,
     /// Median over the runs of the machine's CPU time stolen by the
     /// hypervisor during the window, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,7 +170,9 @@ impl CellResult {
             msgs_per_sec: Spread::of(runs.iter().map(|run| run.msgs_per_sec)),
             mb_per_sec: Spread::of(runs.iter().map(|run| run.mb_per_sec)).median,
             server_cpu_percent: median_of(runs.iter().filter_map(|run| run.server_cpu_percent)),
+            server_user_percent: median_of(runs.iter().filter_map(|run| run.server_user_percent)),
             client_cpu_percent: Spread::of(runs.iter().map(|run| run.client_cpu_percent)).median,
+            client_user_percent: median_of(runs.iter().filter_map(|run| run.client_user_percent)),
             steal_percent: median_of(runs.iter().filter_map(|run| run.steal_percent)),
             tcp_drops: median_of(
                 runs.iter()
@@ -431,6 +440,8 @@ pub fn markdown(results: &Results) -> String {
         let _ = writeln!(md);
     }
 
+    crate::targets::markdown(results, &mut md);
+
     // Noise, over the main cells and the variant cells alike.
     let _ = writeln!(md, "## Noise\n");
     let spreads = results
@@ -596,11 +607,11 @@ pub fn markdown(results: &Results) -> String {
         );
         let _ = writeln!(
             md,
-            "| server | runs | msgs/s | min–max | MB/s | server CPU % | client CPU % | steal % | TCP drops | errors | wsloop / this |"
+            "| server | runs | msgs/s | min–max | MB/s | server CPU % | server user % | client CPU % | steal % | TCP drops | errors | wsloop / this |"
         );
         let _ = writeln!(
             md,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         let ours = find(results, SERVERS[0], key).map(|cell| cell.msgs_per_sec.median);
         for server in SERVERS {
@@ -609,7 +620,7 @@ pub fn markdown(results: &Results) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {}–{} | {:.1} | {} | {:.0} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {}–{} | {:.1} | {} | {} | {:.0} | {} | {} | {} | {} |",
                 server,
                 cell.runs.len(),
                 count(cell.msgs_per_sec.median),
@@ -617,6 +628,7 @@ pub fn markdown(results: &Results) -> String {
                 count(cell.msgs_per_sec.max),
                 cell.mb_per_sec,
                 opt(cell.server_cpu_percent, |v| format!("{v:.0}")),
+                opt(cell.server_user_percent, |v| format!("{v:.1}")),
                 cell.client_cpu_percent,
                 opt(cell.steal_percent, |v| format!("{v:.0}")),
                 opt(cell.tcp_drops, count),
@@ -872,7 +884,7 @@ fn variants_markdown(results: &Results, md: &mut String) {
 }
 
 /// `1234567.8` → `1,234,568`.
-fn count(value: f64) -> String {
+pub(crate) fn count(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {
@@ -885,7 +897,7 @@ fn count(value: f64) -> String {
 }
 
 /// A payload size for people: `20 B`, `1 KiB`, `256 KiB`.
-fn bytes(size: usize) -> String {
+pub(crate) fn bytes(size: usize) -> String {
     if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {

@@ -153,8 +153,9 @@ fn page_size() -> u64 {
     u64::try_from(size).unwrap_or(4096)
 }
 
-/// User plus system CPU time this process has used so far (`getrusage`).
-pub fn self_cpu_time() -> Duration {
+/// User and system CPU time this process has used so far (`getrusage`),
+/// in that order.
+pub fn self_cpu_times() -> (Duration, Duration) {
     // SAFETY: getrusage fills the zeroed struct; RUSAGE_SELF cannot fail.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -162,12 +163,26 @@ pub fn self_cpu_time() -> Duration {
         usage
     };
     let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+    (
+        Duration::from_micros(micros(usage.ru_utime)),
+        Duration::from_micros(micros(usage.ru_stime)),
+    )
 }
 
 /// `utime + stime` of process `pid`, in clock ticks (`/proc/PID/stat`).
 pub fn process_cpu_ticks(pid: u32) -> io::Result<u64> {
+    process_cpu_ticks_split(pid).map(|(user, system)| user + system)
+}
+
+/// `utime` and `stime` of process `pid` (all its threads), in clock ticks
+/// (`/proc/PID/stat`): the time it spent in its own code and in the kernel.
+pub fn process_cpu_ticks_split(pid: u32) -> io::Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu_ticks(&stat)
+}
+
+/// `utime` and `stime` from the text of a `/proc/PID/stat` file.
+fn stat_cpu_ticks(stat: &str) -> io::Result<(u64, u64)> {
     // The command name (field 2) may hold spaces and parentheses: the
     // fields we want are counted from the last ')'.
     let after_name = stat
@@ -183,7 +198,7 @@ pub fn process_cpu_ticks(pid: u32) -> io::Result<u64> {
             .and_then(|value| value.parse().ok())
             .ok_or_else(|| io::Error::other("bad /proc stat field"))
     };
-    Ok(field(11)? + field(12)?)
+    Ok((field(11)?, field(12)?))
 }
 
 /// Machine-wide CPU time from the `cpu` line of `/proc/stat`, in clock
@@ -393,6 +408,13 @@ mod tests {
         assert_eq!(proc_net_counter(text, "Tcp:", "Missing"), None);
         let now = tcp_trouble().unwrap();
         assert_eq!(now.since(now), TcpTrouble::default());
+    }
+
+    #[test]
+    fn stat_ticks_are_user_and_system_after_a_name_with_parentheses() {
+        let stat = "4242 (wsloop (x) y) R 1 2 3 4 5 6 7 8 9 10 1234 567 0 0 20 0 1";
+        assert_eq!(stat_cpu_ticks(stat).unwrap(), (1234, 567));
+        assert!(stat_cpu_ticks("4242 (short) R 1 2").is_err());
     }
 
     #[test]

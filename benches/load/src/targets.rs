@@ -1,0 +1,406 @@
+//! The targets this benchmark exists to check, evaluated from the results
+//! and rendered into `results.md`, so a run says by itself which it met.
+//!
+//! Throughput targets compare medians of msgs/s per cell. A miss is shown
+//! with what tells whether the server could have done better there: whether
+//! the two servers' min–max ranges overlap (then the difference is within
+//! the run's noise), how busy the load generator was, and the peer's own
+//! user-space share of its CPU time. When both servers take the same kernel
+//! path per message (same system calls, same segments), a server that spent
+//! no time at all in its own code would need `1 − u` of the peer's time per
+//! message, where `u` is that share: `1 / (1 − u)` is then the most it could
+//! be ahead, in a cell where the server sets the pace.
+
+use std::fmt::Write as _;
+
+use crate::report::{CellResult, LatencyResult, MemoryResult, Results, SERVERS, Spread};
+
+/// Resident memory allowed per idle connection, in bytes.
+pub const IDLE_BYTES_TARGET: f64 = 2048.0;
+
+/// One throughput target: which cells, which peers, what ratio.
+struct ThroughputTarget {
+    /// How the target reads in the table.
+    text: &'static str,
+    /// Which cells (connections, payload, in flight) it covers.
+    covers: fn((usize, usize, usize)) -> bool,
+    /// The peers it is measured against (indexes into [`SERVERS`]).
+    peers: &'static [usize],
+    /// The least wsloop / peer ratio of medians that meets it.
+    needed: f64,
+}
+
+const THROUGHPUT_TARGETS: [ThroughputTarget; 4] = [
+    ThroughputTarget {
+        text: "≥ 1.3× tokio-tungstenite, 10+ connections, ≤ 16 KiB",
+        covers: |(connections, payload, _)| connections >= 10 && payload <= 16 * 1024,
+        peers: &[1],
+        needed: 1.3,
+    },
+    ThroughputTarget {
+        text: "≥ 1.1× fastwebsockets, 10+ connections, ≤ 16 KiB",
+        covers: |(connections, payload, _)| connections >= 10 && payload <= 16 * 1024,
+        peers: &[2],
+        needed: 1.1,
+    },
+    ThroughputTarget {
+        text: "≥ 1.0× both peers at 256 KiB",
+        covers: |(_, payload, _)| payload >= 256 * 1024,
+        peers: &[1, 2],
+        needed: 1.0,
+    },
+    ThroughputTarget {
+        text: "≥ 1.0× both peers with 1 connection",
+        covers: |(connections, _, _)| connections == 1,
+        peers: &[1, 2],
+        needed: 1.0,
+    },
+];
+
+/// wsloop against one peer in one cell.
+struct Comparison<'a> {
+    ours: &'a CellResult,
+    theirs: &'a CellResult,
+    ratio: f64,
+}
+
+impl Comparison<'_> {
+    /// Whether the min–max ranges of the two servers' runs overlap.
+    fn ranges_overlap(&self) -> bool {
+        overlap(&self.ours.msgs_per_sec, &self.theirs.msgs_per_sec)
+    }
+
+    /// The peer's user-space share of its CPU time (0-1), when recorded.
+    fn peer_user_share(&self) -> Option<f64> {
+        let total = self.theirs.server_cpu_percent?;
+        let user = self.theirs.server_user_percent?;
+        (total > 0.0).then(|| (user / total).clamp(0.0, 1.0))
+    }
+}
+
+fn overlap(a: &Spread, b: &Spread) -> bool {
+    a.min <= b.max && b.min <= a.max
+}
+
+/// Renders the "Targets" section; empty when the run has no main matrix.
+pub fn markdown(results: &Results, md: &mut String) {
+    if results.cells.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Targets\n");
+    let _ = writeln!(
+        md,
+        "Ratios are of medians. A miss lists the cell, the ratio and, in brackets, \
+         whether the two servers' min–max ranges overlap (then the difference is within \
+         this run's noise); the table after it has the detail.\n"
+    );
+    let _ = writeln!(md, "| target | met | missed |");
+    let _ = writeln!(md, "|---|---:|---|");
+    let mut misses = Vec::new();
+    for target in &THROUGHPUT_TARGETS {
+        let mut checked = 0;
+        let mut met = 0;
+        let mut missed = Vec::new();
+        for comparison in comparisons(results, target) {
+            checked += 1;
+            if comparison.ratio >= target.needed {
+                met += 1;
+            } else {
+                missed.push(format!(
+                    "{}{}: {:.4}× ({})",
+                    cell_name(comparison.ours),
+                    if target.peers.len() > 1 {
+                        format!(" vs {}", comparison.theirs.server)
+                    } else {
+                        String::new()
+                    },
+                    comparison.ratio,
+                    if comparison.ranges_overlap() {
+                        "ranges overlap"
+                    } else {
+                        "ranges apart"
+                    }
+                ));
+                misses.push((target, comparison));
+            }
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {met} of {checked} | {} |",
+            target.text,
+            if missed.is_empty() {
+                "–".to_string()
+            } else {
+                missed.join("; ")
+            }
+        );
+    }
+    latency_row(&results.latency, md);
+    memory_row(&results.memory, md);
+    let _ = writeln!(md);
+    if misses.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Missed throughput targets in detail. \"Peer user\" is the peer's user-space share of \
+         its own CPU time (`/proc/PID/stat` utime over utime + stime) and \"ceiling\" is \
+         1 / (1 − that share): how far ahead a server with the peer's kernel path and no \
+         user-space work at all could be where the server sets the pace. The load generator's \
+         CPU (wsloop's run / the peer's) shows whether it, not the server, set the pace.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| cell | peer | wsloop msgs/s | peer msgs/s | ratio | needed | ranges | peer CPU % | peer user | ceiling | load generator CPU % |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    let mut listed = Vec::new();
+    for (target, comparison) in misses {
+        // A cell two targets cover (1 connection at 256 KiB) is listed once.
+        let key = (
+            comparison.ours.connections,
+            comparison.ours.payload,
+            comparison.ours.in_flight,
+            comparison.theirs.server.as_str(),
+        );
+        if listed.contains(&key) {
+            continue;
+        }
+        listed.push(key);
+        let share = comparison.peer_user_share();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {}–{} ({}) | {}–{} ({}) | {:.4}× | {:.1}× | {} | {} | {} | {} | {:.0} / {:.0} |",
+            cell_name(comparison.ours),
+            comparison.theirs.server,
+            count(comparison.ours.msgs_per_sec.min),
+            count(comparison.ours.msgs_per_sec.max),
+            count(comparison.ours.msgs_per_sec.median),
+            count(comparison.theirs.msgs_per_sec.min),
+            count(comparison.theirs.msgs_per_sec.max),
+            count(comparison.theirs.msgs_per_sec.median),
+            comparison.ratio,
+            target.needed,
+            if comparison.ranges_overlap() {
+                "overlap"
+            } else {
+                "apart"
+            },
+            comparison
+                .theirs
+                .server_cpu_percent
+                .map_or("–".to_string(), |cpu| format!("{cpu:.0}")),
+            share.map_or("–".to_string(), |share| format!("{:.1}%", share * 100.0)),
+            share
+                .filter(|&share| share < 1.0)
+                .map_or("–".to_string(), |share| format!(
+                    "{:.2}×",
+                    1.0 / (1.0 - share)
+                )),
+            comparison.ours.client_cpu_percent,
+            comparison.theirs.client_cpu_percent,
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// wsloop against each of the target's peers in every cell it covers that
+/// both servers ran.
+fn comparisons<'a>(
+    results: &'a Results,
+    target: &'a ThroughputTarget,
+) -> impl Iterator<Item = Comparison<'a>> {
+    results
+        .cells
+        .iter()
+        .filter(|cell| cell.server == SERVERS[0])
+        .filter(|cell| (target.covers)((cell.connections, cell.payload, cell.in_flight)))
+        .flat_map(move |ours| {
+            target.peers.iter().filter_map(move |&peer| {
+                let theirs = results.cells.iter().find(|cell| {
+                    cell.server == SERVERS[peer]
+                        && (cell.connections, cell.payload, cell.in_flight)
+                            == (ours.connections, ours.payload, ours.in_flight)
+                })?;
+                (theirs.msgs_per_sec.median > 0.0).then(|| Comparison {
+                    ours,
+                    theirs,
+                    ratio: ours.msgs_per_sec.median / theirs.msgs_per_sec.median,
+                })
+            })
+        })
+}
+
+fn latency_row(latency: &[LatencyResult], md: &mut String) {
+    let Some(ours) = latency.iter().find(|cell| cell.server == SERVERS[0]) else {
+        return;
+    };
+    let peers: Vec<&LatencyResult> = latency
+        .iter()
+        .filter(|cell| cell.server != SERVERS[0] && cell.p99_us.median > 0.0)
+        .collect();
+    let met = peers
+        .iter()
+        .filter(|peer| ours.p99_us.median <= peer.p99_us.median)
+        .count();
+    let figures = peers
+        .iter()
+        .map(|peer| format!("{} {:.1} µs", peer.server, peer.p99_us.median))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        md,
+        "| p99 latency at or below both peers (wsloop {:.1} µs; {figures}) | {met} of {} | {} |",
+        ours.p99_us.median,
+        peers.len(),
+        if met == peers.len() {
+            "–"
+        } else {
+            "see Latency"
+        }
+    );
+}
+
+fn memory_row(memory: &[MemoryResult], md: &mut String) {
+    let Some(ours) = memory
+        .iter()
+        .find(|cell| cell.server == SERVERS[0] && cell.error.is_none())
+    else {
+        return;
+    };
+    let met = ours.per_connection_bytes <= IDLE_BYTES_TARGET;
+    let _ = writeln!(
+        md,
+        "| ≤ 2 KiB resident per idle connection ({} connections: {} B) | {} of 1 | {} |",
+        count(ours.connections as f64),
+        count(ours.per_connection_bytes),
+        usize::from(met),
+        if met { "–" } else { "see Memory" }
+    );
+}
+
+/// `10 × 20 B × 1`: connections × payload × in flight.
+fn cell_name(cell: &CellResult) -> String {
+    format!(
+        "{} × {} × {}",
+        cell.connections,
+        crate::report::bytes(cell.payload),
+        cell.in_flight
+    )
+}
+
+fn count(value: f64) -> String {
+    crate::report::count(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::LoadReport;
+    use crate::report::Meta;
+
+    fn cell(server: &str, key: (usize, usize, usize), rates: [f64; 3]) -> CellResult {
+        let runs = rates
+            .iter()
+            .map(|&msgs_per_sec| LoadReport {
+                msgs_per_sec,
+                server_cpu_percent: Some(100.0),
+                server_user_percent: Some(10.0),
+                client_cpu_percent: 90.0,
+                ..LoadReport::default()
+            })
+            .collect();
+        CellResult::from_runs(server, key.0, key.1, key.2, runs)
+    }
+
+    fn results(cells: Vec<CellResult>) -> Results {
+        Results {
+            meta: Meta::default(),
+            latency: Vec::new(),
+            memory: Vec::new(),
+            cells,
+            variants: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_cell_under_its_ratio_is_listed_as_missed_with_its_ceiling() {
+        let key = (10, 20, 1);
+        let md = {
+            let mut md = String::new();
+            markdown(
+                &results(vec![
+                    cell("wsloop", key, [105.0, 100.0, 110.0]),
+                    cell("tokio-tungstenite", key, [50.0, 50.0, 50.0]),
+                    cell("fastwebsockets", key, [100.0, 95.0, 99.0]),
+                ]),
+                &mut md,
+            );
+            md
+        };
+        // 105 / 50 meets 1.3× tokio-tungstenite; 105 / 99 misses 1.1×.
+        assert!(
+            md.contains("| ≥ 1.3× tokio-tungstenite, 10+ connections, ≤ 16 KiB | 1 of 1 | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1 of 1 | – |")
+                && md.contains("| 0 of 1 | 10 × 20 B × 1: 1.0606× (ranges overlap) |"),
+            "{md}"
+        );
+        // 10% user time: a server without any is at most 1/0.9 = 1.11× ahead.
+        assert!(md.contains("| 10.0% | 1.11× | 90 / 90 |"), "{md}");
+        // Cells a target does not cover are not counted in it.
+        assert!(
+            md.contains("| ≥ 1.0× both peers at 256 KiB | 0 of 0 | – |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn ranges_apart_are_told_from_ranges_that_overlap() {
+        let apart = |a: [f64; 3], b: [f64; 3]| !overlap(&Spread::of(a), &Spread::of(b));
+        assert!(apart([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]));
+        assert!(!apart([1.0, 2.0, 4.0], [4.0, 5.0, 6.0]));
+        assert!(!apart([4.0, 5.0, 6.0], [1.0, 5.0, 9.0]));
+    }
+
+    #[test]
+    fn latency_and_memory_targets_are_checked_against_each_peer() {
+        let latency = |server: &str, p99: f64| LatencyResult {
+            server: server.to_string(),
+            p50_us: Spread::default(),
+            p99_us: Spread::of([p99]),
+            p999_us: Spread::default(),
+            msgs_per_sec: 0.0,
+            server_cpu_percent: None,
+            client_cpu_percent: 0.0,
+            errors: 0,
+            runs: Vec::new(),
+        };
+        let mut md = String::new();
+        latency_row(
+            &[
+                latency("wsloop", 60.0),
+                latency("tokio-tungstenite", 150.0),
+                latency("fastwebsockets", 50.0),
+            ],
+            &mut md,
+        );
+        assert!(md.contains("| 1 of 2 | see Latency |"), "{md}");
+        let mut md = String::new();
+        memory_row(
+            &[MemoryResult {
+                server: "wsloop".to_string(),
+                connections: 10_000,
+                per_connection_bytes: 2100.0,
+                ..MemoryResult::default()
+            }],
+            &mut md,
+        );
+        assert!(
+            md.contains("10,000 connections: 2,100 B) | 0 of 1 | see Memory |"),
+            "{md}"
+        );
+    }
+}
