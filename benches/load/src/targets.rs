@@ -18,6 +18,10 @@ use crate::report::{CellResult, LatencyResult, MemoryResult, Results, SERVERS, S
 /// Resident memory allowed per idle connection, in bytes.
 pub const IDLE_BYTES_TARGET: f64 = 2048.0;
 
+/// CPU share (percent of a core) from which the peer counts as having
+/// set its own pace; below it the ceiling says nothing and is not shown.
+const SATURATED_PERCENT: f64 = 95.0;
+
 /// One throughput target: which cells, which peers, what ratio.
 struct ThroughputTarget {
     /// How the target reads in the table.
@@ -101,8 +105,12 @@ pub fn markdown(results: &Results, md: &mut String) {
         let mut checked = 0;
         let mut met = 0;
         let mut missed = Vec::new();
-        for comparison in comparisons(results, target) {
+        for (ours, peer, comparison) in comparisons(results, target) {
             checked += 1;
+            let Some(comparison) = comparison else {
+                missed.push(format!("{} vs {peer}: no result", cell_name(ours)));
+                continue;
+            };
             if comparison.ratio >= target.needed {
                 met += 1;
             } else {
@@ -168,6 +176,15 @@ pub fn markdown(results: &Results, md: &mut String) {
         }
         listed.push(key);
         let share = comparison.peer_user_share();
+        let peer_set_its_pace = comparison
+            .theirs
+            .server_cpu_percent
+            .is_some_and(|cpu| cpu >= SATURATED_PERCENT);
+        let ceiling = share
+            .filter(|&share| share < 1.0 && peer_set_its_pace)
+            .map_or("–".to_string(), |share| {
+                format!("{:.2}×", 1.0 / (1.0 - share))
+            });
         let _ = writeln!(
             md,
             "| {} | {} | {}–{} ({}) | {}–{} ({}) | {:.4}× | {:.1}× | {} | {} | {} | {} | {:.0} / {:.0} |",
@@ -191,12 +208,7 @@ pub fn markdown(results: &Results, md: &mut String) {
                 .server_cpu_percent
                 .map_or("–".to_string(), |cpu| format!("{cpu:.0}")),
             share.map_or("–".to_string(), |share| format!("{:.1}%", share * 100.0)),
-            share
-                .filter(|&share| share < 1.0)
-                .map_or("–".to_string(), |share| format!(
-                    "{:.2}×",
-                    1.0 / (1.0 - share)
-                )),
+            ceiling,
             comparison.ours.client_cpu_percent,
             comparison.theirs.client_cpu_percent,
         );
@@ -204,29 +216,35 @@ pub fn markdown(results: &Results, md: &mut String) {
     let _ = writeln!(md);
 }
 
-/// wsloop against each of the target's peers in every cell it covers that
-/// both servers ran.
+/// wsloop against each of the target's peers in every cell of wsloop's it
+/// covers: the cell, the peer's name, and the comparison (`None` when the
+/// peer has no result there, which counts as a miss).
 fn comparisons<'a>(
     results: &'a Results,
     target: &'a ThroughputTarget,
-) -> impl Iterator<Item = Comparison<'a>> {
+) -> impl Iterator<Item = (&'a CellResult, &'static str, Option<Comparison<'a>>)> {
     results
         .cells
         .iter()
         .filter(|cell| cell.server == SERVERS[0])
         .filter(|cell| (target.covers)((cell.connections, cell.payload, cell.in_flight)))
         .flat_map(move |ours| {
-            target.peers.iter().filter_map(move |&peer| {
-                let theirs = results.cells.iter().find(|cell| {
-                    cell.server == SERVERS[peer]
-                        && (cell.connections, cell.payload, cell.in_flight)
-                            == (ours.connections, ours.payload, ours.in_flight)
-                })?;
-                (theirs.msgs_per_sec.median > 0.0).then(|| Comparison {
-                    ours,
-                    theirs,
-                    ratio: ours.msgs_per_sec.median / theirs.msgs_per_sec.median,
-                })
+            target.peers.iter().map(move |&peer| {
+                let comparison = results
+                    .cells
+                    .iter()
+                    .find(|cell| {
+                        cell.server == SERVERS[peer]
+                            && (cell.connections, cell.payload, cell.in_flight)
+                                == (ours.connections, ours.payload, ours.in_flight)
+                    })
+                    .filter(|theirs| theirs.msgs_per_sec.median > 0.0)
+                    .map(|theirs| Comparison {
+                        ours,
+                        theirs,
+                        ratio: ours.msgs_per_sec.median / theirs.msgs_per_sec.median,
+                    });
+                (ours, SERVERS[peer], comparison)
             })
         })
 }
@@ -235,17 +253,28 @@ fn latency_row(latency: &[LatencyResult], md: &mut String) {
     let Some(ours) = latency.iter().find(|cell| cell.server == SERVERS[0]) else {
         return;
     };
-    let peers: Vec<&LatencyResult> = latency
+    // A peer without a result counts as a miss, not as one fewer peer.
+    let peers: Vec<(&str, Option<f64>)> = SERVERS[1..]
         .iter()
-        .filter(|cell| cell.server != SERVERS[0] && cell.p99_us.median > 0.0)
+        .map(|&name| {
+            let p99 = latency
+                .iter()
+                .find(|cell| cell.server == name)
+                .map(|cell| cell.p99_us.median)
+                .filter(|&p99| p99 > 0.0);
+            (name, p99)
+        })
         .collect();
     let met = peers
         .iter()
-        .filter(|peer| ours.p99_us.median <= peer.p99_us.median)
+        .filter(|(_, p99)| p99.is_some_and(|p99| ours.p99_us.median <= p99))
         .count();
     let figures = peers
         .iter()
-        .map(|peer| format!("{} {:.1} µs", peer.server, peer.p99_us.median))
+        .map(|(name, p99)| match p99 {
+            Some(p99) => format!("{name} {p99:.1} µs"),
+            None => format!("{name}: no result"),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let _ = writeln!(
@@ -299,18 +328,27 @@ mod tests {
     use crate::load::LoadReport;
     use crate::report::Meta;
 
+    /// A cell whose runs have `rates`; wsloop's CPU figures differ from
+    /// the peers' so that a column taken from the wrong server shows.
     fn cell(server: &str, key: (usize, usize, usize), rates: [f64; 3]) -> CellResult {
+        let ours = server == SERVERS[0];
         let runs = rates
             .iter()
             .map(|&msgs_per_sec| LoadReport {
                 msgs_per_sec,
-                server_cpu_percent: Some(100.0),
-                server_user_percent: Some(10.0),
-                client_cpu_percent: 90.0,
+                server_cpu_percent: Some(if ours { 99.0 } else { 100.0 }),
+                server_user_percent: Some(if ours { 30.0 } else { 10.0 }),
+                client_cpu_percent: if ours { 70.0 } else { 90.0 },
                 ..LoadReport::default()
             })
             .collect();
         CellResult::from_runs(server, key.0, key.1, key.2, runs)
+    }
+
+    fn rendered(cells: Vec<CellResult>) -> String {
+        let mut md = String::new();
+        markdown(&results(cells), &mut md);
+        md
     }
 
     fn results(cells: Vec<CellResult>) -> Results {
@@ -326,35 +364,62 @@ mod tests {
     #[test]
     fn a_cell_under_its_ratio_is_listed_as_missed_with_its_ceiling() {
         let key = (10, 20, 1);
-        let md = {
-            let mut md = String::new();
-            markdown(
-                &results(vec![
-                    cell("wsloop", key, [105.0, 100.0, 110.0]),
-                    cell("tokio-tungstenite", key, [50.0, 50.0, 50.0]),
-                    cell("fastwebsockets", key, [100.0, 95.0, 99.0]),
-                ]),
-                &mut md,
-            );
-            md
-        };
+        let md = rendered(vec![
+            cell("wsloop", key, [105.0, 100.0, 110.0]),
+            cell("tokio-tungstenite", key, [50.0, 50.0, 50.0]),
+            cell("fastwebsockets", key, [100.0, 95.0, 99.0]),
+        ]);
         // 105 / 50 meets 1.3× tokio-tungstenite; 105 / 99 misses 1.1×.
         assert!(
             md.contains("| ≥ 1.3× tokio-tungstenite, 10+ connections, ≤ 16 KiB | 1 of 1 | – |"),
             "{md}"
         );
         assert!(
-            md.contains("| 1 of 1 | – |")
-                && md.contains("| 0 of 1 | 10 × 20 B × 1: 1.0606× (ranges overlap) |"),
+            md.contains("| 0 of 1 | 10 × 20 B × 1: 1.0606× (ranges overlap) |"),
             "{md}"
         );
-        // 10% user time: a server without any is at most 1/0.9 = 1.11× ahead.
-        assert!(md.contains("| 10.0% | 1.11× | 90 / 90 |"), "{md}");
+        // The peer's 10% user time (not wsloop's 30%): a server without any
+        // is at most 1/0.9 = 1.11× ahead; load generator CPU wsloop / peer.
+        assert!(md.contains("| 100 | 10.0% | 1.11× | 70 / 90 |"), "{md}");
         // Cells a target does not cover are not counted in it.
         assert!(
             md.contains("| ≥ 1.0× both peers at 256 KiB | 0 of 0 | – |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn a_cell_two_targets_miss_is_detailed_once_and_a_missing_peer_is_a_miss() {
+        // 1 × 256 KiB is covered by the 256 KiB and the 1-connection target.
+        let key = (1, 256 * 1024, 16);
+        let md = rendered(vec![
+            cell("wsloop", key, [90.0, 90.0, 90.0]),
+            cell("fastwebsockets", key, [100.0, 100.0, 100.0]),
+        ]);
+        let miss = "1 × 256 KiB × 16 vs fastwebsockets: 0.9000× (ranges apart)";
+        assert_eq!(md.matches(miss).count(), 2, "{md}");
+        assert!(
+            md.contains("1 × 256 KiB × 16 vs tokio-tungstenite: no result"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ≥ 1.0× both peers at 256 KiB | 0 of 2 |"),
+            "{md}"
+        );
+        assert_eq!(
+            md.matches("| 1 × 256 KiB × 16 | fastwebsockets |").count(),
+            1,
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn no_ceiling_is_given_for_a_peer_that_did_not_set_its_pace() {
+        let key = (100, 20, 1);
+        let mut peer = cell("fastwebsockets", key, [100.0, 100.0, 100.0]);
+        peer.server_cpu_percent = Some(60.0);
+        let md = rendered(vec![cell("wsloop", key, [101.0, 101.0, 101.0]), peer]);
+        assert!(md.contains("| 60 | 16.7% | – | 70 / 90 |"), "{md}");
     }
 
     #[test]
@@ -388,6 +453,16 @@ mod tests {
             &mut md,
         );
         assert!(md.contains("| 1 of 2 | see Latency |"), "{md}");
+        // A peer without a result is a miss, not one peer fewer.
+        let mut md = String::new();
+        latency_row(
+            &[latency("wsloop", 60.0), latency("tokio-tungstenite", 150.0)],
+            &mut md,
+        );
+        assert!(
+            md.contains("fastwebsockets: no result) | 1 of 2 | see Latency |"),
+            "{md}"
+        );
         let mut md = String::new();
         memory_row(
             &[MemoryResult {
