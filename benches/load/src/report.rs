@@ -325,7 +325,7 @@ pub fn render_again(dir: &Path) -> io::Result<()> {
 }
 
 /// The cell result of `server` for one (connections, payload, in_flight).
-fn find<'a>(
+pub(crate) fn find<'a>(
     results: &'a Results,
     server: &str,
     key: (usize, usize, usize),

@@ -13,10 +13,12 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{CellResult, LatencyResult, MemoryResult, Results, SERVERS, Spread};
+use crate::report::{
+    CellResult, LatencyResult, MemoryResult, Results, SERVERS, Spread, bytes, count, find,
+};
 
 /// Resident memory allowed per idle connection, in bytes.
-pub const IDLE_BYTES_TARGET: f64 = 2048.0;
+const IDLE_BYTES_TARGET: f64 = 2048.0;
 
 /// CPU share (percent of a core) from which the peer counts as having
 /// set its own pace; below it the ceiling says nothing and is not shown.
@@ -230,14 +232,8 @@ fn comparisons<'a>(
         .filter(|cell| (target.covers)((cell.connections, cell.payload, cell.in_flight)))
         .flat_map(move |ours| {
             target.peers.iter().map(move |&peer| {
-                let comparison = results
-                    .cells
-                    .iter()
-                    .find(|cell| {
-                        cell.server == SERVERS[peer]
-                            && (cell.connections, cell.payload, cell.in_flight)
-                                == (ours.connections, ours.payload, ours.in_flight)
-                    })
+                let key = (ours.connections, ours.payload, ours.in_flight);
+                let comparison = find(results, SERVERS[peer], key)
                     .filter(|theirs| theirs.msgs_per_sec.median > 0.0)
                     .map(|theirs| Comparison {
                         ours,
@@ -313,13 +309,9 @@ fn cell_name(cell: &CellResult) -> String {
     format!(
         "{} × {} × {}",
         cell.connections,
-        crate::report::bytes(cell.payload),
+        bytes(cell.payload),
         cell.in_flight
     )
-}
-
-fn count(value: f64) -> String {
-    crate::report::count(value)
 }
 
 #[cfg(test)]
