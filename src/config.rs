@@ -110,6 +110,7 @@ struct NotebookFile {
 struct SecurityFile {
     anonymous: Option<bool>,
     allowed_origins: Option<Vec<String>>,
+    allowed_hosts: Option<Vec<String>>,
     ticket_idle_timeout: Option<String>,
     #[serde(default)]
     users: Vec<UserFile>,
@@ -398,6 +399,15 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     if let Some(origins) = &s.allowed_origins {
         notebook.allowed_origins = origins.clone();
     }
+    if let Some(hosts) = &s.allowed_hosts {
+        if let Some(bad) = hosts.iter().find(|h| h.is_empty() || h.contains('/')) {
+            return Err(error(
+                "security.allowed_hosts",
+                format!("{bad:?} is not a host name (no scheme or path: \"notes.example.com\")"),
+            ));
+        }
+        notebook.allowed_hosts = hosts.clone();
+    }
     duration(
         "security.ticket_idle_timeout",
         &s.ticket_idle_timeout,
@@ -475,6 +485,7 @@ mod tests {
             [security]
             anonymous = false
             allowed_origins = ["https://example.com"]
+            allowed_hosts = ["notes.example.com"]
             ticket_idle_timeout = "8h"
             [[security.users]]
             name = "alice"
@@ -498,6 +509,7 @@ mod tests {
             Duration::from_secs(8 * 3600)
         );
         assert_eq!(settings.notebook.users[0].name, "alice");
+        assert_eq!(settings.notebook.allowed_hosts, ["notes.example.com"]);
         assert_eq!(settings.log_level, Some(log::LevelFilter::Debug));
 
         let overridden = resolve(

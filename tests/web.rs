@@ -400,6 +400,65 @@ fn origins_outside_the_allowlist_get_403() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The status of a raw request for `target` naming `host` (and the same
+/// origin, as a page served from that host sends), upgrading or not.
+fn status_for_host(server: &TestServer, target: &str, host: &str, upgrade: bool) -> u16 {
+    let upgrade = if upgrade {
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    } else {
+        ""
+    };
+    let mut client = RawClient::connect(server.addr);
+    client.send_raw(
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n{upgrade}\r\n")
+            .as_bytes(),
+    );
+    client.read_response_head().0
+}
+
+#[test]
+fn a_dns_rebinding_page_is_refused_and_allowed_hosts_are_answered() {
+    // A page on evil.example whose DNS now points at 127.0.0.1: its
+    // requests name evil.example in both Host and Origin.
+    let (server, dir) = start("rebinding", |_| {});
+    let port = server.addr.port();
+    let evil = format!("evil.example:{port}");
+    assert_eq!(status_for_host(&server, "/ws", &evil, true), 403);
+    for target in ["/", "/api/security/ticket", "/metrics", "/healthz"] {
+        assert_eq!(
+            status_for_host(&server, target, &evil, false),
+            403,
+            "{target}"
+        );
+    }
+    // The names a local user types still work.
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(status_for_host(&server, "/ws", &host, true), 101, "{host}");
+        assert_eq!(status_for_host(&server, "/", &host, false), 200, "{host}");
+    }
+    drop(server);
+    let (listed, _) = start("rebinding", |c| {
+        c.allowed_hosts = vec!["notes.example".into()];
+    });
+    let port = listed.addr.port();
+    let named = format!("notes.example:{port}");
+    assert_eq!(status_for_host(&listed, "/ws", &named, true), 101);
+    assert_eq!(
+        status_for_host(&listed, "/api/security/ticket", &named, false),
+        200
+    );
+    assert_eq!(
+        status_for_host(&listed, "/ws", &format!("evil.example:{port}"), true),
+        403
+    );
+    drop(listed);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Runs `wsloop --config FILE` with `contents`; returns (exit code, stderr).
 fn run_with_config(name: &str, contents: &str) -> (Option<i32>, String) {
     let path =

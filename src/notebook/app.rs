@@ -51,7 +51,11 @@ impl NotebookHandler {
                 config.users.iter().map(|user| user.name.clone()).collect(),
                 config.ticket_idle_timeout,
             ),
-            security: Security::new(config.users.clone(), config.allowed_origins.clone()),
+            security: Security::new(
+                config.users.clone(),
+                config.allowed_origins.clone(),
+                config.allowed_hosts.clone(),
+            ),
             config,
             notes,
             watchers: Watchers::default(),

@@ -43,6 +43,10 @@ pub struct NotebookConfig {
     /// Origins allowed besides the server's own host; `*` allows any.
     /// Empty (default): the own host plus localhost/127.0.0.1, any port.
     pub allowed_origins: Vec<String>,
+    /// Host names the server answers to besides IP addresses and
+    /// `localhost` (the DNS-rebinding check): exact names, `*.domain`, or
+    /// `*` for any. Default empty.
+    pub allowed_hosts: Vec<String>,
     /// Users who can log in with HTTP Basic (argon2 password hashes).
     pub users: Vec<security::User>,
     /// A login ticket unused for this long stops working (its connections
@@ -60,6 +64,7 @@ impl Default for NotebookConfig {
             sql_timeout: Duration::from_secs(10),
             max_message_size: crate::proto::Limits::default().max_message_size,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             users: Vec::new(),
             ticket_idle_timeout: auth::DEFAULT_TICKET_IDLE_TIMEOUT,
         }

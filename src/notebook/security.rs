@@ -60,11 +60,13 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The user list and origin policy, with a cache of verified credentials.
+/// The user list, host and origin policy, with a cache of verified
+/// credentials.
 #[derive(Debug)]
 pub struct Security {
     users: Vec<User>,
     allowed_origins: Vec<String>,
+    allowed_hosts: Vec<String>,
     /// user → SHA-1 of (secret key, user, password) for credentials that
     /// passed argon2 once, so repeated logins do not stall the loop for an
     /// argon2 run each. The key is random per process.
@@ -89,13 +91,19 @@ pub enum Credentials {
 }
 
 impl Security {
-    /// The configured users and origins.
-    pub fn new(users: Vec<User>, allowed_origins: Vec<String>) -> Security {
+    /// The configured users, origins and host names (see
+    /// [`Security::host_allowed`]).
+    pub fn new(
+        users: Vec<User>,
+        allowed_origins: Vec<String>,
+        allowed_hosts: Vec<String>,
+    ) -> Security {
         let mut cache_key = [0u8; 32];
         getrandom::fill(&mut cache_key).expect("the OS random source is unavailable");
         Security {
             users,
             allowed_origins,
+            allowed_hosts,
             verified: HashMap::new(),
             cache_key,
             failures: HashMap::new(),
@@ -159,11 +167,47 @@ impl Security {
         self.users.get(index)
     }
 
+    /// Whether the request's `Host` is a name this server answers to: the
+    /// defence against DNS rebinding, where a web page whose own name the
+    /// attacker re-points at 127.0.0.1 reaches the server as a "same-origin"
+    /// page (its `Host` and `Origin` then name the attacker's domain).
+    ///
+    /// Allowed: no `Host` at all (not a browser), an IP address literal (a
+    /// browser only sends one when the page itself was loaded from that
+    /// address, which no DNS answer can fake), `localhost` and names under
+    /// `.localhost` (browsers resolve these to loopback themselves), and
+    /// the configured `allowed_hosts`: exact names, `*.example.com` for the
+    /// names under a domain, or `*` for any (for a server behind a proxy
+    /// that checks `Host` itself). Ports are not compared.
+    pub fn host_allowed(&self, request: &HttpRequest<'_>) -> bool {
+        let Some(host) = request.header_str("host") else {
+            return true;
+        };
+        let name = host_name(host).to_ascii_lowercase();
+        if name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || name.ends_with(".localhost")
+        {
+            return true;
+        }
+        self.allowed_hosts.iter().any(|allowed| {
+            let allowed = allowed.to_ascii_lowercase();
+            match allowed.strip_prefix("*.") {
+                _ if allowed == "*" => true,
+                Some(domain) => name
+                    .strip_suffix(domain)
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => host_name(&allowed) == name,
+            }
+        })
+    }
+
     /// Whether `Origin` may open a WebSocket or get a ticket. Requests
     /// without `Origin` (non-browser clients) pass. Allowed: `*` in the
     /// list, an origin in the list, the server's own host (as the `Host`
     /// header names it), and, when no list is configured, localhost and
-    /// 127.0.0.1 on any port.
+    /// 127.0.0.1 on any port. The `Host` comparison is only as good as
+    /// [`Security::host_allowed`], which callers check first.
     pub fn origin_allowed(&self, request: &HttpRequest<'_>) -> bool {
         let Some(origin) = request.header_str("origin") else {
             return true;
@@ -188,17 +232,23 @@ impl Security {
         if !self.allowed_origins.is_empty() {
             return false;
         }
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => authority
-                .rsplit_once(':')
-                .map_or(authority, |(host, _)| host),
-        };
         matches!(
-            host.to_ascii_lowercase().as_str(),
+            host_name(authority).to_ascii_lowercase().as_str(),
             "localhost" | "127.0.0.1" | "::1"
         )
     }
+}
+
+/// The host part of a `Host` header value or an origin's authority: the
+/// port dropped, an IPv6 literal's brackets removed.
+fn host_name(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    }
+    .trim_end_matches('.')
 }
 
 /// The `Authorization: Basic` credentials of a request, if it has any.
@@ -259,6 +309,7 @@ mod tests {
         let mut security = Security::new(
             vec![User::new("alice", &hash, vec!["admin".into()]).unwrap()],
             vec![],
+            vec![],
         );
         assert_eq!(
             security
@@ -277,7 +328,7 @@ mod tests {
 
     #[test]
     fn repeated_failures_throttle_an_address_for_a_while() {
-        let mut security = Security::new(vec![], vec![]);
+        let mut security = Security::new(vec![], vec![], vec![]);
         let peer: IpAddr = "192.0.2.7".parse().unwrap();
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         let t0 = Instant::now();
@@ -298,7 +349,7 @@ mod tests {
 
     #[test]
     fn origin_policy() {
-        let default = Security::new(vec![], vec![]);
+        let default = Security::new(vec![], vec![], vec![]);
         let same = [
             header("Host", "notes.example:8081"),
             header("Origin", "http://notes.example:8081"),
@@ -316,14 +367,59 @@ mod tests {
         assert!(!default.origin_allowed(&request(&evil)));
         let none = [header("Host", "notes.example")];
         assert!(default.origin_allowed(&request(&none)));
-        let listed = Security::new(vec![], vec!["https://evil.example".into()]);
+        let listed = Security::new(vec![], vec!["https://evil.example".into()], vec![]);
         assert!(listed.origin_allowed(&request(&evil)));
         assert!(
             !listed.origin_allowed(&request(&local)),
             "a configured list replaces the localhost default"
         );
-        let any = Security::new(vec![], vec!["*".into()]);
+        let any = Security::new(vec![], vec!["*".into()], vec![]);
         assert!(any.origin_allowed(&request(&evil)));
+    }
+
+    #[test]
+    fn host_policy_answers_to_addresses_localhost_and_the_allowlist() {
+        let default = Security::new(vec![], vec![], vec![]);
+        let allows = |security: &Security, host: &str| {
+            security.host_allowed(&request(&[header("Host", host)]))
+        };
+        for host in [
+            "127.0.0.1:8081",
+            "localhost:8081",
+            "LOCALHOST",
+            "app.localhost:3000",
+            "[::1]:8081",
+            "192.168.1.20:8081",
+            "localhost.:8081",
+        ] {
+            assert!(allows(&default, host), "{host}");
+        }
+        for host in [
+            "evil.example:8081",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "",
+        ] {
+            assert!(!allows(&default, host), "{host}");
+        }
+        assert!(
+            default.host_allowed(&request(&[])),
+            "no Host: not a browser"
+        );
+        let listed = Security::new(
+            vec![],
+            vec![],
+            vec!["notes.example.com".into(), "*.corp.example".into()],
+        );
+        assert!(allows(&listed, "notes.example.com:443"));
+        assert!(allows(&listed, "Notes.Example.Com"));
+        assert!(allows(&listed, "a.b.corp.example"));
+        assert!(!allows(&listed, "corp.example"));
+        assert!(!allows(&listed, "evilcorp.example"));
+        assert!(!allows(&listed, "example.com"));
+        let any = Security::new(vec![], vec![], vec!["*".into()]);
+        assert!(allows(&any, "evil.example"));
     }
 
     #[test]

@@ -31,6 +31,20 @@ fn unauthorized(body: &str) -> HttpResponse {
     )
 }
 
+/// The answer to a request whose `Host` the server does not answer to
+/// (see [`super::security::Security::host_allowed`]), logged once.
+fn host_refused(request: &HttpRequest<'_>) -> HttpResponse {
+    let host = request.header_str("host").unwrap_or("");
+    log::debug!("refused a request for host {host:?} (DNS rebinding check)");
+    HttpResponse::text(
+        403,
+        format!(
+            "this server does not answer to the host name {host:?}; \
+             add it to security.allowed_hosts to allow it\n"
+        ),
+    )
+}
+
 fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
     HttpResponse {
         status,
@@ -57,6 +71,9 @@ impl NotebookHandler {
         ctx: &mut Context<'_>,
         request: &HttpRequest<'_>,
     ) -> HttpResponse {
+        if !self.security.host_allowed(request) {
+            return host_refused(request);
+        }
         let path = request.path();
         let known = matches!(
             path,
@@ -280,6 +297,9 @@ impl NotebookHandler {
         ctx: &Context<'_>,
         request: &HttpRequest<'_>,
     ) -> Result<Accept, HttpResponse> {
+        if !self.security.host_allowed(request) {
+            return Err(host_refused(request));
+        }
         if request.path() != "/ws" {
             return Err(HttpResponse::text(404, "the WebSocket endpoint is /ws\n"));
         }
