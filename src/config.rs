@@ -111,6 +111,8 @@ struct SecurityFile {
     anonymous: Option<bool>,
     allowed_origins: Option<Vec<String>>,
     allowed_hosts: Option<Vec<String>>,
+    password_checks_pending: Option<usize>,
+    password_checks_per_second: Option<u32>,
     ticket_idle_timeout: Option<String>,
     #[serde(default)]
     users: Vec<UserFile>,
@@ -408,6 +410,20 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         }
         notebook.allowed_hosts = hosts.clone();
     }
+    size(
+        "security.password_checks_pending",
+        s.password_checks_pending,
+        &mut notebook.password_checks_pending,
+    )?;
+    if let Some(rate) = s.password_checks_per_second {
+        if rate == 0 {
+            return Err(error(
+                "security.password_checks_per_second",
+                "must be at least 1",
+            ));
+        }
+        notebook.password_checks_per_second = rate;
+    }
     duration(
         "security.ticket_idle_timeout",
         &s.ticket_idle_timeout,
@@ -486,6 +502,8 @@ mod tests {
             anonymous = false
             allowed_origins = ["https://example.com"]
             allowed_hosts = ["notes.example.com"]
+            password_checks_pending = 4
+            password_checks_per_second = 2
             ticket_idle_timeout = "8h"
             [[security.users]]
             name = "alice"
@@ -510,6 +528,8 @@ mod tests {
         );
         assert_eq!(settings.notebook.users[0].name, "alice");
         assert_eq!(settings.notebook.allowed_hosts, ["notes.example.com"]);
+        assert_eq!(settings.notebook.password_checks_pending, 4);
+        assert_eq!(settings.notebook.password_checks_per_second, 2);
         assert_eq!(settings.log_level, Some(log::LevelFilter::Debug));
 
         let overridden = resolve(

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
-use common::{JsonClient, RawClient, TestServer, Wsloop, upgrade_request};
+use common::{
+    JsonClient, RawClient, TestServer, Wsloop, bystander_round_trips, connect_from, quantile,
+    upgrade_request,
+};
 use serde_json::{Value, json};
 use wsloop::ServerConfig;
 use wsloop::notebook::security::{User, hash_password};
@@ -456,6 +459,109 @@ fn a_dns_rebinding_page_is_refused_and_allowed_hosts_are_answered() {
         403
     );
     drop(listed);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn password_guesses_from_many_addresses_do_not_stall_other_clients() {
+    // argon2 takes 50-80 ms a check: on the loop thread, 50 addresses
+    // guessing (5 each before their throttle) stalled everyone for
+    // seconds at a time.
+    let hash = hash_password("s3cret").unwrap();
+    let (server, dir) = start("guesses", |c| {
+        c.users = vec![User::new("alice", &hash, vec![]).unwrap()]
+    });
+    let addr = server.addr;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (times, statuses) = std::thread::scope(|scope| {
+        let bystander = scope.spawn(|| bystander_round_trips(addr, &stop));
+        let guessers: Vec<_> = (0..50u8)
+            .map(|i| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + i);
+                    let mut statuses = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let stream = connect_from(from, addr).unwrap();
+                        let mut client = RawClient::from_stream(stream);
+                        client.send_raw(
+                            format!(
+                                "GET /api/security/ticket HTTP/1.1\r\nHost: 127.0.0.1\r\n{}\r\n",
+                                basic("alice", &format!("guess{i}"))
+                            )
+                            .as_bytes(),
+                        );
+                        statuses.push(client.read_response_head().0);
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let statuses: Vec<u16> = guessers
+            .into_iter()
+            .flat_map(|g| g.join().unwrap())
+            .collect();
+        (bystander.join().unwrap(), statuses)
+    });
+    let (p99, max) = (quantile(&times, 0.99), quantile(&times, 1.0));
+    eprintln!(
+        "{} round trips: p50 {:?} p99 {p99:?} max {max:?}; {} guesses answered",
+        times.len(),
+        quantile(&times, 0.5),
+        statuses.len()
+    );
+    assert!(
+        statuses.iter().all(|s| [401, 429, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&401), "some guesses were really checked");
+    assert!(p99 < std::time::Duration::from_millis(50), "p99 {p99:?}");
+    assert!(max < std::time::Duration::from_millis(500), "max {max:?}");
+    // The right password works once the checks queued by the flood are
+    // done (until then: 503 and Retry-After).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match upgrade_status(&server, "/ws", &basic("alice", "s3cret")) {
+            101 => break,
+            503 if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200))
+            }
+            other => panic!("the right password got {other}"),
+        }
+    }
+    drop(server);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() {
+    // Answering an unknown user at once told which names exist.
+    let hash = hash_password("s3cret").unwrap();
+    let (server, dir) = start("enumeration", |c| {
+        c.users = vec![User::new("alice", &hash, vec![]).unwrap()]
+    });
+    let timed = |user: &str, from: u8| {
+        let mut times: Vec<std::time::Duration> = (0..3)
+            .map(|_| {
+                let stream =
+                    connect_from(std::net::Ipv4Addr::new(127, 0, 1, from), server.addr).unwrap();
+                let mut client = RawClient::from_stream(stream);
+                let started = std::time::Instant::now();
+                client.send_raw(upgrade_request("/ws", &basic(user, "guess")).as_bytes());
+                assert_eq!(client.read_response_head().0, 401);
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[1]
+    };
+    let known = timed("alice", 1);
+    let unknown = timed("mallory", 2);
+    eprintln!("401 for a wrong password: {known:?}, for an unknown user: {unknown:?}");
+    assert!(unknown * 4 > known, "known {known:?}, unknown {unknown:?}");
+    drop(server);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -2,7 +2,7 @@
 //! ticket, dispatches the op, and carries paragraph runs between the loop
 //! and the job thread.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 
 use serde::Serialize;
@@ -13,6 +13,7 @@ use super::envelope::{self, Request};
 use super::interpreter::{Interpreters, MarkdownInterpreter, SqlInterpreter};
 use super::jobs::Jobs;
 use super::notes::Notes;
+use super::passwords::PasswordChecks;
 use super::security::Security;
 use super::watchers::Watchers;
 use crate::handler::{Accept, ConnectionId, Handler};
@@ -27,12 +28,18 @@ pub struct NotebookHandler {
     pub(super) tickets: Tickets,
     pub(super) security: Security,
     pub(super) jobs: Jobs,
+    pub(super) passwords: PasswordChecks,
     /// Ops received, by name (for `/metrics`).
     pub(super) op_counts: BTreeMap<String, u64>,
     /// Paragraph runs ended, by final status (for `/metrics`).
     pub(super) run_counts: BTreeMap<&'static str, u64>,
     /// Requests answered with a refusal, by reply op (for `/metrics`).
     pub(super) refusal_counts: BTreeMap<&'static str, u64>,
+    /// Output held until writes are durable: (the write's sequence
+    /// number, the output mark after what waits for it), oldest first.
+    durability_barriers: VecDeque<(u64, u64)>,
+    /// Note writes that failed (for `/metrics`).
+    pub(super) failed_writes: u64,
 }
 
 impl NotebookHandler {
@@ -45,6 +52,10 @@ impl NotebookHandler {
         );
         let sql_cancel = sql.canceller();
         let interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter), Box::new(sql)]);
+        let passwords = PasswordChecks::new(
+            config.password_checks_pending,
+            config.password_checks_per_second,
+        );
         Ok(NotebookHandler {
             tickets: Tickets::new(
                 config.anonymous_allowed,
@@ -60,9 +71,12 @@ impl NotebookHandler {
             notes,
             watchers: Watchers::default(),
             jobs: Jobs::new(interpreters, sql_cancel),
+            passwords,
             op_counts: BTreeMap::new(),
             run_counts: BTreeMap::new(),
             refusal_counts: BTreeMap::new(),
+            durability_barriers: VecDeque::new(),
+            failed_writes: 0,
         })
     }
 
@@ -146,6 +160,65 @@ impl NotebookHandler {
         }
     }
 
+    /// Called at the end of every callback that may send (which began
+    /// with `ctx.hold_output()`): what it sent waits for the writes queued
+    /// so far, or goes now when none are pending. Nothing the server says
+    /// about a change reaches anyone before the change is on disk, and
+    /// nothing overtakes it.
+    fn settle_output(&mut self, ctx: &mut Context<'_>) {
+        let mark = ctx.output_mark();
+        if !self.notes.writes_pending() {
+            self.durability_barriers.clear();
+            ctx.release_output(mark);
+            return;
+        }
+        let seq = self.notes.last_write();
+        match self.durability_barriers.back_mut() {
+            Some((last, held)) if *last == seq => *held = mark,
+            _ => self.durability_barriers.push_back((seq, mark)),
+        }
+    }
+
+    /// Takes the writer's reports: releases the output that waited for
+    /// the writes now done, and tells a failed note's watchers.
+    fn collect_writes(&mut self, ctx: &mut Context<'_>) {
+        let reports = self.notes.take_write_reports();
+        let done = self.notes.reported_write();
+        let mut release = None;
+        while let Some(&(seq, mark)) = self.durability_barriers.front()
+            && seq <= done
+        {
+            release = Some(mark);
+            self.durability_barriers.pop_front();
+        }
+        if let Some(mark) = release {
+            ctx.release_output(mark);
+        }
+        let mut failed: Vec<(String, String)> = Vec::new();
+        for report in reports {
+            if let Err(reason) = report.outcome
+                && !failed.iter().any(|(id, _)| *id == report.note_id)
+            {
+                failed.push((report.note_id, reason));
+            }
+        }
+        for (note_id, reason) in failed {
+            self.failed_writes += 1;
+            let info = format!(
+                "note {note_id} could not be saved ({reason}): its latest changes are in memory only, and are saved with its next change"
+            );
+            *self.refusal_counts.entry("ERROR_INFO").or_default() += 1;
+            self.to_watchers(
+                ctx,
+                &note_id,
+                &[],
+                "ERROR_INFO",
+                &serde_json::json!({ "info": info }),
+                None,
+            );
+        }
+    }
+
     /// Answers the sender with `reply` (ERROR_INFO, SESSION_LOGOUT or
     /// AUTH_INFO) saying `info`, and counts it.
     fn refuse(
@@ -162,14 +235,20 @@ impl NotebookHandler {
 
 impl Handler for NotebookHandler {
     fn on_start(&mut self, notifier: Notifier) {
+        self.passwords.start(notifier.clone());
+        self.notes.start_writer(notifier.clone());
         self.jobs.start(notifier);
     }
 
     fn on_notify(&mut self, ctx: &mut Context<'_>) {
+        ctx.hold_output();
+        self.collect_writes(ctx);
+        self.collect_password_checks(ctx);
         while let Some(finished) = self.jobs.take_finished() {
             self.finish_run(ctx, finished);
         }
         self.run_next(ctx);
+        self.settle_output(ctx);
     }
 
     fn on_http(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
@@ -185,6 +264,7 @@ impl Handler for NotebookHandler {
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, message: Message<'_>) {
+        ctx.hold_output();
         match message {
             Message::Text(text) => self.handle_text(ctx, conn, text),
             Message::Binary(_) => self.refuse(
@@ -194,6 +274,7 @@ impl Handler for NotebookHandler {
                 "binary messages are not part of the protocol; send JSON text",
             ),
         }
+        self.settle_output(ctx);
     }
 
     fn on_close(

@@ -12,10 +12,12 @@ pub mod jobs;
 pub mod model;
 pub mod notes;
 mod ops;
+pub mod passwords;
 pub mod security;
 pub mod store;
 pub mod watchers;
 mod web;
+pub mod writer;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +51,11 @@ pub struct NotebookConfig {
     pub allowed_hosts: Vec<String>,
     /// Users who can log in with HTTP Basic (argon2 password hashes).
     pub users: Vec<security::User>,
+    /// Password checks (argon2, on a worker thread) waiting or running at
+    /// once, server-wide; more logins are answered `503`. Default 16.
+    pub password_checks_pending: usize,
+    /// Password checks started per second, server-wide. Default 8.
+    pub password_checks_per_second: u32,
     /// A login ticket unused for this long stops working (its connections
     /// get SESSION_LOGOUT). Default 24 h.
     pub ticket_idle_timeout: Duration,
@@ -67,6 +74,8 @@ impl Default for NotebookConfig {
             allowed_hosts: Vec::new(),
             users: Vec::new(),
             ticket_idle_timeout: auth::DEFAULT_TICKET_IDLE_TIMEOUT,
+            password_checks_pending: passwords::DEFAULT_MAX_PENDING,
+            password_checks_per_second: passwords::DEFAULT_CHECKS_PER_SECOND,
         }
     }
 }

@@ -147,9 +147,10 @@ pub struct Paragraph {
     /// Dynamic forms.
     #[serde(default)]
     pub settings: Settings,
-    /// The last run's outputs.
+    /// The last run's outputs, shared rather than copied when a note is
+    /// (a snapshot for the writer thread costs no copy of large results).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub results: Option<Results>,
+    pub results: Option<std::sync::Arc<Results>>,
     /// Helium apps (always empty here).
     #[serde(default)]
     pub apps: Vec<Value>,

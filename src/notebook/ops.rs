@@ -549,7 +549,7 @@ impl NotebookHandler {
                         paragraph.date_started = Some(now.clone());
                     }
                     paragraph.date_finished = Some(now.clone());
-                    paragraph.results = results;
+                    paragraph.results = results.map(std::sync::Arc::new);
                 }
             }
             Ok(paragraph.for_wire())

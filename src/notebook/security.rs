@@ -140,7 +140,9 @@ impl Security {
         self.failures.remove(&peer);
     }
 
-    fn cache_digest(&self, user: &str, password: &str) -> [u8; 20] {
+    /// Names a user's credentials without keeping the password: SHA-1 of
+    /// a per-process random key, the user and the password.
+    pub fn cache_digest(&self, user: &str, password: &str) -> [u8; 20] {
         let mut sha = sha1_smol::Sha1::new();
         sha.update(&self.cache_key);
         sha.update(user.as_bytes());
@@ -149,22 +151,46 @@ impl Security {
         sha.digest().bytes()
     }
 
-    /// Checks a user's password; returns the user when it is right.
+    /// The user, if these exact credentials passed a password check
+    /// before (see [`Security::remember`]): repeated logins cost a SHA-1,
+    /// not an argon2 run.
+    pub fn verified_before(&self, user: &str, digest: &[u8; 20]) -> Option<&User> {
+        let known = self.verified.get(user)?;
+        if !constant_time_eq(known, digest) {
+            return None;
+        }
+        self.users.iter().find(|u| u.name == user)
+    }
+
+    /// The user's password hash, to check a password against off the loop
+    /// (`None`: no such user).
+    pub fn password_hash(&self, user: &str) -> Option<String> {
+        self.users
+            .iter()
+            .find(|u| u.name == user)
+            .map(|u| u.password_hash.clone())
+    }
+
+    /// Records credentials that passed a password check; returns the user.
+    pub fn remember(&mut self, user: &str, digest: [u8; 20]) -> Option<&User> {
+        let found = self.users.iter().find(|u| u.name == user)?;
+        self.verified.insert(user.to_owned(), digest);
+        Some(found)
+    }
+
+    /// Checks a user's password on the calling thread (argon2: tens of
+    /// milliseconds; the server checks on a worker, see `passwords`);
+    /// returns the user when it is right.
     pub fn verify(&mut self, user: &str, password: &str) -> Option<&User> {
-        let index = self.users.iter().position(|u| u.name == user)?;
         let digest = self.cache_digest(user, password);
-        let cached = self
-            .verified
-            .get(user)
-            .is_some_and(|known| constant_time_eq(known, &digest));
-        if !cached {
-            let hash = PasswordHash::new(&self.users[index].password_hash).ok()?;
+        if self.verified_before(user, &digest).is_none() {
+            let hash = self.password_hash(user)?;
+            let hash = PasswordHash::new(&hash).ok()?;
             Argon2::default()
                 .verify_password(password.as_bytes(), &hash)
                 .ok()?;
-            self.verified.insert(user.to_owned(), digest);
         }
-        self.users.get(index)
+        self.remember(user, digest)
     }
 
     /// Whether the request's `Host` is a name this server answers to: the

@@ -1,11 +1,11 @@
 //! Notes on disk: one `<path>_<id>.zpln` file per note under the notebook
-//! directory, written atomically (temp file, fsync, rename, fsync of the
-//! directory), loaded at start-up. Files that do not parse are logged and
-//! left alone.
+//! directory, loaded at start-up (files that do not parse are logged and
+//! left alone), and where each note's file is. The writing itself happens
+//! on the writer thread (see `writer`).
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use super::model::Note;
@@ -139,43 +139,21 @@ impl NoteStore {
         file
     }
 
-    /// Writes a note atomically. When it returns Ok, the note is on disk
-    /// and survives a crash.
-    pub fn save(&mut self, note: &Note) -> io::Result<()> {
-        let file = self
-            .files
-            .get(&note.id)
-            .cloned()
-            .unwrap_or_else(|| self.file_for(note));
-        let parent = file.parent().unwrap_or(&self.dir).to_path_buf();
-        fs::create_dir_all(&parent)?;
-        let json = serde_json::to_vec_pretty(note).map_err(io::Error::other)?;
-        let temp = parent.join(format!(
-            ".{}.tmp",
-            file.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
-        {
-            let mut out = fs::File::create(&temp)?;
-            out.write_all(&json)?;
-            out.sync_all()?;
+    /// The file a note is written to: the one it was loaded from or first
+    /// written to (a renamed note keeps its file), else one named after
+    /// its path and id.
+    pub fn file_of(&mut self, note: &Note) -> PathBuf {
+        if let Some(file) = self.files.get(&note.id) {
+            return file.clone();
         }
-        fs::rename(&temp, &file)?;
-        fs::File::open(&parent)?.sync_all()?;
-        self.files.insert(note.id.clone(), file);
-        Ok(())
+        let file = self.file_for(note);
+        self.files.insert(note.id.clone(), file.clone());
+        file
     }
 
-    /// Deletes a note's file.
-    pub fn delete(&mut self, note_id: &str) -> io::Result<()> {
-        if let Some(file) = self.files.remove(note_id) {
-            fs::remove_file(&file)?;
-            if let Some(parent) = file.parent() {
-                fs::File::open(parent)?.sync_all()?;
-            }
-        }
-        Ok(())
+    /// Forgets a deleted note's file; returns it, to be removed.
+    pub fn forget(&mut self, note_id: &str) -> Option<PathBuf> {
+        self.files.remove(note_id)
     }
 }
 
@@ -201,6 +179,7 @@ fn collect_note_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notebook::writer::{WriteRequest, write_batch};
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("wsloop-store-{name}-{}", std::process::id()));
@@ -239,7 +218,13 @@ mod tests {
             "md",
             "anonymous",
         );
-        store.save(&note).unwrap();
+        let file = store.file_of(&note);
+        let saved = write_batch(vec![WriteRequest::Save {
+            seq: 1,
+            file,
+            note: Box::new(note.clone()),
+        }]);
+        assert_eq!(saved[0].outcome, Ok(()));
         assert!(dir.join("reports/Daily_2A94M5J1Z.zpln").is_file());
         fs::write(dir.join("broken_XXXXXXXXX.zpln"), b"{ not json").unwrap();
 
@@ -251,7 +236,13 @@ mod tests {
             b"{ not json"
         );
 
-        reopened.delete(&note.id).unwrap();
+        let file = reopened.forget(&note.id).unwrap();
+        let deleted = write_batch(vec![WriteRequest::Delete {
+            seq: 2,
+            note_id: note.id.clone(),
+            file,
+        }]);
+        assert_eq!(deleted[0].outcome, Ok(()));
         assert!(!dir.join("reports/Daily_2A94M5J1Z.zpln").exists());
         assert!(NoteStore::open(&dir).unwrap().load_all().is_empty());
         let leftovers: Vec<_> = fs::read_dir(dir.join("reports")).unwrap().collect();

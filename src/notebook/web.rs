@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::app::NotebookHandler;
 use super::auth::TicketCheck;
+use super::passwords::Busy;
 use super::security::{
     Credentials, FAILURE_WINDOW, TICKET_COOKIE, basic_credentials, ticket_cookie,
 };
@@ -144,6 +145,16 @@ impl NotebookHandler {
             "# HELP wsloop_notebook_notes Notes stored.\n# TYPE wsloop_notebook_notes gauge\nwsloop_notebook_notes {}\n",
             self.notes.summaries().len()
         );
+        let _ = write!(
+            out,
+            "# HELP wsloop_notebook_write_failures_total Note writes that failed.\n# TYPE wsloop_notebook_write_failures_total counter\nwsloop_notebook_write_failures_total {}\n",
+            self.failed_writes
+        );
+        let _ = write!(
+            out,
+            "# HELP wsloop_notebook_held_output_bytes Output waiting for note writes to be durable.\n# TYPE wsloop_notebook_held_output_bytes gauge\nwsloop_notebook_held_output_bytes {}\n",
+            ctx.held_output_bytes()
+        );
         HttpResponse {
             status: 200,
             headers: vec![(
@@ -158,50 +169,56 @@ impl NotebookHandler {
     /// parameter or ticket cookie. `Ok(None)`: no credentials at all.
     fn identify(
         &mut self,
-        ctx: &Context<'_>,
+        ctx: &mut Context<'_>,
         request: &HttpRequest<'_>,
     ) -> Result<Option<Identity>, HttpResponse> {
         let peer = ctx.peer_addr().map(|addr| addr.ip());
         match basic_credentials(request) {
             Some(Credentials::Basic { user, password }) => {
                 let now = ctx.now();
-                if peer.is_some_and(|ip| self.security.throttled(ip, now)) {
+                let digest = self.security.cache_digest(&user, &password);
+                // The second offer of a request whose check finished: its
+                // verdict answers it (failures were counted on arrival).
+                let verdict = ctx
+                    .request_id()
+                    .and_then(|id| self.passwords.take_verdict(id))
+                    .filter(|verdict| verdict.user == user && verdict.digest == digest);
+                if verdict.is_none() && peer.is_some_and(|ip| self.security.throttled(ip, now)) {
                     return Err(HttpResponse::text(
                         429,
                         "too many failed logins; try again later\n",
                     )
                     .with_header("Retry-After", FAILURE_WINDOW.as_secs().to_string()));
                 }
-                let identity = self
-                    .security
-                    .verify(&user, &password)
-                    .map(|found| Identity {
-                        principal: found.name.clone(),
-                        roles: found.roles.clone(),
-                        ticket: None,
-                    });
-                return match (identity, peer) {
-                    (Some(mut identity), peer) => {
-                        if let Some(ip) = peer {
-                            self.security.record_success(ip);
+                let found = match verdict {
+                    Some(verdict) if verdict.valid => self.security.remember(&user, digest),
+                    Some(_) => None,
+                    None => match self.security.verified_before(&user, &digest) {
+                        Some(found) => Some(found),
+                        None => {
+                            return Err(self.check_password_later(ctx, &user, &password, digest));
                         }
-                        // A browser sends its cached Basic credentials with
-                        // every request: the session its cookie names (same
-                        // user) goes on, instead of a new ticket per load.
-                        identity.ticket = self
-                            .cookie_session(request, now)
-                            .filter(|session| session.principal == identity.principal)
-                            .and_then(|session| session.ticket);
-                        Ok(Some(identity))
-                    }
-                    (None, peer) => {
-                        log::warn!("refused credentials for user {user:?} from {peer:?}");
-                        if let Some(ip) = peer {
-                            self.security.record_failure(ip, now);
-                        }
-                        Err(unauthorized("wrong user name or password\n"))
-                    }
+                    },
                 };
+                let Some(found) = found else {
+                    return Err(unauthorized("wrong user name or password\n"));
+                };
+                let mut identity = Identity {
+                    principal: found.name.clone(),
+                    roles: found.roles.clone(),
+                    ticket: None,
+                };
+                if let Some(ip) = peer {
+                    self.security.record_success(ip);
+                }
+                // A browser sends its cached Basic credentials with every
+                // request: the session its cookie names (same user) goes
+                // on, instead of a new ticket per load.
+                identity.ticket = self
+                    .cookie_session(request, now)
+                    .filter(|session| session.principal == identity.principal)
+                    .and_then(|session| session.ticket);
+                return Ok(Some(identity));
             }
             Some(Credentials::Malformed) => {
                 return Err(unauthorized("malformed Authorization header\n"));
@@ -222,6 +239,65 @@ impl NotebookHandler {
         Ok(self.cookie_session(request, ctx.now()))
     }
 
+    /// Queues a password check on the worker and defers the request until
+    /// its verdict is in; the answer when the server-wide or the address's
+    /// budget of checks is spent. (A deferred request's response is
+    /// discarded by the server.)
+    fn check_password_later(
+        &mut self,
+        ctx: &mut Context<'_>,
+        user: &str,
+        password: &str,
+        digest: [u8; 20],
+    ) -> HttpResponse {
+        let busy = || {
+            HttpResponse::text(
+                503,
+                "too many logins are being checked; try again in a moment\n",
+            )
+            .with_header("Retry-After", "1")
+        };
+        let Some(conn) = ctx.request_id() else {
+            return busy();
+        };
+        let peer = ctx.peer_addr().map(|addr| addr.ip());
+        let hash = self.security.password_hash(user);
+        match self
+            .passwords
+            .submit(conn, peer, user, password, hash, digest, ctx.now())
+        {
+            Ok(()) if ctx.defer().is_some() => HttpResponse::text(503, "deferred\n"),
+            Ok(()) | Err(Busy::Server) => busy(),
+            Err(Busy::Address) => {
+                HttpResponse::text(429, "a login from this address is already being checked\n")
+                    .with_header("Retry-After", "1")
+            }
+        }
+    }
+
+    /// Takes the password checks the worker finished: counts failures and
+    /// successes per address, remembers valid credentials, and offers the
+    /// waiting requests again.
+    pub(super) fn collect_password_checks(&mut self, ctx: &mut Context<'_>) {
+        let now = ctx.now();
+        for (conn, peer, verdict) in self.passwords.collect(now) {
+            match (verdict.valid, peer) {
+                (true, Some(ip)) => self.security.record_success(ip),
+                (true, None) => {}
+                (false, peer) => {
+                    log::warn!(
+                        "refused credentials for user {:?} from {peer:?}",
+                        verdict.user
+                    );
+                    if let Some(ip) = peer {
+                        self.security.record_failure(ip, now);
+                    }
+                }
+            }
+            ctx.resume(conn);
+        }
+    }
+
     /// The identity the request's ticket cookie names, if it is valid.
     fn cookie_session(&mut self, request: &HttpRequest<'_>, now: Instant) -> Option<Identity> {
         let ticket = ticket_cookie(request)?;
@@ -236,7 +312,7 @@ impl NotebookHandler {
     /// `GET /api/security/ticket`: a fresh ticket for Basic credentials
     /// (also set as an HttpOnly cookie), the same ticket for a request
     /// identified by one, or the anonymous identity.
-    fn ticket(&mut self, ctx: &Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
+    fn ticket(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
         if !self.security.origin_allowed(request) {
             return HttpResponse::text(403, "origin not allowed\n");
         }
@@ -294,7 +370,7 @@ impl NotebookHandler {
     /// credentials (or anonymous access).
     pub(super) fn authorize_upgrade(
         &mut self,
-        ctx: &Context<'_>,
+        ctx: &mut Context<'_>,
         request: &HttpRequest<'_>,
     ) -> Result<Accept, HttpResponse> {
         if !self.security.host_allowed(request) {

@@ -26,6 +26,9 @@ pub(crate) struct Conn {
     pub read_paused: bool,
     /// The peer closed its sending side (read returned 0).
     pub read_closed: bool,
+    /// The handler deferred this connection's request (see
+    /// `Context::defer`): it is not read until resumed.
+    pub deferred: bool,
     /// Our sending side is shut down (after the last byte went out).
     pub write_shutdown: bool,
     /// The last frame held back in `inbuf` was too large for the shared
@@ -90,6 +93,7 @@ impl Conn {
             writable_interest: false,
             read_paused: false,
             read_closed: false,
+            deferred: false,
             write_shutdown: false,
             large_frames: false,
             last_fill: 0,

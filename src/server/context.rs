@@ -48,6 +48,35 @@ pub(crate) struct Outbound {
     pub compressed: Vec<u8>,
 }
 
+/// Requests the handler put off answering ([`Context::defer`]) and the
+/// ones it asked to have offered again ([`Context::resume`]).
+#[derive(Debug, Default)]
+pub(crate) struct Deferrals {
+    /// The request being handled was deferred.
+    pub current: bool,
+    /// Deferred requests to offer the handler again, in the order asked.
+    pub resumed: Vec<ConnectionId>,
+}
+
+/// Output the handler holds back (see [`Context::hold_output`]): messages
+/// in the order sent, each with its recipients, and how many were taken
+/// off the front so far (so positions stay valid as a [`Context::output_mark`]).
+#[derive(Debug, Default)]
+pub(crate) struct HeldOutput {
+    pub queue: std::collections::VecDeque<HeldMessage>,
+    pub taken: u64,
+    /// Payload bytes held.
+    pub bytes: usize,
+}
+
+/// One held message.
+#[derive(Debug)]
+pub(crate) struct HeldMessage {
+    to: Vec<ConnectionId>,
+    binary: bool,
+    payload: Vec<u8>,
+}
+
 /// The handler's access to the server's connections during a callback.
 /// Sends are queued in the recipients' write buffers and flushed by the
 /// loop after the current batch of events, one write per connection; a
@@ -68,6 +97,13 @@ pub struct Context<'a> {
     pub(crate) lone: Option<usize>,
     /// Frames written from the read being processed instead of copied.
     pub(crate) gather: &'a mut Gather,
+    /// The connection whose request is being handled, and whether that
+    /// callback may defer it (`on_http` and `on_upgrade` only).
+    pub(crate) request: Option<(ConnectionId, bool)>,
+    pub(crate) deferrals: &'a mut Deferrals,
+    /// Sends and broadcasts are held (see [`Context::hold_output`]).
+    pub(crate) holding: bool,
+    pub(crate) held: &'a mut HeldOutput,
 }
 
 impl<'a> Context<'a> {
@@ -90,6 +126,102 @@ impl<'a> Context<'a> {
         self.tls
     }
 
+    /// The connection whose request is being handled, in `on_http`,
+    /// `on_upgrade` and `on_open` (`None` in the other callbacks): the id
+    /// [`Context::defer`] returns, to key state about a deferred request.
+    pub fn request_id(&self) -> Option<ConnectionId> {
+        self.request.map(|(id, _)| id)
+    }
+
+    /// Puts off answering the request being handled, from `on_http` or
+    /// `on_upgrade`, for work that must not run on the loop (a password
+    /// check, say): the response the callback returns is discarded, the
+    /// connection is not read meanwhile, and once something calls
+    /// [`Context::resume`] with the id returned here the same request is
+    /// offered to the handler again from its first byte, to be answered
+    /// then (or deferred again). The handshake timeout keeps running, so
+    /// a request never resumed is dropped when it expires. `None` (and
+    /// nothing deferred) in other callbacks.
+    pub fn defer(&mut self) -> Option<ConnectionId> {
+        let (id, deferrable) = self.request?;
+        if !deferrable {
+            return None;
+        }
+        self.deferrals.current = true;
+        Some(id)
+    }
+
+    /// Offers a request put off with [`Context::defer`] to the handler
+    /// again, right after the current callback. Ignored when that
+    /// connection is gone or its request is not deferred.
+    pub fn resume(&mut self, id: ConnectionId) {
+        self.deferrals.resumed.push(id);
+    }
+
+    /// Holds this callback's sends and broadcasts back, in order, until
+    /// [`Context::release_output`] lets them go: for an application that
+    /// must not acknowledge a change before it is durable (group commit).
+    /// Held messages keep their order among themselves; the application
+    /// keeps everything it sends held while anything is, so nothing
+    /// overtakes. Control frames (pongs, closes) are not held.
+    pub fn hold_output(&mut self) {
+        self.holding = true;
+    }
+
+    /// The position just after the last message held so far.
+    pub fn output_mark(&self) -> u64 {
+        self.held.taken + self.held.queue.len() as u64
+    }
+
+    /// Payload bytes held back, server-wide.
+    pub fn held_output_bytes(&self) -> usize {
+        self.held.bytes
+    }
+
+    /// Sends the held messages up to `mark` (from [`Context::output_mark`]),
+    /// in the order they were sent. Recipients gone meanwhile are skipped.
+    pub fn release_output(&mut self, mark: u64) {
+        let holding = std::mem::replace(&mut self.holding, false);
+        while self.held.taken < mark {
+            let Some(held) = self.held.queue.pop_front() else {
+                break;
+            };
+            self.held.taken += 1;
+            self.held.bytes -= held.payload.len();
+            let message = if held.binary {
+                Message::Binary(&held.payload)
+            } else {
+                match std::str::from_utf8(&held.payload) {
+                    Ok(text) => Message::Text(text),
+                    Err(_) => continue,
+                }
+            };
+            match held.to.as_slice() {
+                [one] => {
+                    let _ = self.send(*one, message);
+                }
+                many => {
+                    self.broadcast(many.iter().copied(), message);
+                }
+            }
+        }
+        self.holding = holding;
+    }
+
+    /// Holds `message` for `to` if holding is on; `true` if it was held.
+    fn held(&mut self, to: Vec<ConnectionId>, message: Message<'_>) -> bool {
+        if !self.holding {
+            return false;
+        }
+        self.held.bytes += message.len();
+        self.held.queue.push_back(HeldMessage {
+            to,
+            binary: matches!(message, Message::Binary(_)),
+            payload: message.as_bytes().to_vec(),
+        });
+        true
+    }
+
     /// The server's counters, for metrics.
     pub fn stats(&self) -> &ServerStats {
         self.stats
@@ -107,6 +239,9 @@ impl<'a> Context<'a> {
     /// Queues a message to `to` (compressed, if the connection agreed to
     /// permessage-deflate and the message is not too small to bother).
     pub fn send(&mut self, to: ConnectionId, message: Message<'_>) -> Result<(), SendError> {
+        if self.held(vec![to], message) {
+            return Ok(());
+        }
         let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
         self.send_message(to, message, &header)
     }
@@ -215,6 +350,12 @@ impl<'a> Context<'a> {
     where
         I: IntoIterator<Item = ConnectionId>,
     {
+        if self.holding {
+            let to: Vec<ConnectionId> = to.into_iter().collect();
+            let count = to.len();
+            self.held(to, message);
+            return count;
+        }
         let plain = EncodedHeader::new(true, 0, message.opcode(), message.len());
         let mut shared: Option<SharedCompression> = None;
         let mut accepted = 0;

@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::config::ServerConfig;
 use super::conn::Conn;
-use super::context::{Context, Outbound};
+use super::context::{Context, Deferrals, HeldOutput, Outbound};
 use super::gather::Gather;
 use super::shutdown::{Notifier, ShutdownHandle};
 use super::stats::ServerStats;
@@ -156,6 +156,8 @@ struct Core<H: Handler> {
     max_inbuf: usize,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    deferrals: Deferrals,
+    held: HeldOutput,
 }
 
 impl<H: Handler> Server<H> {
@@ -201,6 +203,8 @@ impl<H: Handler> Server<H> {
             max_inbuf,
             accept_paused_until: None,
             shutdown_deadline: None,
+            deferrals: Deferrals::default(),
+            held: HeldOutput::default(),
             config,
         };
         Ok(Server {
@@ -249,13 +253,14 @@ impl<H: Handler> Server<H> {
             {
                 break;
             }
-            let timeout = if self.core.read_again.is_empty() {
-                self.core
-                    .next_wakeup()
-                    .map(|at| at.saturating_duration_since(now))
-            } else {
-                Some(Duration::ZERO)
-            };
+            let timeout =
+                if self.core.read_again.is_empty() && self.core.deferrals.resumed.is_empty() {
+                    self.core
+                        .next_wakeup()
+                        .map(|at| at.saturating_duration_since(now))
+                } else {
+                    Some(Duration::ZERO)
+                };
             if let Err(error) = self.wait(&mut events, timeout, now) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -292,6 +297,7 @@ impl<H: Handler> Server<H> {
                         if self.notifier.take_pending() {
                             let (handler, mut ctx) = self.core.context(now);
                             handler.on_notify(&mut ctx);
+                            self.core.resume_deferred(now);
                         }
                         if self.shutdown.is_requested() {
                             self.begin_shutdown(now);
@@ -312,6 +318,7 @@ impl<H: Handler> Server<H> {
                     }
                 }
             }
+            self.core.resume_deferred(now);
             self.core.flush_all(now);
             self.core.run_timers(now);
             self.core.flush_all(now);
@@ -444,19 +451,74 @@ impl<H: Handler> Core<H> {
                 now,
                 lone: None,
                 gather: &mut self.gather,
+                request: None,
+                deferrals: &mut self.deferrals,
+                holding: false,
+                held: &mut self.held,
             },
         )
     }
 
     /// The context for a callback about the request on `slot`, which knows
     /// the peer's address and whether it came over TLS.
-    fn request_context(&mut self, slot: usize, now: Instant) -> (&mut H, Context<'_>) {
-        let peer = self.conns[slot].peer;
-        let tls = self.conns[slot].tls.is_some();
+    /// With `deferrable`, the callback may put the request off (see
+    /// [`Context::defer`]); the caller checks [`Core::take_deferred`].
+    fn request_context(
+        &mut self,
+        slot: usize,
+        deferrable: bool,
+        now: Instant,
+    ) -> (&mut H, Context<'_>) {
+        let conn = &self.conns[slot];
+        let (peer, tls, id) = (conn.peer, conn.tls.is_some(), conn.id);
+        self.deferrals.current = false;
         let (handler, mut ctx) = self.context(now);
         ctx.peer = Some(peer);
         ctx.tls = tls;
+        ctx.request = Some((id, deferrable));
         (handler, ctx)
+    }
+
+    /// Whether the callback just made deferred the request on `slot`; if
+    /// so, the connection stops being read until it is resumed, and its
+    /// request stays unconsumed in its input.
+    fn take_deferred(&mut self, slot: usize) -> bool {
+        if !mem::take(&mut self.deferrals.current) {
+            return false;
+        }
+        let conn = &mut self.conns[slot];
+        conn.deferred = true;
+        log::debug!("{} {}: request deferred", conn.id, conn.peer);
+        true
+    }
+
+    /// Offers the requests the handler asked to resume to it again: the
+    /// held input is processed as if it had just arrived, then the socket
+    /// is read for whatever came meanwhile.
+    /// One pass: a request the handler resumes again while it is offered
+    /// waits for the next turn of the loop.
+    fn resume_deferred(&mut self, now: Instant) {
+        for id in mem::take(&mut self.deferrals.resumed) {
+            let slot = id.index as usize;
+            let Some(conn) = self
+                .conns
+                .get_mut(slot)
+                .filter(|conn| conn.id == id && conn.deferred)
+            else {
+                continue;
+            };
+            conn.deferred = false;
+            let mut inbuf = mem::take(&mut conn.inbuf);
+            let used = self.process(slot, inbuf.data_mut(), now);
+            inbuf.consume(used);
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.inbuf = inbuf;
+                if !conn.deferred {
+                    self.read_again.push(slot);
+                }
+            }
+            self.after_io(slot, now);
+        }
     }
 
     fn add_connection(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
@@ -534,7 +596,7 @@ impl<H: Handler> Core<H> {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
-            if conn.read_paused || conn.read_closed {
+            if conn.read_paused || conn.read_closed || conn.deferred {
                 return;
             }
             let discard = conn.proto.phase() == Phase::Closed;
@@ -737,8 +799,11 @@ impl<H: Handler> Core<H> {
             }
         };
         if !wants_upgrade(&request) {
-            let (handler, mut ctx) = self.request_context(slot, now);
+            let (handler, mut ctx) = self.request_context(slot, true, now);
             let response = handler.on_http(&mut ctx, &request);
+            if self.take_deferred(slot) {
+                return 0;
+            }
             self.stats.http_requests += 1;
             let conn = &mut self.conns[slot];
             log::debug!(
@@ -764,8 +829,12 @@ impl<H: Handler> Core<H> {
             self.refuse(slot, &response, "connection limit", now);
             return buf.len();
         }
-        let (handler, mut ctx) = self.request_context(slot, now);
-        let accept = match handler.on_upgrade(&mut ctx, &request) {
+        let (handler, mut ctx) = self.request_context(slot, true, now);
+        let upgrade = handler.on_upgrade(&mut ctx, &request);
+        if self.take_deferred(slot) {
+            return 0;
+        }
+        let accept = match upgrade {
             Ok(accept) => accept,
             Err(response) => {
                 self.refuse(slot, &response, "refused by the application", now);
@@ -809,7 +878,7 @@ impl<H: Handler> Core<H> {
         log::debug!("{id} {}: open {}", conn.peer, request.target);
         self.open_websockets += 1;
         self.stats.upgrades += 1;
-        let (handler, mut ctx) = self.request_context(slot, now);
+        let (handler, mut ctx) = self.request_context(slot, false, now);
         handler.on_open(&mut ctx, id, &request);
         head_len
     }

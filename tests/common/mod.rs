@@ -130,7 +130,11 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn connect(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(addr).expect("connect");
+        RawClient::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A client on a stream connected elsewhere (see [`connect_from`]).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         RawClient {
@@ -439,4 +443,74 @@ impl JsonClient {
             );
         }
     }
+}
+
+/// A TCP connection to `addr` from the loopback address `local` (any of
+/// 127.0.0.0/8 on Linux), so one test can act as many client addresses.
+pub fn connect_from(local: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(remote) = addr else {
+        panic!("connect_from needs an IPv4 server address");
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // address structs live across the calls that read them, and the
+    // descriptor is closed on every error path or handed to TcpStream,
+    // which then owns it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let local = sockaddr(local, 0);
+        let remote = sockaddr(*remote.ip(), remote.port());
+        if libc::bind(fd, (&raw const local).cast(), len) != 0
+            || libc::connect(fd, (&raw const remote).cast(), len) != 0
+        {
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(error);
+        }
+        Ok(TcpStream::from_raw_fd(fd))
+    }
+}
+
+/// Round trips of a bystander: a WebSocket ping on an open connection to
+/// `/ws` every 10 ms until `stop` is set, each timed to its pong. Returns
+/// the round-trip times, sorted.
+pub fn bystander_round_trips(
+    addr: SocketAddr,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<Duration> {
+    let mut client = RawClient::open(addr, "/ws");
+    let mut times = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let sent = Instant::now();
+        client.send_frame(0x89, b"canary");
+        loop {
+            let frame = client.read_frame().expect("the bystander's pong");
+            if frame.opcode == 10 {
+                break;
+            }
+        }
+        times.push(sent.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    times.sort();
+    times
+}
+
+/// The `q`-quantile (0..=1) of sorted `times`.
+pub fn quantile(times: &[Duration], q: f64) -> Duration {
+    assert!(!times.is_empty(), "no round trips measured");
+    let index = ((times.len() - 1) as f64 * q).round() as usize;
+    times[index]
 }
