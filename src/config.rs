@@ -103,6 +103,7 @@ struct NotebookFile {
     default_interpreter: Option<String>,
     sql_database: Option<PathBuf>,
     sql_timeout: Option<String>,
+    max_notes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -393,6 +394,7 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         &n.sql_timeout,
         &mut notebook.sql_timeout,
     )?;
+    size("notebook.max_notes", n.max_notes, &mut notebook.max_notes)?;
 
     let s = &file.security;
     if let Some(anonymous) = s.anonymous {
@@ -497,6 +499,7 @@ mod tests {
             max_message_size = 1048576
             [notebook]
             dir = "/tmp/notes"
+            max_notes = 50
             sql_timeout = "2s"
             [security]
             anonymous = false
@@ -529,6 +532,7 @@ mod tests {
         assert_eq!(settings.notebook.users[0].name, "alice");
         assert_eq!(settings.notebook.allowed_hosts, ["notes.example.com"]);
         assert_eq!(settings.notebook.password_checks_pending, 4);
+        assert_eq!(settings.notebook.max_notes, 50);
         assert_eq!(settings.notebook.password_checks_per_second, 2);
         assert_eq!(settings.log_level, Some(log::LevelFilter::Debug));
 

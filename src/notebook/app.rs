@@ -45,7 +45,8 @@ pub struct NotebookHandler {
 impl NotebookHandler {
     /// Loads the notebook directory and prepares the interpreters.
     pub fn open(config: NotebookConfig) -> io::Result<NotebookHandler> {
-        let notes = Notes::load(&config.notebook_dir)?;
+        let mut notes = Notes::load(&config.notebook_dir)?;
+        notes.set_max_notes(config.max_notes);
         let sql = SqlInterpreter::new(
             config.notebook_dir.join(&config.sql_database),
             config.sql_timeout,
@@ -82,7 +83,7 @@ impl NotebookHandler {
 
     /// Number of notes loaded.
     pub fn note_count(&self) -> usize {
-        self.notes.summaries().len()
+        self.notes.len()
     }
 
     /// The ticket store (for issuing tickets to authenticated users).

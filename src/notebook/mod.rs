@@ -51,6 +51,9 @@ pub struct NotebookConfig {
     pub allowed_hosts: Vec<String>,
     /// Users who can log in with HTTP Basic (argon2 password hashes).
     pub users: Vec<security::User>,
+    /// Most notes the notebook holds; creating more is refused. Default
+    /// 10,000.
+    pub max_notes: usize,
     /// Password checks (argon2, on a worker thread) waiting or running at
     /// once, server-wide; more logins are answered `503`. Default 16.
     pub password_checks_pending: usize,
@@ -74,6 +77,7 @@ impl Default for NotebookConfig {
             allowed_hosts: Vec::new(),
             users: Vec::new(),
             ticket_idle_timeout: auth::DEFAULT_TICKET_IDLE_TIMEOUT,
+            max_notes: 10_000,
             password_checks_pending: passwords::DEFAULT_MAX_PENDING,
             password_checks_per_second: passwords::DEFAULT_CHECKS_PER_SECOND,
         }

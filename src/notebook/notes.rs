@@ -4,7 +4,8 @@
 //! sequence number; the application holds back what it says about the
 //! change until that number is reported durable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::Path;
 
@@ -24,6 +25,14 @@ pub struct NoteSummary {
     pub path: String,
 }
 
+/// The data of a NOTES_INFO message, serialized once per change of the
+/// list rather than once per message.
+#[derive(Debug, Serialize)]
+pub struct NotesInfo<'a> {
+    /// Every note's id and path, sorted by path.
+    pub notes: &'a serde_json::value::RawValue,
+}
+
 /// All notes, and where they live.
 #[derive(Debug)]
 pub struct Notes {
@@ -33,6 +42,12 @@ pub struct Notes {
     reported_seq: u64,
     notes: BTreeMap<String, Note>,
     paragraph_index: HashMap<String, String>,
+    /// (path, id) of every note, in NOTES_INFO's order.
+    by_path: BTreeSet<(String, String)>,
+    /// NOTES_INFO's list, serialized; emptied when the list changes.
+    list_json: OnceCell<Box<serde_json::value::RawValue>>,
+    /// Most notes the notebook holds (see `NotebookConfig::max_notes`).
+    max_notes: usize,
 }
 
 impl Notes {
@@ -46,6 +61,9 @@ impl Notes {
             reported_seq: 0,
             notes: BTreeMap::new(),
             paragraph_index: HashMap::new(),
+            by_path: BTreeSet::new(),
+            list_json: OnceCell::new(),
+            max_notes: usize::MAX,
         };
         for note in loaded {
             notes.index(&note);
@@ -59,14 +77,27 @@ impl Notes {
         self.store.dir()
     }
 
+    /// Indexes a note's paths and paragraphs. (A change of the path set
+    /// empties the cached list, so remove-then-add of the same path does
+    /// not.)
     fn index(&mut self, note: &Note) {
+        let key = (note.path.clone(), note.id.clone());
+        if !self.by_path.contains(&key) {
+            self.by_path.insert(key);
+            self.list_json = OnceCell::new();
+        }
         for paragraph in &note.paragraphs {
             self.paragraph_index
                 .insert(paragraph.id.clone(), note.id.clone());
         }
     }
 
-    fn unindex(&mut self, note: &Note) {
+    fn unindex(&mut self, note: &Note, keep_path: Option<&str>) {
+        if keep_path != Some(note.path.as_str())
+            && self.by_path.remove(&(note.path.clone(), note.id.clone()))
+        {
+            self.list_json = OnceCell::new();
+        }
         for paragraph in &note.paragraphs {
             if self.paragraph_index.get(&paragraph.id) == Some(&note.id) {
                 self.paragraph_index.remove(&paragraph.id);
@@ -86,21 +117,52 @@ impl Notes {
 
     /// The note at `path`, if one exists.
     pub fn find_by_path(&self, path: &str) -> Option<&Note> {
-        self.notes.values().find(|n| n.path == path)
+        let (found, id) = self
+            .by_path
+            .range((path.to_owned(), String::new())..)
+            .next()?;
+        if found != path {
+            return None;
+        }
+        self.notes.get(id)
+    }
+
+    /// How many notes there are.
+    pub fn len(&self) -> usize {
+        self.notes.len()
+    }
+
+    /// Whether there are no notes.
+    pub fn is_empty(&self) -> bool {
+        self.notes.is_empty()
     }
 
     /// Every note's id and path, sorted by path.
     pub fn summaries(&self) -> Vec<NoteSummary> {
-        let mut list: Vec<NoteSummary> = self
-            .notes
-            .values()
-            .map(|n| NoteSummary {
-                id: n.id.clone(),
-                path: n.path.clone(),
+        self.by_path
+            .iter()
+            .map(|(path, id)| NoteSummary {
+                id: id.clone(),
+                path: path.clone(),
             })
-            .collect();
-        list.sort_by(|a, b| a.path.cmp(&b.path).then(a.id.cmp(&b.id)));
-        list
+            .collect()
+    }
+
+    /// NOTES_INFO's data: the list is serialized on the first call after
+    /// it changed, and reused until it changes again.
+    pub fn notes_info(&self) -> NotesInfo<'_> {
+        let notes = self.list_json.get_or_init(|| {
+            let json = serde_json::to_string(&self.summaries()).unwrap_or_else(|_| "[]".into());
+            serde_json::value::RawValue::from_string(json).unwrap_or_else(|_| {
+                serde_json::value::RawValue::from_string("[]".into()).expect("valid JSON")
+            })
+        });
+        NotesInfo { notes }
+    }
+
+    /// Caps the number of notes: creating one more is refused.
+    pub fn set_max_notes(&mut self, max_notes: usize) {
+        self.max_notes = max_notes;
     }
 
     /// Starts the writer thread, which notifies the loop as writes end.
@@ -146,8 +208,15 @@ impl Notes {
         });
     }
 
-    /// Stores a new note (its write queued).
+    /// Stores a new note (its write queued); refused when the notebook
+    /// holds its maximum.
     pub fn insert(&mut self, note: Note) -> io::Result<()> {
+        if self.notes.len() >= self.max_notes {
+            return Err(io::Error::other(format!(
+                "the notebook holds its maximum of {} notes (notebook.max_notes)",
+                self.max_notes
+            )));
+        }
         self.index(&note);
         let id = note.id.clone();
         self.notes.insert(id.clone(), note);
@@ -169,7 +238,7 @@ impl Notes {
             .ok_or_else(|| format!("note {id} not found"))?;
         let result = change(&mut copy)?;
         if let Some(old) = self.notes.remove(id) {
-            self.unindex(&old);
+            self.unindex(&old, Some(&copy.path));
         }
         self.index(&copy);
         self.notes.insert(id.to_owned(), copy);
@@ -208,7 +277,68 @@ impl Notes {
             .notes
             .remove(id)
             .ok_or_else(|| format!("note {id} not found"))?;
-        self.unindex(&note);
+        self.unindex(&note, None);
         Ok(note)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notes_in(name: &str) -> (Notes, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("wsloop-notes-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (Notes::load(&dir).unwrap(), dir)
+    }
+
+    #[test]
+    fn the_notes_list_is_serialized_once_per_change_of_the_list() {
+        let (mut notes, dir) = notes_in("list");
+        notes
+            .insert(Note::new("B".into(), "/b".into(), "md", "u"))
+            .unwrap();
+        notes
+            .insert(Note::new("A".into(), "/a".into(), "md", "u"))
+            .unwrap();
+        let first = notes.notes_info().notes as *const _;
+        assert_eq!(
+            notes.notes_info().notes.get(),
+            r#"[{"id":"A","path":"/a"},{"id":"B","path":"/b"}]"#
+        );
+        // An edit that keeps the path reuses the serialized list.
+        notes
+            .update("A", |note| {
+                note.name = "renamed in place".into();
+                Ok(())
+            })
+            .unwrap();
+        assert!(std::ptr::eq(first, notes.notes_info().notes));
+        // A new path, a new note or a deletion makes a new one.
+        notes
+            .update("A", |note| {
+                note.path = "/c".into();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            notes.notes_info().notes.get(),
+            r#"[{"id":"B","path":"/b"},{"id":"A","path":"/c"}]"#
+        );
+        assert_eq!(notes.find_by_path("/c").map(|n| n.id.as_str()), Some("A"));
+        assert!(notes.find_by_path("/a").is_none());
+        notes.remove("B").unwrap();
+        assert_eq!(
+            notes.notes_info().notes.get(),
+            r#"[{"id":"A","path":"/c"}]"#
+        );
+        notes.set_max_notes(1);
+        assert!(
+            notes
+                .insert(Note::new("D".into(), "/d".into(), "md", "u"))
+                .is_err()
+        );
+        drop(notes);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -104,12 +104,7 @@ impl NotebookHandler {
                 Ok(())
             }
             "LIST_NOTES" => {
-                Self::send(
-                    ctx,
-                    conn,
-                    "NOTES_INFO",
-                    &json!({ "notes": self.notes.summaries() }),
-                );
+                Self::send(ctx, conn, "NOTES_INFO", &self.notes.notes_info());
                 Ok(())
             }
             "GET_NOTE" => self.get_note(ctx, call),
@@ -211,11 +206,7 @@ impl NotebookHandler {
         self.watchers.bind(conn, &id);
         let note = self.notes.get(&id).map(Note::for_wire);
         Self::send(ctx, conn, "NEW_NOTE", &json!({ "note": note }));
-        Self::to_everyone(
-            ctx,
-            "NOTES_INFO",
-            &json!({ "notes": self.notes.summaries() }),
-        );
+        Self::to_everyone(ctx, "NOTES_INFO", &self.notes.notes_info());
         Ok(())
     }
 
@@ -225,11 +216,7 @@ impl NotebookHandler {
         self.notes.remove(id)?;
         self.jobs.forget_note(id);
         self.watchers.forget_note(id);
-        Self::to_everyone(
-            ctx,
-            "NOTES_INFO",
-            &json!({ "notes": self.notes.summaries() }),
-        );
+        Self::to_everyone(ctx, "NOTES_INFO", &self.notes.notes_info());
         Ok(())
     }
 
@@ -371,11 +358,7 @@ impl NotebookHandler {
                 self.notes
                     .insert(note)
                     .map_err(|e| format!("could not create the scratch note: {e}"))?;
-                Self::to_everyone(
-                    ctx,
-                    "NOTES_INFO",
-                    &json!({ "notes": self.notes.summaries() }),
-                );
+                Self::to_everyone(ctx, "NOTES_INFO", &self.notes.notes_info());
                 id
             }
         };

@@ -143,7 +143,7 @@ impl NotebookHandler {
         let _ = write!(
             out,
             "# HELP wsloop_notebook_notes Notes stored.\n# TYPE wsloop_notebook_notes gauge\nwsloop_notebook_notes {}\n",
-            self.notes.summaries().len()
+            self.notes.len()
         );
         let _ = write!(
             out,
