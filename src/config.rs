@@ -83,6 +83,9 @@ struct DeflateFile {
 #[serde(deny_unknown_fields)]
 struct LimitsFile {
     max_connections: Option<usize>,
+    max_buffered_total: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    max_handshakes_per_address: Option<usize>,
     max_request_head: Option<usize>,
     max_headers: Option<usize>,
     handshake_timeout: Option<String>,
@@ -291,6 +294,21 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         "limits.max_connections",
         l.max_connections,
         &mut server.max_connections,
+    )?;
+    size(
+        "limits.max_buffered_total",
+        l.max_buffered_total,
+        &mut server.max_buffered_total,
+    )?;
+    size(
+        "limits.max_connections_per_address",
+        l.max_connections_per_address,
+        &mut server.max_connections_per_address,
+    )?;
+    size(
+        "limits.max_handshakes_per_address",
+        l.max_handshakes_per_address,
+        &mut server.max_handshakes_per_address,
     )?;
     size(
         "limits.max_request_head",
@@ -556,6 +574,17 @@ mod tests {
     }
 
     #[test]
+    fn the_buffer_budget_and_per_address_limits_are_read_from_limits() {
+        let settings = from_text(
+            "[limits]\nmax_buffered_total = 33554432\nmax_connections_per_address = 10\nmax_handshakes_per_address = 3",
+        )
+        .unwrap();
+        assert_eq!(settings.server.max_buffered_total, 32 << 20);
+        assert_eq!(settings.server.max_connections_per_address, 10);
+        assert_eq!(settings.server.max_handshakes_per_address, 3);
+    }
+
+    #[test]
     fn deflate_is_on_for_the_notebook_and_off_for_echo_unless_asked() {
         let notebook = from_text("").unwrap();
         assert_eq!(notebook.server.deflate, Some(DeflateConfig::default()));
@@ -592,6 +621,15 @@ mod tests {
             example.server.max_connections,
             defaults.server.max_connections
         );
+        let budgets = |server: &ServerConfig| {
+            (
+                server.max_buffered_total,
+                server.max_connections_per_address,
+                server.max_handshakes_per_address,
+            )
+        };
+        assert_eq!(budgets(&example.server), budgets(&defaults.server));
+        assert_eq!(budgets(&defaults.server), (512 << 20, 256, 64));
         assert_eq!(example.notebook, defaults.notebook);
         assert_eq!(example.server.deflate, defaults.server.deflate);
         assert_eq!(example.server.deflate, Some(DeflateConfig::default()));
@@ -607,6 +645,18 @@ mod tests {
             ("[limits]\nping_interval = \"soon\"", "limits.ping_interval"),
             ("[limits]\nclose_timeout = \"0s\"", "limits.close_timeout"),
             ("[limits]\nmax_frame_size = 0", "limits.max_frame_size"),
+            (
+                "[limits]\nmax_buffered_total = 0",
+                "limits.max_buffered_total",
+            ),
+            (
+                "[limits]\nmax_connections_per_address = 0",
+                "limits.max_connections_per_address",
+            ),
+            (
+                "[limits]\nmax_handshakes_per_address = 0",
+                "limits.max_handshakes_per_address",
+            ),
             (
                 "[limits]\nwrite_buffer_soft = 10\nwrite_buffer_hard = 5",
                 "limits.write_buffer_soft",

@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{ErrorKind, Read};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::{RawClient, Wsloop};
@@ -24,8 +25,12 @@ fn resident_kib(pid: u32) -> u64 {
 #[test]
 fn a_few_bytes_declaring_a_large_frame_cost_a_few_bytes() {
     let server = Wsloop::start("", &["--echo"]);
+    // From two loopback addresses: one may hold at most 256 sockets.
     let mut peers: Vec<RawClient> = (0..PEERS)
-        .map(|_| RawClient::open(server.addr, "/"))
+        .map(|index| {
+            let from = Ipv4Addr::new(127, 0, 0, 1 + (index % 2) as u8);
+            RawClient::open_from(from, server.addr, "/")
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let before = resident_kib(server.child.id());

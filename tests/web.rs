@@ -482,7 +482,7 @@ fn password_guesses_from_many_addresses_do_not_stall_other_clients() {
                     let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + i);
                     let mut statuses = Vec::new();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let stream = connect_from(from, addr).unwrap();
+                        let stream = connect_from(from, addr, None);
                         let mut client = RawClient::from_stream(stream);
                         client.send_raw(
                             format!(
@@ -546,7 +546,7 @@ fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() {
         let mut times: Vec<std::time::Duration> = (0..3)
             .map(|_| {
                 let stream =
-                    connect_from(std::net::Ipv4Addr::new(127, 0, 1, from), server.addr).unwrap();
+                    connect_from(std::net::Ipv4Addr::new(127, 0, 1, from), server.addr, None);
                 let mut client = RawClient::from_stream(stream);
                 let started = std::time::Instant::now();
                 client.send_raw(upgrade_request("/ws", &basic(user, "guess")).as_bytes());

@@ -10,7 +10,7 @@ use super::close_code::CloseCode;
 use super::decoder::{Decoded, Decoder, Frame};
 use super::deflate::{Deflater, DeflaterPool};
 use super::error::ProtocolError;
-use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, encode_frame};
+use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, encode_frame, parse_header};
 use super::handshake::{HeadScanner, write_switching_protocols};
 use super::http::HttpResponse;
 use super::limits::Limits;
@@ -99,6 +99,13 @@ pub struct Connection {
     scanner: HeadScanner,
     out: Vec<u8>,
     out_pos: usize,
+    /// A frame boundary in `out`, for [`Connection::shed`]: at or after
+    /// `out_pos`, the bytes between are the rest of what went out in part
+    /// (a frame, or the HTTP head) and must follow it whole; before
+    /// `out_pos`, the frames from it on are whole in `out` and their
+    /// headers lead to the boundary that is. Kept up to date only when
+    /// bytes are prepended or the buffer is compacted; found when needed.
+    frame_mark: usize,
     close_sent: bool,
     opened: bool,
     close_reported: bool,
@@ -139,6 +146,7 @@ impl Connection {
             scanner: HeadScanner::default(),
             out: Vec::new(),
             out_pos: 0,
+            frame_mark: 0,
             close_sent: false,
             opened: false,
             close_reported: false,
@@ -248,6 +256,8 @@ impl Connection {
             return;
         }
         write_switching_protocols(&mut self.out, accept_key, protocol, headers);
+        // The response head goes out whole, whatever is shed after it.
+        self.frame_mark = self.out.len();
         self.phase = Phase::Open;
         self.opened = true;
         self.last_received = now;
@@ -259,6 +269,7 @@ impl Connection {
             return;
         }
         response.write_to(&mut self.out);
+        self.frame_mark = self.out.len();
         self.enter_closed(now);
     }
 
@@ -410,15 +421,23 @@ impl Connection {
             let from = (written - header.len()).min(payload.len());
             self.out.extend_from_slice(&payload[from..]);
         }
+        if written > 0 {
+            // The rest of a frame that is on the wire in part.
+            self.frame_mark = self.out.len();
+        }
     }
 
     /// Queues `pieces` ahead of everything already queued: output that was
     /// due first but written from elsewhere, and not all of it went out.
     pub fn queue_ahead(&mut self, pieces: &[&[u8]]) {
+        let pending_in_flight = self.frame_mark.saturating_sub(self.out_pos);
         let pending = self.out.split_off(self.out_pos);
         self.out.clear();
         self.out_pos = 0;
         let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+        // The pieces may start inside a frame and end at a frame's end:
+        // all of them count as the rest of what is on the wire.
+        self.frame_mark = len + pending_in_flight;
         self.out.reserve(len + pending.len());
         for piece in pieces {
             self.out.extend_from_slice(piece);
@@ -447,6 +466,7 @@ impl Connection {
         self.out_pos = (self.out_pos + n).min(self.out.len());
         if self.out_pos == self.out.len() {
             self.out_pos = 0;
+            self.frame_mark = 0;
             self.out.clear();
             if self.out.capacity() > self.keep_output_capacity {
                 self.out = Vec::new();
@@ -459,9 +479,67 @@ impl Connection {
             // the buffer holds what is pending, not everything ever sent.
             // Moving at most as many bytes as were written keeps this
             // amortized O(1) per byte.
-            self.out.drain(..self.out_pos);
-            self.out_pos = 0;
+            self.drop_written();
         }
+    }
+
+    /// Drops the written bytes at the front of the output buffer, keeping
+    /// the frame mark on a boundary among what is left.
+    fn drop_written(&mut self) {
+        self.settle_frame_mark();
+        self.out.drain(..self.out_pos);
+        self.frame_mark -= self.out_pos;
+        self.out_pos = 0;
+    }
+
+    /// Moves the frame mark to the end of the frame in flight (see
+    /// `frame_mark`), reading the headers of the frames written since it
+    /// was last placed. Bytes that do not read as a frame header keep
+    /// everything after the mark (they are never shed).
+    fn settle_frame_mark(&mut self) {
+        while self.frame_mark < self.out_pos {
+            let next = match parse_header(&self.out[self.frame_mark..], 0b111) {
+                Ok(Some(header)) => usize::try_from(header.payload_len)
+                    .ok()
+                    .and_then(|len| len.checked_add(header.header_len))
+                    .and_then(|len| len.checked_add(self.frame_mark)),
+                Ok(None) | Err(_) => None,
+            };
+            self.frame_mark = next.unwrap_or(usize::MAX).min(self.out.len());
+        }
+    }
+
+    /// Ends the connection to give memory back: drops the queued output
+    /// the peer has not started to receive (everything after the frame on
+    /// the wire), queues a close frame with `code` and `reason` in its
+    /// place (unless one is still queued), frees the emptied buffer and
+    /// enters [`Phase::Closed`]. Returns the bytes dropped.
+    pub fn shed(&mut self, code: CloseCode, reason: &'static str, now: Instant) -> usize {
+        if !self.opened {
+            return 0;
+        }
+        self.settle_frame_mark();
+        let dropped = self.out.len().saturating_sub(self.frame_mark);
+        if dropped > 0 {
+            self.out.truncate(self.frame_mark);
+            // Nothing is ever queued after a close frame: if one was
+            // queued and not written, it was just dropped.
+            self.close_sent = false;
+        }
+        self.drop_written();
+        if !self.close_sent {
+            self.queue_close(Some(code), reason);
+        }
+        if self.out.capacity() > 2 * self.out.len() {
+            self.out.shrink_to_fit();
+        }
+        if self.failure.is_none() {
+            self.failure = Some((code, reason));
+        }
+        if self.phase != Phase::Closed {
+            self.enter_closed(now);
+        }
+        dropped
     }
 
     /// Heap bytes held by the output buffer.
@@ -475,6 +553,7 @@ impl Connection {
         if self.pending_output_len() == 0 {
             self.out = Vec::new();
             self.out_pos = 0;
+            self.frame_mark = 0;
         }
         if let Some(deflate) = self.deflate.as_mut() {
             deflate.own = None;
@@ -971,6 +1050,109 @@ mod tests {
         expected.extend_from_slice(&[0x82, 5]);
         expected.extend_from_slice(b"later");
         assert_eq!(conn.pending_output(), &expected[..]);
+    }
+
+    /// A connection with `frames` binary frames of 1000 bytes (1004 on
+    /// the wire) queued, of which `written` bytes went out in two writes;
+    /// returns it and the bytes queued.
+    fn with_written_output(frames: usize, written: usize, now: Instant) -> (Connection, Vec<u8>) {
+        let (mut conn, _) = open_connection(now);
+        for i in 0..frames {
+            conn.send(Message::Binary(&[i as u8; 1000]), now).unwrap();
+        }
+        let queued = conn.pending_output().to_vec();
+        conn.consume_output(written / 2);
+        conn.consume_output(written - written / 2);
+        (conn, queued)
+    }
+
+    fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+        let mut frame = Vec::new();
+        encode_frame(
+            &mut frame,
+            true,
+            OpCode::Close,
+            &close_payload(code, reason),
+        );
+        frame
+    }
+
+    #[test]
+    fn shedding_keeps_the_frame_on_the_wire_and_puts_a_close_after_it() {
+        let now = Instant::now();
+        const FRAME: usize = 1004;
+        // Nothing written; inside the first frame's header and payload; on
+        // a boundary; and (100 frames, 70,100 bytes) past a compaction of
+        // the buffer, inside frame 69.
+        for (frames, written) in [
+            (4, 0),
+            (4, 1),
+            (4, 500),
+            (4, FRAME),
+            (4, 2500),
+            (100, 70_100),
+        ] {
+            let (mut conn, queued) = with_written_output(frames, written, now);
+            let in_flight_end = written.div_ceil(FRAME) * FRAME;
+            let dropped = conn.shed(CloseCode::POLICY_VIOLATION, "not reading", now);
+            assert_eq!(dropped, queued.len() - in_flight_end, "written {written}");
+            let mut expected = queued[written..in_flight_end].to_vec();
+            expected.extend(close_frame(1008, "not reading"));
+            assert_eq!(conn.pending_output(), &expected[..], "written {written}");
+            assert_eq!(conn.phase(), Phase::Closed);
+            assert_eq!(conn.take_close_report().unwrap().code, CloseCode(1008));
+            assert!(
+                conn.output_capacity() < 64 * 1024,
+                "the dropped bytes are freed"
+            );
+        }
+    }
+
+    #[test]
+    fn shedding_replaces_a_queued_close_but_never_sends_two() {
+        let now = Instant::now();
+        // A close queued behind output the peer does not read: replaced.
+        let (mut conn, _) = with_written_output(3, 10, now);
+        conn.close(CloseCode::GOING_AWAY, "bye", now);
+        conn.shed(CloseCode::POLICY_VIOLATION, "not reading", now);
+        let pending = conn.pending_output().to_vec();
+        assert_eq!(&pending[1004 - 10..], &close_frame(1008, "not reading")[..]);
+        // A close frame already on the wire in part: nothing is added.
+        let (mut conn, _) = open_connection(now);
+        conn.close(CloseCode::GOING_AWAY, "bye", now);
+        conn.consume_output(1);
+        assert_eq!(conn.shed(CloseCode::POLICY_VIOLATION, "x", now), 0);
+        assert_eq!(conn.pending_output(), &close_frame(1001, "bye")[1..]);
+    }
+
+    #[test]
+    fn shedding_keeps_partly_written_heads_and_frames_written_from_elsewhere() {
+        let now = Instant::now();
+        let expect_after_shed = |conn: &mut Connection, kept: &[u8]| {
+            conn.shed(CloseCode::MESSAGE_TOO_BIG, "too big", now);
+            let mut expected = kept.to_vec();
+            expected.extend(close_frame(1009, "too big"));
+            assert_eq!(conn.pending_output(), &expected[..]);
+        };
+        // The 101 response, five bytes of it written.
+        let mut conn = Connection::new(&Limits::default(), now);
+        conn.accept("key=", None, &[], now);
+        let head = conn.pending_output()[5..].to_vec();
+        conn.consume_output(5);
+        conn.send(Message::Text("dropped"), now).unwrap();
+        expect_after_shed(&mut conn, &head);
+        // The rest of a frame written directly in part.
+        let (mut conn, _) = open_connection(now);
+        let payload = [7u8; 300];
+        let header = EncodedHeader::new(true, 0, OpCode::Binary, payload.len());
+        conn.send_encoded_after_direct_write(&header, &payload, 10);
+        conn.send(Message::Text("dropped"), now).unwrap();
+        expect_after_shed(&mut conn, &payload[10 - header.as_bytes().len()..]);
+        // Gathered frames queued ahead of the rest.
+        let (mut conn, _) = open_connection(now);
+        conn.send(Message::Text("dropped"), now).unwrap();
+        conn.queue_ahead(&[b"rest of ", b"gathered frames"]);
+        expect_after_shed(&mut conn, b"rest of gathered frames");
     }
 
     #[test]

@@ -120,6 +120,12 @@ impl Decoder {
         self.assembly.capacity()
     }
 
+    /// Bytes of the fragmented message being received, held until its
+    /// last fragment arrives (0 when none is open).
+    pub fn partial_message_len(&self) -> usize {
+        self.fragmented.map_or(0, |_| self.assembly.len())
+    }
+
     /// Frees the assembly buffer if no fragmented message is open.
     pub fn release_idle_memory(&mut self) {
         if self.fragmented.is_none() {

@@ -59,6 +59,15 @@ pub(crate) struct Conn {
     /// What the peer had taken when the outstanding keepalive ping was
     /// queued, if the system tells.
     pub progress_at_ping: Option<PingProgress>,
+    /// This connection's share of the server's buffered bytes, as last
+    /// reported to the budget (see [`Conn::held_bytes`]).
+    pub accounted: usize,
+    /// Closed for the buffer budget already: if it still holds too much,
+    /// it is dropped next time.
+    pub budget_shed: bool,
+    /// Counted among its address's handshakes: it has not become a
+    /// WebSocket (yet).
+    pub in_handshake: bool,
 }
 
 /// The peer's acknowledged-bytes counter (see
@@ -105,6 +114,26 @@ impl Conn {
             plaintext_on_tls_port: false,
             close_notify_sent: false,
             progress_at_ping: None,
+            accounted: 0,
+            budget_shed: false,
+            in_handshake: true,
+        }
+    }
+
+    /// Bytes this connection holds in its buffers, as the buffer budget
+    /// counts them: output queued and not yet written, received bytes not
+    /// yet processed, and the fragments of a message not yet complete.
+    /// Bytes held, not capacity: what the peer makes the server keep.
+    #[inline]
+    pub fn held_bytes(&self) -> usize {
+        self.proto.pending_output_len() + self.inbuf.len() + self.decoder.partial_message_len()
+    }
+
+    /// Puts this connection, in `slot`, on the loop's list to flush, once.
+    pub fn queue_flush(&mut self, slot: usize, flush_list: &mut Vec<usize>) {
+        if !self.flush_queued {
+            self.flush_queued = true;
+            flush_list.push(slot);
         }
     }
 

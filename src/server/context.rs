@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use super::budget::BufferBudget;
 use super::conn::Conn;
 use super::gather::{GATHER_MIN, Gather};
 use super::stats::ServerStats;
@@ -104,6 +105,8 @@ pub struct Context<'a> {
     /// Sends and broadcasts are held (see [`Context::hold_output`]).
     pub(crate) holding: bool,
     pub(crate) held: &'a mut HeldOutput,
+    /// The server-wide bound on buffered bytes, kept up to date per send.
+    pub(crate) budget: &'a mut BufferBudget,
 }
 
 impl<'a> Context<'a> {
@@ -228,11 +231,19 @@ impl<'a> Context<'a> {
     }
 
     fn queue_flush(&mut self, id: ConnectionId) {
+        if let Some(conn) = conn_mut(self.conns, id) {
+            conn.queue_flush(id.index as usize, self.flush_list);
+        }
+    }
+
+    /// Brings `id`'s share of the buffer budget up to date, closing the
+    /// largest holders if that took the total past the budget.
+    fn account(&mut self, id: ConnectionId) {
         if let Some(conn) = conn_mut(self.conns, id)
-            && !conn.flush_queued
+            && self.budget.update(conn)
         {
-            conn.flush_queued = true;
-            self.flush_list.push(id.index as usize);
+            self.budget
+                .shed(self.conns, self.flush_list, self.stats, self.now);
         }
     }
 
@@ -324,6 +335,7 @@ impl<'a> Context<'a> {
             self.stats.bytes_out += payload.len() as u64;
             if conn.has_unsent_output() || conn.write_failed {
                 self.queue_flush(to);
+                self.account(to);
             }
             return Ok(());
         }
@@ -338,6 +350,7 @@ impl<'a> Context<'a> {
         if conn.has_unsent_output() {
             self.queue_flush(to);
         }
+        self.account(to);
         result
     }
 
@@ -397,6 +410,7 @@ impl<'a> Context<'a> {
         if let Some(conn) = conn_mut(self.conns, to) {
             conn.proto.close(code, reason, now);
             self.queue_flush(to);
+            self.account(to);
         }
     }
 

@@ -17,6 +17,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
+use super::addresses::{AddressTable, HandshakeQueue, Refusal};
+use super::budget::BufferBudget;
 use super::config::ServerConfig;
 use super::conn::Conn;
 use super::context::{Context, Deferrals, HeldOutput, Outbound};
@@ -30,7 +32,7 @@ use crate::proto::handshake::{
     HEADER_SLOTS, header_slots, offered_protocols, parse_request, validate_upgrade, wants_upgrade,
 };
 use crate::proto::{
-    CloseCode, CloseReport, HttpResponse, InBuffer, Phase, Received, TimeoutAction,
+    CloseCode, CloseReport, Decoder, HttpResponse, InBuffer, Phase, Received, TimeoutAction,
     frame::{self, MAX_HEADER_LEN},
 };
 
@@ -67,6 +69,11 @@ const GATHER_EARLY_WRITE_ALONE: usize = EARLY_WRITE_ALONE;
 const READS_PER_WAKEUP: usize = 16;
 /// Pause before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At the socket limit, a new connection takes the socket of the oldest
+/// handshake in progress only if that began at least this long ago: a
+/// client's handshake takes a few round trips, so one this old is slow
+/// (and a burst of new clients does not push out each other's).
+const EVICTABLE_HANDSHAKE_AGE: Duration = Duration::from_secs(1);
 
 /// Whether a socket's event makes the loop read it: data, or the peer's
 /// FIN or an error, which only a read reports.
@@ -158,6 +165,9 @@ struct Core<H: Handler> {
     shutdown_deadline: Option<Instant>,
     deferrals: Deferrals,
     held: HeldOutput,
+    budget: BufferBudget,
+    addresses: AddressTable,
+    handshakes: HandshakeQueue,
 }
 
 impl<H: Handler> Server<H> {
@@ -186,6 +196,15 @@ impl<H: Handler> Server<H> {
             .max_request_head
             .max(limits.max_frame_size.saturating_add(MAX_HEADER_LEN))
             .saturating_add(READ_CHUNK);
+        let budget = BufferBudget::new(config.max_buffered_total);
+        let addresses = AddressTable::new(
+            config.max_connections_per_address,
+            config.max_handshakes_per_address,
+        );
+        let stats = ServerStats {
+            buffer_budget: budget.limit() as u64,
+            ..ServerStats::default()
+        };
         let core = Core {
             handler,
             registry: poll.registry().try_clone()?,
@@ -195,7 +214,7 @@ impl<H: Handler> Server<H> {
             read_again: Vec::new(),
             early_write: EARLY_WRITE_ALONE,
             gather_early_write: GATHER_EARLY_WRITE_ALONE,
-            stats: ServerStats::default(),
+            stats,
             outbound: Outbound::default(),
             gather: Gather::default(),
             next_generation: 0,
@@ -205,6 +224,9 @@ impl<H: Handler> Server<H> {
             shutdown_deadline: None,
             deferrals: Deferrals::default(),
             held: HeldOutput::default(),
+            budget,
+            addresses,
+            handshakes: HandshakeQueue::default(),
             config,
         };
         Ok(Server {
@@ -439,6 +461,7 @@ impl<H: Handler> Core<H> {
     fn context(&mut self, now: Instant) -> (&mut H, Context<'_>) {
         self.stats.open_connections = self.open_websockets as u64;
         self.stats.sockets = self.conns.len() as u64;
+        self.stats.buffered_bytes = self.budget.total() as u64;
         (
             &mut self.handler,
             Context {
@@ -455,6 +478,7 @@ impl<H: Handler> Core<H> {
                 deferrals: &mut self.deferrals,
                 holding: false,
                 held: &mut self.held,
+                budget: &mut self.budget,
             },
         )
     }
@@ -522,8 +546,15 @@ impl<H: Handler> Core<H> {
     }
 
     fn add_connection(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
-        if self.conns.len() >= self.config.max_sockets() || self.shutdown_deadline.is_some() {
-            log::debug!("{peer}: refused at accept (socket limit)");
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        if let Err(refusal) = self.addresses.check(peer.ip()) {
+            self.refuse_at_accept(peer, refusal);
+            return;
+        }
+        if self.conns.len() >= self.config.max_sockets() && !self.evict_oldest_handshake(now) {
+            self.refuse_at_accept(peer, Refusal::SocketLimit);
             return;
         }
         if let Err(error) = socket.set_nodelay(true) {
@@ -556,9 +587,40 @@ impl<H: Handler> Core<H> {
             },
         };
         entry.insert(Conn::new(socket, peer, id, &self.config.limits, tls, now));
+        self.addresses.add(peer.ip());
+        let conns = &self.conns;
+        self.handshakes
+            .push(id, now, conns.len(), |id| in_handshake(conns, id));
         self.stats.accepted += 1;
         log::debug!("{id} {peer}: accepted");
         self.arm_timer(slot);
+    }
+
+    /// Counts and logs a connection closed at accept (the caller drops its
+    /// socket).
+    fn refuse_at_accept(&mut self, peer: SocketAddr, why: Refusal) {
+        log::debug!("{peer}: refused at accept ({why})");
+        *self.stats.refused_at_accept.entry(why.label()).or_default() += 1;
+    }
+
+    /// Drops the oldest connection still in its handshake, if it began long
+    /// enough ago, to free its socket; returns whether it did.
+    fn evict_oldest_handshake(&mut self, now: Instant) -> bool {
+        let conns = &self.conns;
+        let Some(id) = self
+            .handshakes
+            .take_oldest(now, EVICTABLE_HANDSHAKE_AGE, |id| in_handshake(conns, id))
+        else {
+            return false;
+        };
+        let slot = id.index as usize;
+        log::debug!(
+            "{id} {}: dropped at the socket limit to make room",
+            self.conns[slot].peer
+        );
+        self.stats.evicted_handshakes += 1;
+        self.remove(slot, now);
+        true
     }
 
     /// Whether this batch will read from more than one connection: the
@@ -970,10 +1032,22 @@ impl<H: Handler> Core<H> {
         if closed {
             conn.inbuf = InBuffer::default();
             conn.read_paused = false;
+            if conn.decoder.partial_message_len() > 0 {
+                conn.decoder = Decoder::default();
+            }
         }
+        if conn.in_handshake && conn.proto.opened() {
+            conn.in_handshake = false;
+            self.addresses.handshake_done(conn.peer.ip());
+        }
+        let over_budget = self.budget.update(conn);
         if let Some(report) = conn.proto.take_close_report() {
             let id = conn.id;
             self.deliver_close(id, report, now);
+        }
+        if over_budget {
+            self.budget
+                .shed(&mut self.conns, &mut self.flush_list, &mut self.stats, now);
         }
         self.arm_timer(slot);
     }
@@ -1049,6 +1123,8 @@ impl<H: Handler> Core<H> {
         };
         conn.flush_queued = false;
         conn.write_pending();
+        // Writing only shrinks what is held: never a reason to shed.
+        self.budget.update(conn);
         if conn.write_failed {
             self.remove(slot, now);
             return;
@@ -1159,11 +1235,20 @@ impl<H: Handler> Core<H> {
         }
         let mut conn = self.conns.remove(slot);
         let _ = self.registry.deregister(&mut conn.socket);
+        self.budget.forget(&conn);
+        self.addresses.remove(conn.peer.ip(), conn.in_handshake);
         conn.proto.abort(now);
         if let Some(report) = conn.proto.take_close_report() {
             self.deliver_close(conn.id, report, now);
         }
     }
+}
+
+/// Whether `id` names a connection still counted as a handshake.
+fn in_handshake(conns: &Slab<Conn>, id: ConnectionId) -> bool {
+    conns
+        .get(id.index as usize)
+        .is_some_and(|conn| conn.id.generation == id.generation && conn.in_handshake)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The mio driver: listener, slab of connections, timers, backpressure and
 //! graceful shutdown around the sans-IO [`crate::proto`] core.
 
+mod addresses;
+mod budget;
 mod config;
 mod conn;
 mod context;

@@ -31,6 +31,20 @@ pub struct ServerStats {
     pub bytes_out: u64,
     /// WebSocket connections ended, by close code.
     pub closes: BTreeMap<u16, u64>,
+    /// Connections closed at accept, by reason: `address_connections`,
+    /// `address_handshakes` (a per-address limit), `socket_limit`.
+    pub refused_at_accept: BTreeMap<&'static str, u64>,
+    /// Handshakes dropped to make room for a new connection at the socket
+    /// limit.
+    pub evicted_handshakes: u64,
+    /// Bytes held in all connections' buffers now (output queued, input
+    /// held): what the buffer budget bounds.
+    pub buffered_bytes: u64,
+    /// The buffer budget, in bytes.
+    pub buffer_budget: u64,
+    /// Connections closed or dropped to keep buffered bytes within the
+    /// budget.
+    pub budget_closes: u64,
 }
 
 impl ServerStats {
@@ -48,7 +62,17 @@ impl ServerStats {
             self.open_connections,
         );
         gauge("wsloop_sockets", "TCP sockets held now.", self.sockets);
-        let counters: [(&str, &str, u64); 8] = [
+        gauge(
+            "wsloop_buffered_bytes",
+            "Bytes held in connections' buffers now: output queued, input held.",
+            self.buffered_bytes,
+        );
+        gauge(
+            "wsloop_buffer_budget_bytes",
+            "Bytes all connections' buffers may hold together.",
+            self.buffer_budget,
+        );
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "wsloop_accepted_total",
                 "TCP connections accepted.",
@@ -89,6 +113,16 @@ impl ServerStats {
                 "Payload bytes sent in data messages.",
                 self.bytes_out,
             ),
+            (
+                "wsloop_evicted_handshakes_total",
+                "Handshakes dropped to make room at the socket limit.",
+                self.evicted_handshakes,
+            ),
+            (
+                "wsloop_budget_closes_total",
+                "Connections closed to keep buffered bytes within the budget.",
+                self.budget_closes,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = write!(
@@ -109,6 +143,13 @@ impl ServerStats {
             "WebSocket connections closed, by close code.",
             "code",
             &self.closes,
+        );
+        write_labelled(
+            out,
+            "wsloop_refused_at_accept_total",
+            "Connections closed at accept, by reason.",
+            "reason",
+            &self.refused_at_accept,
         );
     }
 }
@@ -139,11 +180,15 @@ mod tests {
         };
         stats.rejected_handshakes.insert(400, 2);
         stats.closes.insert(1000, 1);
+        stats.refused_at_accept.insert("socket_limit", 4);
+        stats.buffered_bytes = 12345;
         let mut out = String::new();
         stats.write_prometheus(&mut out);
         assert!(out.contains("# TYPE wsloop_accepted_total counter\nwsloop_accepted_total 3\n"));
         assert!(out.contains("wsloop_rejected_handshakes_total{status=\"400\"} 2\n"));
         assert!(out.contains("wsloop_closes_total{code=\"1000\"} 1\n"));
+        assert!(out.contains("wsloop_refused_at_accept_total{reason=\"socket_limit\"} 4\n"));
+        assert!(out.contains("# TYPE wsloop_buffered_bytes gauge\nwsloop_buffered_bytes 12345\n"));
         assert!(out.ends_with('\n'));
     }
 }

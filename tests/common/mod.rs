@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -133,7 +133,7 @@ impl RawClient {
         RawClient::from_stream(TcpStream::connect(addr).expect("connect"))
     }
 
-    /// A client on a stream connected elsewhere (see [`connect_from`]).
+    /// A client on an already connected stream (see [`connect_from`]).
     pub fn from_stream(stream: TcpStream) -> RawClient {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -141,6 +141,16 @@ impl RawClient {
             stream,
             buf: Vec::new(),
         }
+    }
+
+    /// Connects from the loopback address `from` (see [`connect_from`])
+    /// and completes an upgrade for `path`.
+    pub fn open_from(from: Ipv4Addr, addr: SocketAddr, path: &str) -> RawClient {
+        let mut client = RawClient::from_stream(connect_from(from, addr, None));
+        client.send_raw(upgrade_request(path, "").as_bytes());
+        let (status, head, _) = client.read_response_head();
+        assert_eq!(status, 101, "{head}");
+        client
     }
 
     /// Connects and completes an upgrade for `path`.
@@ -445,14 +455,39 @@ impl JsonClient {
     }
 }
 
-/// A TCP connection to `addr` from the loopback address `local` (any of
-/// 127.0.0.0/8 on Linux), so one test can act as many client addresses.
-pub fn connect_from(local: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+/// A TCP connection to `to` from `from`, one of the loopback addresses
+/// (all of 127/8 on Linux), so a test can be several client addresses.
+/// With `receive_buffer`, the socket's receive buffer is set that small
+/// before connecting: a peer that never reads then lets the server's
+/// output pile up in the server rather than in this kernel.
+pub fn connect_from(from: Ipv4Addr, to: SocketAddr, receive_buffer: Option<usize>) -> TcpStream {
     use std::os::fd::FromRawFd;
-    let SocketAddr::V4(remote) = addr else {
-        panic!("connect_from needs an IPv4 server address");
+    let SocketAddr::V4(to) = to else {
+        panic!("{to} is not IPv4");
     };
-    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+    // SAFETY: socket(2) takes no pointers; the descriptor it returns is
+    // owned by the stream made from it below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is an open socket no one else owns; the stream closes
+    // it when dropped, also if an assertion below fails.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    if let Some(size) = receive_buffer {
+        let size = libc::c_int::try_from(size).unwrap();
+        // SAFETY: the option value points at a live c_int and the length
+        // passed is its size.
+        let result = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(result, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+    }
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
         sin_addr: libc::in_addr {
@@ -460,27 +495,53 @@ pub fn connect_from(local: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Res
         },
         sin_zero: [0; 8],
     };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor this function owns; the
-    // address structs live across the calls that read them, and the
-    // descriptor is closed on every error path or handed to TcpStream,
-    // which then owns it.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let local = sockaddr(local, 0);
-        let remote = sockaddr(*remote.ip(), remote.port());
-        if libc::bind(fd, (&raw const local).cast(), len) != 0
-            || libc::connect(fd, (&raw const remote).cast(), len) != 0
-        {
-            let error = std::io::Error::last_os_error();
-            libc::close(fd);
-            return Err(error);
-        }
-        Ok(TcpStream::from_raw_fd(fd))
-    }
+    let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let local = sockaddr(from, 0);
+    // SAFETY: the address points at a live sockaddr_in of `length` bytes.
+    let result = unsafe { libc::bind(fd, (&raw const local).cast(), length) };
+    assert_eq!(
+        result,
+        0,
+        "bind {from}: {}",
+        std::io::Error::last_os_error()
+    );
+    let remote = sockaddr(*to.ip(), to.port());
+    // SAFETY: as for bind.
+    let result = unsafe { libc::connect(fd, (&raw const remote).cast(), length) };
+    assert_eq!(
+        result,
+        0,
+        "connect {to}: {}",
+        std::io::Error::last_os_error()
+    );
+    stream
+}
+
+/// Whether the server closed `stream` without a word (a connection refused
+/// at accept): end of stream or a reset within `wait`. Data, or nothing
+/// within `wait`, is `false`.
+pub fn closed_without_answer(mut stream: &TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut byte = [0u8; 1];
+    let closed = match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    closed
+}
+
+/// The value of the metric line `name` (labels included, if any) in the
+/// server's `/metrics`; `None` if it has no such line. The server's
+/// handler must answer `/metrics`.
+pub fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    let mut client = RawClient::connect(addr);
+    client.send_raw(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let (status, _, body) = client.read_response();
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Round trips of a bystander: a WebSocket ping on an open connection to

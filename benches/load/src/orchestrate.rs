@@ -153,6 +153,8 @@ struct Context {
     logs: PathBuf,
     server_cpu: String,
     client_cpu: String,
+    /// wsloop's configuration file for the run (see [`write_wsloop_config`]).
+    wsloop_config: PathBuf,
     /// The run's self-signed certificate (PEM) and its key, for the TLS cells.
     tls_cert: PathBuf,
     tls_key: PathBuf,
@@ -232,10 +234,19 @@ impl ServerProcess {
     fn start(server: Server, variant: Variant, context: &Context) -> io::Result<ServerProcess> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let listen = addr.to_string();
+        let wsloop_config = context.wsloop_config.to_string_lossy();
         let (program, mut args): (&Path, Vec<&str>) = match server {
             Server::Wsloop => (
                 &context.wsloop,
-                vec!["--echo", "--listen", &listen, "--log-level", "error"],
+                vec![
+                    "--echo",
+                    "--listen",
+                    &listen,
+                    "--log-level",
+                    "error",
+                    "--config",
+                    &wsloop_config,
+                ],
             ),
             Server::TokioTungstenite => (
                 &context.exe,
@@ -391,6 +402,7 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         }
     }
     let (tls_cert, tls_key) = write_certificate(&logs)?;
+    let wsloop_config = write_wsloop_config(&logs)?;
     let context = Context {
         exe: std::env::current_exe()?,
         wsloop: wsloop.canonicalize()?,
@@ -400,6 +412,7 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         logs,
         server_cpu: options.server_cpu.clone(),
         client_cpu: options.client_cpu.clone(),
+        wsloop_config,
     };
     let plan = Plan::new(&options);
     let cells = if options.variants_only {
@@ -737,6 +750,22 @@ fn variant_cells(
 
 /// Makes a self-signed certificate for `localhost` and writes it and its
 /// key (PEM) into `dir`; returns their paths.
+/// Writes wsloop's configuration for the run into `dir`: its defaults but
+/// the per-address limits, which a load generator connecting from one
+/// address passes (10,000 connections in the memory step, handshakes 100
+/// at a time); the peers have no such limits.
+fn write_wsloop_config(dir: &Path) -> io::Result<PathBuf> {
+    let path = dir.join("wsloop.toml");
+    fs::write(
+        &path,
+        "# Every connection comes from 127.0.0.1.\n\
+         [limits]\n\
+         max_connections_per_address = 100000\n\
+         max_handshakes_per_address = 100000\n",
+    )?;
+    Ok(path)
+}
+
 fn write_certificate(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     let generated =
         rcgen::generate_simple_self_signed(vec![handshake::TLS_SERVER_NAME.to_string()])
