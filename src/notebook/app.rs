@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::NotebookConfig;
 use super::auth::{TicketCheck, Tickets};
 use super::envelope::{self, Request};
-use super::interpreter::{Interpreters, MarkdownInterpreter, SqlInterpreter};
+use super::interpreter::{Interpreters, MarkdownInterpreter, SqlInterpreter, SqlLimits};
 use super::jobs::Jobs;
 use super::notes::Notes;
 use super::security::Security;
@@ -41,7 +41,12 @@ impl NotebookHandler {
         let notes = Notes::load(&config.notebook_dir)?;
         let sql = SqlInterpreter::new(
             config.notebook_dir.join(&config.sql_database),
-            config.sql_timeout,
+            SqlLimits {
+                timeout: config.sql_timeout,
+                max_value_bytes: config.sql_max_value_bytes,
+                max_heap_bytes: config.sql_max_heap_bytes,
+                max_result_bytes: config.max_result_bytes,
+            },
         );
         let sql_cancel = sql.canceller();
         let interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter), Box::new(sql)]);
