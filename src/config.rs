@@ -40,6 +40,14 @@ fn error(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The largest string or blob the bundled SQLite can be allowed to build
+/// (its compiled-in `SQLITE_MAX_LENGTH`).
+const SQLITE_MAX_LENGTH: usize = 1_000_000_000;
+
+/// The smallest `notebook.sql_max_heap_bytes`: below it SQLite runs out of
+/// memory on ordinary queries.
+const MIN_SQL_HEAP: usize = 4 << 20;
+
 /// The file's layout. Unknown keys are errors, so a typo never passes
 /// silently.
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +115,9 @@ struct NotebookFile {
     sql_database: Option<PathBuf>,
     sql_timeout: Option<String>,
     max_notes: Option<usize>,
+    sql_max_value_bytes: Option<usize>,
+    sql_max_heap_bytes: Option<usize>,
+    max_result_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -413,6 +424,33 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         &mut notebook.sql_timeout,
     )?;
     size("notebook.max_notes", n.max_notes, &mut notebook.max_notes)?;
+    size(
+        "notebook.sql_max_value_bytes",
+        n.sql_max_value_bytes,
+        &mut notebook.sql_max_value_bytes,
+    )?;
+    if notebook.sql_max_value_bytes > SQLITE_MAX_LENGTH {
+        return Err(error(
+            "notebook.sql_max_value_bytes",
+            format!("must be at most {SQLITE_MAX_LENGTH} (SQLite's own limit)"),
+        ));
+    }
+    size(
+        "notebook.sql_max_heap_bytes",
+        n.sql_max_heap_bytes,
+        &mut notebook.sql_max_heap_bytes,
+    )?;
+    if notebook.sql_max_heap_bytes < MIN_SQL_HEAP {
+        return Err(error(
+            "notebook.sql_max_heap_bytes",
+            format!("must be at least {MIN_SQL_HEAP} (SQLite needs a few MiB to work)"),
+        ));
+    }
+    size(
+        "notebook.max_result_bytes",
+        n.max_result_bytes,
+        &mut notebook.max_result_bytes,
+    )?;
 
     let s = &file.security;
     if let Some(anonymous) = s.anonymous {
@@ -519,6 +557,9 @@ mod tests {
             dir = "/tmp/notes"
             max_notes = 50
             sql_timeout = "2s"
+            sql_max_value_bytes = 1000000
+            sql_max_heap_bytes = 67108864
+            max_result_bytes = 65536
             [security]
             anonymous = false
             allowed_origins = ["https://example.com"]
@@ -542,6 +583,9 @@ mod tests {
         );
         assert_eq!(settings.notebook.max_message_size, 1048576);
         assert_eq!(settings.notebook.sql_timeout, Duration::from_secs(2));
+        assert_eq!(settings.notebook.sql_max_value_bytes, 1_000_000);
+        assert_eq!(settings.notebook.sql_max_heap_bytes, 64 << 20);
+        assert_eq!(settings.notebook.max_result_bytes, 64 << 10);
         assert!(!settings.notebook.anonymous_allowed);
         assert_eq!(
             settings.notebook.ticket_idle_timeout,
@@ -683,6 +727,22 @@ mod tests {
             (
                 "[notebook]\nsql_database = \"../x.db\"",
                 "notebook.sql_database",
+            ),
+            (
+                "[notebook]\nsql_max_value_bytes = 0",
+                "notebook.sql_max_value_bytes",
+            ),
+            (
+                "[notebook]\nsql_max_value_bytes = 2000000000",
+                "notebook.sql_max_value_bytes",
+            ),
+            (
+                "[notebook]\nsql_max_heap_bytes = 1048576",
+                "notebook.sql_max_heap_bytes",
+            ),
+            (
+                "[notebook]\nmax_result_bytes = 0",
+                "notebook.max_result_bytes",
             ),
             (
                 "[[security.users]]\nname = \"bob\"\npassword_hash = \"plain\"",

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::NotebookConfig;
 use super::auth::{TicketCheck, Tickets};
 use super::envelope::{self, Request};
-use super::interpreter::{Interpreters, MarkdownInterpreter, SqlInterpreter};
+use super::interpreter::{Interpreters, MarkdownInterpreter, SqlInterpreter, SqlLimits};
 use super::jobs::Jobs;
 use super::notes::Notes;
 use super::passwords::PasswordChecks;
@@ -49,7 +49,12 @@ impl NotebookHandler {
         notes.set_max_notes(config.max_notes);
         let sql = SqlInterpreter::new(
             config.notebook_dir.join(&config.sql_database),
-            config.sql_timeout,
+            SqlLimits {
+                timeout: config.sql_timeout,
+                max_value_bytes: config.sql_max_value_bytes,
+                max_heap_bytes: config.sql_max_heap_bytes,
+                max_result_bytes: config.max_result_bytes,
+            },
         );
         let sql_cancel = sql.canceller();
         let interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter), Box::new(sql)]);

@@ -40,6 +40,15 @@ pub struct NotebookConfig {
     pub sql_database: PathBuf,
     /// Time budget of one `%sql` paragraph. Default 10 s.
     pub sql_timeout: Duration,
+    /// Largest string or blob `%sql` builds; bigger ones end the statement
+    /// with an error instead of being held. Default 16 MiB.
+    pub sql_max_value_bytes: usize,
+    /// Ceiling of SQLite's (process-wide) heap, the `%sql` interpreter's
+    /// memory budget. Default 256 MiB.
+    pub sql_max_heap_bytes: usize,
+    /// Most bytes (as JSON) of results one paragraph keeps, sends and
+    /// saves; the rest is cut with a notice. Default 1 MiB.
+    pub max_result_bytes: usize,
     /// The server's message size limit, reported by LIST_CONFIGURATIONS.
     pub max_message_size: usize,
     /// Origins allowed besides the server's own host; `*` allows any.
@@ -72,6 +81,9 @@ impl Default for NotebookConfig {
             default_interpreter: "md".to_owned(),
             sql_database: PathBuf::from("notebook.sqlite3"),
             sql_timeout: Duration::from_secs(10),
+            sql_max_value_bytes: interpreter::DEFAULT_MAX_VALUE_BYTES,
+            sql_max_heap_bytes: interpreter::DEFAULT_MAX_HEAP_BYTES,
+            max_result_bytes: interpreter::DEFAULT_MAX_RESULT_BYTES,
             max_message_size: crate::proto::Limits::default().max_message_size,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),

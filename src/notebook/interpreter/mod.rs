@@ -1,10 +1,14 @@
 //! Interpreters, selected by a paragraph's leading `%name` directive.
 
 mod markdown;
+mod output;
 mod sql;
 
 pub use markdown::MarkdownInterpreter;
-pub use sql::{SqlCancel, SqlInterpreter};
+pub use output::{CappedResults, DEFAULT_MAX_RESULT_BYTES};
+pub use sql::{
+    DEFAULT_MAX_HEAP_BYTES, DEFAULT_MAX_VALUE_BYTES, MAX_ROWS, SqlCancel, SqlInterpreter, SqlLimits,
+};
 
 use super::model::{ResultMessage, Results};
 
