@@ -103,6 +103,8 @@ struct NotebookFile {
     default_interpreter: Option<String>,
     sql_database: Option<PathBuf>,
     sql_timeout: Option<String>,
+    max_runs_per_user: Option<usize>,
+    max_runs: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -390,6 +392,12 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         &n.sql_timeout,
         &mut notebook.sql_timeout,
     )?;
+    size(
+        "notebook.max_runs_per_user",
+        n.max_runs_per_user,
+        &mut notebook.max_runs_per_user,
+    )?;
+    size("notebook.max_runs", n.max_runs, &mut notebook.max_runs)?;
 
     let s = &file.security;
     if let Some(anonymous) = s.anonymous {
@@ -472,6 +480,8 @@ mod tests {
             [notebook]
             dir = "/tmp/notes"
             sql_timeout = "2s"
+            max_runs_per_user = 5
+            max_runs = 50
             [security]
             anonymous = false
             allowed_origins = ["https://example.com"]
@@ -492,6 +502,8 @@ mod tests {
         );
         assert_eq!(settings.notebook.max_message_size, 1048576);
         assert_eq!(settings.notebook.sql_timeout, Duration::from_secs(2));
+        assert_eq!(settings.notebook.max_runs_per_user, 5);
+        assert_eq!(settings.notebook.max_runs, 50);
         assert!(!settings.notebook.anonymous_allowed);
         assert_eq!(
             settings.notebook.ticket_idle_timeout,
@@ -598,6 +610,11 @@ mod tests {
                 "[notebook]\nsql_database = \"../x.db\"",
                 "notebook.sql_database",
             ),
+            (
+                "[notebook]\nmax_runs_per_user = 0",
+                "notebook.max_runs_per_user",
+            ),
+            ("[notebook]\nmax_runs = 0", "notebook.max_runs"),
             (
                 "[[security.users]]\nname = \"bob\"\npassword_hash = \"plain\"",
                 "security.users[0].password_hash",

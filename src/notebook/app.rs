@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::NotebookConfig;
 use super::auth::{TicketCheck, Tickets};
 use super::envelope::{self, Request};
-use super::interpreter::{Interpreters, MarkdownInterpreter, SqlInterpreter};
-use super::jobs::Jobs;
+use super::interpreter::{MarkdownInterpreter, SqlInterpreter};
+use super::jobs::{Jobs, RunLimits, Runner};
 use super::notes::Notes;
 use super::security::Security;
 use super::watchers::Watchers;
@@ -44,7 +44,20 @@ impl NotebookHandler {
             config.sql_timeout,
         );
         let sql_cancel = sql.canceller();
-        let interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter), Box::new(sql)]);
+        let runners = vec![
+            Runner {
+                interpreter: Box::new(MarkdownInterpreter),
+                interrupt: None,
+            },
+            Runner {
+                interpreter: Box::new(sql),
+                interrupt: Some(Box::new(move || sql_cancel.cancel())),
+            },
+        ];
+        let run_limits = RunLimits {
+            per_principal: config.max_runs_per_user,
+            total: config.max_runs,
+        };
         Ok(NotebookHandler {
             tickets: Tickets::new(
                 config.anonymous_allowed,
@@ -55,7 +68,7 @@ impl NotebookHandler {
             config,
             notes,
             watchers: Watchers::default(),
-            jobs: Jobs::new(interpreters, sql_cancel),
+            jobs: Jobs::new(runners, run_limits),
             op_counts: BTreeMap::new(),
             run_counts: BTreeMap::new(),
             refusal_counts: BTreeMap::new(),

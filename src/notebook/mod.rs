@@ -48,6 +48,12 @@ pub struct NotebookConfig {
     /// A login ticket unused for this long stops working (its connections
     /// get SESSION_LOGOUT). Default 24 h.
     pub ticket_idle_timeout: Duration,
+    /// Paragraph runs one principal may have queued or running; more are
+    /// refused with ERROR_INFO. Default 100.
+    pub max_runs_per_user: usize,
+    /// Paragraph runs all principals together may have queued or running;
+    /// more are refused with ERROR_INFO. Default 10,000.
+    pub max_runs: usize,
 }
 
 impl Default for NotebookConfig {
@@ -62,6 +68,8 @@ impl Default for NotebookConfig {
             allowed_origins: Vec::new(),
             users: Vec::new(),
             ticket_idle_timeout: auth::DEFAULT_TICKET_IDLE_TIMEOUT,
+            max_runs_per_user: jobs::DEFAULT_MAX_RUNS_PER_USER,
+            max_runs: jobs::DEFAULT_MAX_RUNS,
         }
     }
 }

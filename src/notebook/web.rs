@@ -127,6 +127,11 @@ impl NotebookHandler {
             "# HELP wsloop_notebook_notes Notes stored.\n# TYPE wsloop_notebook_notes gauge\nwsloop_notebook_notes {}\n",
             self.notes.summaries().len()
         );
+        let _ = write!(
+            out,
+            "# HELP wsloop_notebook_paragraph_runs_held Paragraph runs queued or running (bounded by notebook.max_runs).\n# TYPE wsloop_notebook_paragraph_runs_held gauge\nwsloop_notebook_paragraph_runs_held {}\n",
+            self.jobs.runs_held()
+        );
         HttpResponse {
             status: 200,
             headers: vec![(
