@@ -445,6 +445,7 @@ fn bad_input_gets_a_clear_answer_and_changes_nothing() {
         (json!({ "op": "NEW_NOTE", "data": { "name": "nul\u{0}byte" } }).to_string(), "NUL"),
         (json!({ "op": "NEW_NOTE", "data": { "name": "keep" } }).to_string(), "already exists"),
         (json!({ "op": "RUN_ALL_PARAGRAPHS", "data": { "noteId": note_id, "paragraphs": "not json" } }).to_string(), "not a JSON array"),
+        (json!({ "op": "RUN_ALL_PARAGRAPHS", "data": { "noteId": note_id, "paragraphs": [{ "id": note["paragraphs"][0]["id"], "paragraph": "%md edited" }, { "id": note["paragraphs"][0]["id"] }] } }).to_string(), "is listed twice"),
         (json!({ "op": "DEL_NOTE", "data": { "id": "NOSUCHNOTE" } }).to_string(), "not found"),
     ];
     for (message, expected) in cases {

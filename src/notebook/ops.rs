@@ -1,6 +1,8 @@
 //! The ops of the notebook protocol: what each request changes and who
 //! hears about it (the sender, a note's watchers, or everyone).
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 
 use super::app::NotebookHandler;
@@ -426,13 +428,20 @@ impl NotebookHandler {
             Some(Value::Array(items)) => items.clone(),
             _ => return Err("data.paragraphs must be a JSON string holding an array".to_owned()),
         };
-        // Refused before any edit is saved: an error changes nothing.
-        if items
+        // Refused before any edit is saved: an error changes nothing. A
+        // batch lists each paragraph once, so the list it keeps while it
+        // runs is no longer than its note.
+        let mut listed = HashSet::new();
+        for id in items
             .iter()
             .filter_map(|item| item.get("id").and_then(Value::as_str))
-            .any(|id| self.jobs.is_active(id))
         {
-            return Err("some of these paragraphs are already queued or running".to_owned());
+            if self.jobs.is_active(id) {
+                return Err("some of these paragraphs are already queued or running".to_owned());
+            }
+            if !listed.insert(id) {
+                return Err(format!("paragraph {id} is listed twice"));
+            }
         }
         self.jobs
             .admit(user)
