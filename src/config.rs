@@ -118,6 +118,8 @@ struct NotebookFile {
     sql_max_value_bytes: Option<usize>,
     sql_max_heap_bytes: Option<usize>,
     max_result_bytes: Option<usize>,
+    max_runs_per_user: Option<usize>,
+    max_runs: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -451,6 +453,12 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         n.max_result_bytes,
         &mut notebook.max_result_bytes,
     )?;
+    size(
+        "notebook.max_runs_per_user",
+        n.max_runs_per_user,
+        &mut notebook.max_runs_per_user,
+    )?;
+    size("notebook.max_runs", n.max_runs, &mut notebook.max_runs)?;
 
     let s = &file.security;
     if let Some(anonymous) = s.anonymous {
@@ -560,6 +568,8 @@ mod tests {
             sql_max_value_bytes = 1000000
             sql_max_heap_bytes = 67108864
             max_result_bytes = 65536
+            max_runs_per_user = 5
+            max_runs = 50
             [security]
             anonymous = false
             allowed_origins = ["https://example.com"]
@@ -586,6 +596,8 @@ mod tests {
         assert_eq!(settings.notebook.sql_max_value_bytes, 1_000_000);
         assert_eq!(settings.notebook.sql_max_heap_bytes, 64 << 20);
         assert_eq!(settings.notebook.max_result_bytes, 64 << 10);
+        assert_eq!(settings.notebook.max_runs_per_user, 5);
+        assert_eq!(settings.notebook.max_runs, 50);
         assert!(!settings.notebook.anonymous_allowed);
         assert_eq!(
             settings.notebook.ticket_idle_timeout,
@@ -744,6 +756,11 @@ mod tests {
                 "[notebook]\nmax_result_bytes = 0",
                 "notebook.max_result_bytes",
             ),
+            (
+                "[notebook]\nmax_runs_per_user = 0",
+                "notebook.max_runs_per_user",
+            ),
+            ("[notebook]\nmax_runs = 0", "notebook.max_runs"),
             (
                 "[[security.users]]\nname = \"bob\"\npassword_hash = \"plain\"",
                 "security.users[0].password_hash",

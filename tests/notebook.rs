@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{JsonClient, RawClient, TestServer};
 use serde_json::{Value, json};
+use wsloop::notebook::security::{User, hash_password};
 use wsloop::notebook::{NotebookConfig, NotebookHandler};
 use wsloop::{Limits, ServerConfig};
 
@@ -444,6 +445,7 @@ fn bad_input_gets_a_clear_answer_and_changes_nothing() {
         (json!({ "op": "NEW_NOTE", "data": { "name": "nul\u{0}byte" } }).to_string(), "NUL"),
         (json!({ "op": "NEW_NOTE", "data": { "name": "keep" } }).to_string(), "already exists"),
         (json!({ "op": "RUN_ALL_PARAGRAPHS", "data": { "noteId": note_id, "paragraphs": "not json" } }).to_string(), "not a JSON array"),
+        (json!({ "op": "RUN_ALL_PARAGRAPHS", "data": { "noteId": note_id, "paragraphs": [{ "id": note["paragraphs"][0]["id"], "paragraph": "%md edited" }, { "id": note["paragraphs"][0]["id"] }] } }).to_string(), "is listed twice"),
         (json!({ "op": "DEL_NOTE", "data": { "id": "NOSUCHNOTE" } }).to_string(), "not found"),
     ];
     for (message, expected) in cases {
@@ -602,15 +604,16 @@ fn runaway_sql_is_interrupted_and_the_loop_stays_responsive() {
         forever
     );
 
-    // A paragraph queued behind it waits, and can be cancelled while
-    // PENDING; each update carries the msgId of the request that caused it.
+    // A query queued behind it waits (a %md would not: it has a thread of
+    // its own), and can be cancelled while PENDING; each update carries
+    // the msgId of the request that caused it.
     let with_msg_id = |op: &str, data: Value, msg_id: &str| {
         json!({ "op": op, "data": data, "principal": "anonymous", "ticket": "anonymous", "msgId": msg_id })
             .to_string()
     };
     runner.send_text(&with_msg_id(
         "RUN_PARAGRAPH",
-        json!({ "id": "queued", "paragraph": "%md never runs" }),
+        json!({ "id": "queued", "paragraph": "%sql select 'never runs'" }),
         "run-1",
     ));
     let pending = runner.recv();
@@ -734,5 +737,81 @@ fn run_all_runs_in_order_and_stops_at_the_first_error() {
         note["paragraphs"][3]["text"], "%md after",
         "but its text was saved"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn one_user_s_queued_queries_hold_neither_markdown_nor_another_user_s_query() {
+    let dir = temp_dir("fair");
+    let hash = hash_password("s3cret").unwrap();
+    let mut handler = NotebookHandler::open(NotebookConfig {
+        notebook_dir: dir.clone(),
+        sql_timeout: Duration::from_secs(1),
+        max_runs_per_user: 10,
+        users: vec![User::new("alice", &hash, Vec::new()).unwrap()],
+        ..NotebookConfig::default()
+    })
+    .expect("open notebook");
+    let ticket = handler
+        .tickets_mut()
+        .issue("alice", Vec::new(), Instant::now());
+    let server = TestServer::start(ServerConfig::default(), handler);
+
+    // Alice queues ten queries that each run until the 1 s time limit,
+    // then an eleventh, which is beyond her bound.
+    let mut alice = JsonClient::open(server.addr);
+    let forever = "%sql with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c";
+    for index in 0..11 {
+        let run = json!({
+            "op": "RUN_PARAGRAPH",
+            "data": { "id": format!("q{index}"), "paragraph": forever },
+            "principal": "alice", "ticket": ticket,
+        });
+        alice.send_text(&run.to_string());
+    }
+    let refusal = loop {
+        let message = alice.recv();
+        if message["op"] == "ERROR_INFO" {
+            break message["data"]["info"].as_str().unwrap().to_owned();
+        }
+    };
+    assert!(
+        refusal.contains("10 paragraph runs queued or running (notebook.max_runs_per_user)"),
+        "{refusal}"
+    );
+    let mut http = RawClient::connect(server.addr);
+    http.send_raw(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let (_, _, metrics) = http.read_response();
+    assert!(
+        metrics.contains("\nwsloop_notebook_paragraph_runs_held 10\n"),
+        "{metrics}"
+    );
+
+    // Another user (anonymous, in the same scratch note) runs a paragraph
+    // and waits for its end: the updates, and how long they took.
+    let mut other = JsonClient::open(server.addr);
+    let mut run = |id: &str, text: &str| {
+        let started = Instant::now();
+        other.send_op("RUN_PARAGRAPH", json!({ "id": id, "paragraph": text }));
+        let updates = run_updates(&mut other);
+        assert_eq!(statuses(&updates), ["PENDING", "RUNNING", "FINISHED"]);
+        (updates, started.elapsed())
+    };
+    // A %md finishes at once: markdown has a thread of its own. Behind
+    // Alice's queries on one job thread for all, it took ten seconds.
+    let (_, waited) = run("words", "%md **hello**");
+    assert!(waited < Duration::from_secs(4), "the %md waited {waited:?}");
+    // A query runs right after Alice's current one, not after her nine
+    // queued ones (first come, first served: nine seconds or more).
+    let (updates, waited) = run("answer", "%sql select 42 as answer");
+    assert_eq!(updates[2]["results"]["msg"][0]["data"], "answer\n42");
+    assert!(
+        waited < Duration::from_secs(5),
+        "the query waited {waited:?}"
+    );
+    // Closed first, so the server's shutdown waits for no closing
+    // handshake; it interrupts Alice's running query.
+    drop((alice, other, http));
+    drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -48,7 +48,8 @@ fn acknowledged_changes_survive_sigkill() {
             break;
         }
     }
-    // A run in progress and one queued behind it when the server dies.
+    // A run in progress and one queued behind it (same interpreter, so the
+    // same lane) when the server dies.
     let forever = "%sql with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c";
     let mut cut_short = Vec::new();
     for index in [2, 3] {
@@ -64,7 +65,7 @@ fn acknowledged_changes_survive_sigkill() {
     assert_eq!(client.expect("PARAGRAPH")["paragraph"]["status"], "RUNNING");
     client.send_op(
         "RUN_PARAGRAPH",
-        json!({ "id": cut_short[1], "paragraph": "%md queued" }),
+        json!({ "id": cut_short[1], "paragraph": "%sql select 'queued'" }),
     );
     assert_eq!(client.expect("PARAGRAPH")["paragraph"]["status"], "PENDING");
     kill_9(&mut server);

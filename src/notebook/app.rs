@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::NotebookConfig;
 use super::auth::{TicketCheck, Tickets};
 use super::envelope::{self, Request};
-use super::interpreter::{Interpreters, MarkdownInterpreter, SqlInterpreter, SqlLimits};
-use super::jobs::Jobs;
+use super::interpreter::{MarkdownInterpreter, SqlInterpreter, SqlLimits};
+use super::jobs::{Jobs, RunLimits, Runner};
 use super::notes::Notes;
 use super::passwords::PasswordChecks;
 use super::security::Security;
@@ -57,11 +57,24 @@ impl NotebookHandler {
             },
         );
         let sql_cancel = sql.canceller();
-        let interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter), Box::new(sql)]);
         let passwords = PasswordChecks::new(
             config.password_checks_pending,
             config.password_checks_per_second,
         );
+        let runners = vec![
+            Runner {
+                interpreter: Box::new(MarkdownInterpreter),
+                interrupt: None,
+            },
+            Runner {
+                interpreter: Box::new(sql),
+                interrupt: Some(Box::new(move || sql_cancel.cancel())),
+            },
+        ];
+        let run_limits = RunLimits {
+            per_principal: config.max_runs_per_user,
+            total: config.max_runs,
+        };
         Ok(NotebookHandler {
             tickets: Tickets::new(
                 config.anonymous_allowed,
@@ -76,7 +89,7 @@ impl NotebookHandler {
             config,
             notes,
             watchers: Watchers::default(),
-            jobs: Jobs::new(interpreters, sql_cancel),
+            jobs: Jobs::new(runners, run_limits),
             passwords,
             op_counts: BTreeMap::new(),
             run_counts: BTreeMap::new(),

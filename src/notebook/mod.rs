@@ -71,6 +71,12 @@ pub struct NotebookConfig {
     /// A login ticket unused for this long stops working (its connections
     /// get SESSION_LOGOUT). Default 24 h.
     pub ticket_idle_timeout: Duration,
+    /// Paragraph runs one principal may have queued or running; more are
+    /// refused with ERROR_INFO. Default 100.
+    pub max_runs_per_user: usize,
+    /// Paragraph runs all principals together may have queued or running;
+    /// more are refused with ERROR_INFO. Default 10,000.
+    pub max_runs: usize,
 }
 
 impl Default for NotebookConfig {
@@ -92,6 +98,8 @@ impl Default for NotebookConfig {
             max_notes: 10_000,
             password_checks_pending: passwords::DEFAULT_MAX_PENDING,
             password_checks_per_second: passwords::DEFAULT_CHECKS_PER_SECOND,
+            max_runs_per_user: jobs::DEFAULT_MAX_RUNS_PER_USER,
+            max_runs: jobs::DEFAULT_MAX_RUNS,
         }
     }
 }

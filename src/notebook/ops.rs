@@ -1,6 +1,8 @@
 //! The ops of the notebook protocol: what each request changes and who
 //! hears about it (the sender, a note's watchers, or everyone).
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 
 use super::app::NotebookHandler;
@@ -308,6 +310,9 @@ impl NotebookHandler {
         if self.jobs.is_active(id) {
             return Err(format!("paragraph {id} is already queued or running"));
         }
+        self.jobs
+            .admit(user)
+            .map_err(|refused| refused.to_string())?;
         // The edits are checked before anything is created, so a refused
         // request leaves no scratch note or paragraph behind.
         apply_edits(&mut Paragraph::with_id(id.to_owned(), user), data, user)?;
@@ -326,6 +331,7 @@ impl NotebookHandler {
             Job {
                 note_id,
                 paragraph_id: id.to_owned(),
+                principal: user.to_owned(),
                 requester: conn,
                 msg_id: msg_id.map(str::to_owned),
                 canceller: None,
@@ -405,14 +411,24 @@ impl NotebookHandler {
             Some(Value::Array(items)) => items.clone(),
             _ => return Err("data.paragraphs must be a JSON string holding an array".to_owned()),
         };
-        // Refused before any edit is saved: an error changes nothing.
-        if items
+        // Refused before any edit is saved: an error changes nothing. A
+        // batch lists each paragraph once, so the list it keeps while it
+        // runs is no longer than its note.
+        let mut listed = HashSet::new();
+        for id in items
             .iter()
             .filter_map(|item| item.get("id").and_then(Value::as_str))
-            .any(|id| self.jobs.is_active(id))
         {
-            return Err("some of these paragraphs are already queued or running".to_owned());
+            if self.jobs.is_active(id) {
+                return Err("some of these paragraphs are already queued or running".to_owned());
+            }
+            if !listed.insert(id) {
+                return Err(format!("paragraph {id} is listed twice"));
+            }
         }
+        self.jobs
+            .admit(user)
+            .map_err(|refused| refused.to_string())?;
         let mut order = Vec::new();
         self.notes.update(note_id, |note| {
             for item in &items {
@@ -443,6 +459,7 @@ impl NotebookHandler {
             Job {
                 note_id: note_id.to_owned(),
                 paragraph_id: first,
+                principal: user.to_owned(),
                 requester: conn,
                 msg_id: msg_id.map(str::to_owned),
                 canceller: None,
@@ -567,52 +584,71 @@ impl NotebookHandler {
         }
     }
 
-    /// Marks a paragraph PENDING and queues it; a blank one finishes at
-    /// once with no results.
-    fn queue_run(&mut self, ctx: &mut Context<'_>, job: Job) {
-        if !self.set_status(ctx, &job, Status::Pending, None) {
-            return;
-        }
-        let blank = self
-            .notes
-            .get(&job.note_id)
-            .and_then(|n| n.paragraphs.iter().find(|p| p.id == job.paragraph_id))
-            .is_some_and(|p| p.text.trim().is_empty());
-        if blank {
-            if self.set_status(ctx, &job, Status::Finished, None) {
-                self.continue_batch(ctx, job);
+    /// Marks a paragraph PENDING and queues it on its interpreter's lane.
+    /// A blank one finishes at once with no results, and its batch goes
+    /// on with the next paragraph.
+    fn queue_run(&mut self, ctx: &mut Context<'_>, mut job: Job) {
+        loop {
+            // Requests were admitted before any change; a batch's next
+            // paragraph replaces the run that just ended, so this refuses
+            // nothing unless the bounds changed.
+            if let Err(refused) = self.jobs.admit(&job.principal) {
+                self.set_status(ctx, &job, Status::Error, Some(error_results(refused)));
+                return;
             }
-            return;
-        }
-        self.jobs.enqueue(job);
-        self.run_next(ctx);
-    }
-
-    /// Starts the next queued paragraph if none is running.
-    pub(super) fn run_next(&mut self, ctx: &mut Context<'_>) {
-        while let Some(job) = self.jobs.next_to_run() {
+            if !self.set_status(ctx, &job, Status::Pending, None) {
+                return;
+            }
             let Some(note) = self.notes.get(&job.note_id) else {
-                continue;
+                return;
             };
             let Some(paragraph) = note.paragraphs.iter().find(|p| p.id == job.paragraph_id) else {
-                continue;
+                return;
             };
-            let text = paragraph.text.clone();
-            let group = note.default_interpreter_group.clone();
-            if !self.set_status(ctx, &job, Status::Running, None) {
+            if !paragraph.text.trim().is_empty() {
+                let queued =
+                    self.jobs
+                        .enqueue(job, &paragraph.text, &note.default_interpreter_group);
+                match queued {
+                    Ok(()) => self.run_next(ctx),
+                    Err(job) => {
+                        let results = error_results("no interpreter thread can run it");
+                        self.set_status(ctx, &job, Status::Error, Some(results));
+                    }
+                }
+                return;
+            }
+            if !self.set_status(ctx, &job, Status::Finished, None) {
+                return;
+            }
+            match next_in_batch(job) {
+                Some(next) => job = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Starts the next queued paragraph of every idle interpreter lane.
+    pub(super) fn run_next(&mut self, ctx: &mut Context<'_>) {
+        loop {
+            let notes = &self.notes;
+            let next = self.jobs.next_to_run(|job| {
+                let note = notes.get(&job.note_id)?;
+                let paragraph = note.paragraphs.iter().find(|p| p.id == job.paragraph_id)?;
+                Some((
+                    paragraph.text.clone(),
+                    note.default_interpreter_group.clone(),
+                ))
+            });
+            let Some(ready) = next else {
+                return;
+            };
+            if !self.set_status(ctx, &ready.job, Status::Running, None) {
                 continue;
             }
-            match self.jobs.dispatch(job, text, group) {
-                Ok(()) => return,
-                Err(job) => {
-                    let results = super::model::Results {
-                        code: "ERROR".to_owned(),
-                        msg: vec![super::model::ResultMessage::text(
-                            "the interpreter thread is not running",
-                        )],
-                    };
-                    self.set_status(ctx, &job, Status::Error, Some(results));
-                }
+            if let Err(job) = self.jobs.dispatch(ready) {
+                let results = error_results("the interpreter thread is not running");
+                self.set_status(ctx, &job, Status::Error, Some(results));
             }
         }
     }
@@ -631,25 +667,34 @@ impl NotebookHandler {
         } else {
             Status::Finished
         };
-        if self.set_status(ctx, &job, status, Some(results)) && status == Status::Finished {
-            self.continue_batch(ctx, job);
+        if self.set_status(ctx, &job, status, Some(results))
+            && status == Status::Finished
+            && let Some(next) = next_in_batch(job)
+        {
+            self.queue_run(ctx, next);
         }
     }
+}
 
-    fn continue_batch(&mut self, ctx: &mut Context<'_>, job: Job) {
-        let mut rest = job.then;
-        if rest.is_empty() {
-            return;
-        }
-        let next = rest.remove(0);
-        self.queue_run(
-            ctx,
-            Job {
-                paragraph_id: next,
-                then: rest,
-                ..job
-            },
-        );
+/// The run of the next paragraph of `job`'s RUN_ALL batch, if any.
+fn next_in_batch(job: Job) -> Option<Job> {
+    let mut rest = job.then;
+    if rest.is_empty() {
+        return None;
+    }
+    let next = rest.remove(0);
+    Some(Job {
+        paragraph_id: next,
+        then: rest,
+        ..job
+    })
+}
+
+/// The results of a run that could not start, saying why.
+fn error_results(why: impl ToString) -> super::model::Results {
+    super::model::Results {
+        code: "ERROR".to_owned(),
+        msg: vec![super::model::ResultMessage::text(why.to_string())],
     }
 }
 

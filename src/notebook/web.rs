@@ -155,6 +155,11 @@ impl NotebookHandler {
             "# HELP wsloop_notebook_held_output_bytes Output waiting for note writes to be durable.\n# TYPE wsloop_notebook_held_output_bytes gauge\nwsloop_notebook_held_output_bytes {}\n",
             ctx.held_output_bytes()
         );
+        let _ = write!(
+            out,
+            "# HELP wsloop_notebook_paragraph_runs_held Paragraph runs queued or running (bounded by notebook.max_runs).\n# TYPE wsloop_notebook_paragraph_runs_held gauge\nwsloop_notebook_paragraph_runs_held {}\n",
+            self.jobs.runs_held()
+        );
         HttpResponse {
             status: 200,
             headers: vec![(
