@@ -79,6 +79,8 @@ struct Held {
 #[derive(Debug)]
 pub(crate) struct AddressTable {
     held: HashMap<AddressKey, Held>,
+    /// Handshakes in progress over all addresses.
+    handshakes: usize,
     max_sockets: usize,
     max_handshakes: usize,
 }
@@ -89,9 +91,15 @@ impl AddressTable {
     pub fn new(max_sockets: usize, max_handshakes: usize) -> AddressTable {
         AddressTable {
             held: HashMap::new(),
+            handshakes: 0,
             max_sockets,
             max_handshakes,
         }
+    }
+
+    /// Handshakes in progress over all addresses.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes
     }
 
     /// Whether a new socket from `ip` is within its address's limits (a new
@@ -116,12 +124,14 @@ impl AddressTable {
         let held = self.held.entry(AddressKey::of(ip)).or_default();
         held.sockets += 1;
         held.handshakes += 1;
+        self.handshakes += 1;
     }
 
     /// A socket from `ip` finished its handshake: it is a WebSocket now.
     pub fn handshake_done(&mut self, ip: IpAddr) {
         if let Some(held) = self.held.get_mut(&AddressKey::of(ip)) {
             held.handshakes = held.handshakes.saturating_sub(1);
+            self.handshakes = self.handshakes.saturating_sub(1);
         }
     }
 
@@ -133,6 +143,7 @@ impl AddressTable {
             held.sockets = held.sockets.saturating_sub(1);
             if in_handshake {
                 held.handshakes = held.handshakes.saturating_sub(1);
+                self.handshakes = self.handshakes.saturating_sub(1);
             }
             if held.sockets == 0 {
                 self.held.remove(&key);
@@ -144,7 +155,8 @@ impl AddressTable {
 /// Handshakes in the order they began, to find the oldest one still in
 /// progress when a new connection needs its socket. Entries of connections
 /// that opened or went away are skipped when met, and cleared out when
-/// they make up most of the queue, so it stays within twice the sockets.
+/// they make up most of the queue, so it stays within about twice the
+/// handshakes in progress (an idle WebSocket costs it nothing).
 #[derive(Debug, Default)]
 pub(crate) struct HandshakeQueue {
     started: VecDeque<(Instant, ConnectionId)>,
@@ -152,15 +164,15 @@ pub(crate) struct HandshakeQueue {
 
 impl HandshakeQueue {
     /// Records that `id` began its handshake at `now`; `in_progress` tells
-    /// which recorded ones still are, and `sockets` how many are held.
+    /// which recorded ones still are, and `handshakes` how many are.
     pub fn push(
         &mut self,
         id: ConnectionId,
         now: Instant,
-        sockets: usize,
+        handshakes: usize,
         in_progress: impl Fn(ConnectionId) -> bool,
     ) {
-        if self.started.len() > 2 * sockets + 64 {
+        if self.started.len() > 2 * handshakes + 64 {
             self.started.retain(|&(_, id)| in_progress(id));
         }
         self.started.push_back((now, id));
@@ -226,6 +238,7 @@ mod tests {
             table.held.is_empty(),
             "no entry for an address holding nothing"
         );
+        assert_eq!(table.handshakes(), 0);
     }
 
     #[test]
@@ -263,5 +276,6 @@ mod tests {
             "{}",
             queue.started.len()
         );
+        assert_eq!(queue.started.back(), Some(&(later, id(999))));
     }
 }

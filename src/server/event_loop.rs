@@ -590,7 +590,9 @@ impl<H: Handler> Core<H> {
         self.addresses.add(peer.ip());
         let conns = &self.conns;
         self.handshakes
-            .push(id, now, conns.len(), |id| in_handshake(conns, id));
+            .push(id, now, self.addresses.handshakes(), |id| {
+                in_handshake(conns, id)
+            });
         self.stats.accepted += 1;
         log::debug!("{id} {peer}: accepted");
         self.arm_timer(slot);

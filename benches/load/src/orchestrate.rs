@@ -153,8 +153,9 @@ struct Context {
     logs: PathBuf,
     server_cpu: String,
     client_cpu: String,
-    /// wsloop's configuration file for the run (see [`write_wsloop_config`]).
-    wsloop_config: PathBuf,
+    /// wsloop's configuration file for the run, if it takes one (see
+    /// [`write_wsloop_config`]).
+    wsloop_config: Option<PathBuf>,
     /// The run's self-signed certificate (PEM) and its key, for the TLS cells.
     tls_cert: PathBuf,
     tls_key: PathBuf,
@@ -234,20 +235,18 @@ impl ServerProcess {
     fn start(server: Server, variant: Variant, context: &Context) -> io::Result<ServerProcess> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let listen = addr.to_string();
-        let wsloop_config = context.wsloop_config.to_string_lossy();
+        let wsloop_config = context
+            .wsloop_config
+            .as_ref()
+            .map(|path| path.to_string_lossy());
         let (program, mut args): (&Path, Vec<&str>) = match server {
-            Server::Wsloop => (
-                &context.wsloop,
-                vec![
-                    "--echo",
-                    "--listen",
-                    &listen,
-                    "--log-level",
-                    "error",
-                    "--config",
-                    &wsloop_config,
-                ],
-            ),
+            Server::Wsloop => {
+                let mut args = vec!["--echo", "--listen", &listen, "--log-level", "error"];
+                if let Some(config) = &wsloop_config {
+                    args.extend(["--config", config]);
+                }
+                (&context.wsloop, args)
+            }
             Server::TokioTungstenite => (
                 &context.exe,
                 vec!["serve", "tokio-tungstenite", "--listen", &listen],
@@ -402,10 +401,11 @@ pub fn run(options: RunOptions) -> io::Result<()> {
         }
     }
     let (tls_cert, tls_key) = write_certificate(&logs)?;
-    let wsloop_config = write_wsloop_config(&logs)?;
+    let wsloop = wsloop.canonicalize()?;
+    let wsloop_config = write_wsloop_config(&logs, &wsloop)?;
     let context = Context {
         exe: std::env::current_exe()?,
-        wsloop: wsloop.canonicalize()?,
+        wsloop,
         tls_client: handshake::tls_client_config(&tls_cert)?,
         tls_cert,
         tls_key,
@@ -748,13 +748,24 @@ fn variant_cells(
     Ok(results)
 }
 
-/// Makes a self-signed certificate for `localhost` and writes it and its
-/// key (PEM) into `dir`; returns their paths.
-/// Writes wsloop's configuration for the run into `dir`: its defaults but
-/// the per-address limits, which a load generator connecting from one
-/// address passes (10,000 connections in the memory step, handshakes 100
-/// at a time); the peers have no such limits.
-fn write_wsloop_config(dir: &Path) -> io::Result<PathBuf> {
+/// The configuration key that tells a wsloop binary with per-address
+/// limits (one built before them rejects a file that sets it).
+const PER_ADDRESS_KEY: &[u8] = b"max_connections_per_address";
+
+/// Writes wsloop's configuration for the run into `dir` if the binary
+/// `wsloop` has per-address limits: its defaults but those limits, which a
+/// load generator connecting from one address passes (10,000 connections
+/// in the memory step, handshakes 100 at a time; the peers have no such
+/// limits). Whether it has them is read from the binary, which holds the
+/// names of its configuration keys.
+fn write_wsloop_config(dir: &Path, wsloop: &Path) -> io::Result<Option<PathBuf>> {
+    let binary = fs::read(wsloop)?;
+    if !binary
+        .windows(PER_ADDRESS_KEY.len())
+        .any(|window| window == PER_ADDRESS_KEY)
+    {
+        return Ok(None);
+    }
     let path = dir.join("wsloop.toml");
     fs::write(
         &path,
@@ -763,9 +774,11 @@ fn write_wsloop_config(dir: &Path) -> io::Result<PathBuf> {
          max_connections_per_address = 100000\n\
          max_handshakes_per_address = 100000\n",
     )?;
-    Ok(path)
+    Ok(Some(path))
 }
 
+/// Makes a self-signed certificate for `localhost` and writes it and its
+/// key (PEM) into `dir`; returns their paths.
 fn write_certificate(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     let generated =
         rcgen::generate_simple_self_signed(vec![handshake::TLS_SERVER_NAME.to_string()])
