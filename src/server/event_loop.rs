@@ -1003,7 +1003,10 @@ impl<H: Handler> Core<H> {
                 }
                 Received::Closed(used) => {
                     pos += used;
-                    if let Some((code, reason)) = conn.proto.failure() {
+                    // (The budget logged its own closes.)
+                    if let Some((code, reason)) = conn.proto.failure()
+                        && !conn.budget_shed
+                    {
                         log::warn!("{id} {}: failed with {code}: {reason}", conn.peer);
                     }
                     break;
