@@ -281,8 +281,14 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         None => None,
     };
 
+    let echo = overrides.echo || file.echo.unwrap_or(false);
     let l = &file.limits;
     let limits = &mut server.limits;
+    if !echo {
+        // Echo keeps the protocol core's 16 MiB (conformance suites send
+        // messages that large); the notebook's own messages are far smaller.
+        limits.max_message_size = crate::notebook::DEFAULT_MAX_MESSAGE_SIZE;
+    }
     size(
         "limits.max_connections",
         l.max_connections,
@@ -422,7 +428,6 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         notebook.users.push(parsed);
     }
 
-    let echo = overrides.echo || file.echo.unwrap_or(false);
     server.deflate = deflate(&file.deflate, overrides.deflate, echo)?;
     let cert = overrides.tls_cert.or_else(|| file.tls.cert.clone());
     let key = overrides.tls_key.or_else(|| file.tls.key.clone());
@@ -517,6 +522,29 @@ mod tests {
         assert_eq!(overridden.notebook.notebook_dir, PathBuf::from("elsewhere"));
         assert_eq!(overridden.log_level, Some(log::LevelFilter::Warn));
         assert!(overridden.echo);
+    }
+
+    #[test]
+    fn the_message_limit_is_zeppelins_for_the_notebook_and_16_mib_for_echo() {
+        let notebook = from_text("").unwrap();
+        assert_eq!(notebook.server.limits.max_message_size, 10_240_000);
+        assert_eq!(notebook.notebook.max_message_size, 10_240_000);
+        let echo = from_text("echo = true").unwrap();
+        assert_eq!(echo.server.limits.max_message_size, 16 * 1024 * 1024);
+        let cli_echo = resolve(
+            FileConfig::default(),
+            Overrides {
+                echo: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cli_echo.server.limits.max_message_size, 16 * 1024 * 1024);
+        // Set in the file, it holds in either mode.
+        for text in ["", "echo = true\n"] {
+            let set = from_text(&format!("{text}[limits]\nmax_message_size = 4096")).unwrap();
+            assert_eq!(set.server.limits.max_message_size, 4096);
+        }
     }
 
     #[test]

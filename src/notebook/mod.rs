@@ -22,6 +22,14 @@ use std::time::Duration;
 
 pub use app::NotebookHandler;
 
+/// The notebook's default message size limit: Zeppelin's own default
+/// (`zeppelin.websocket.max.text.message.size`, 10,240,000), so whatever a
+/// Zeppelin server accepts (an imported note, say) is accepted here too,
+/// and the number LIST_CONFIGURATIONS reports, which Zeppelin's frontend
+/// checks note exports against, is the same. (Zeppelin counts characters,
+/// wsloop bytes.) The echo application keeps the protocol core's 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10_240_000;
+
 /// Settings of the notebook application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotebookConfig {
@@ -39,6 +47,8 @@ pub struct NotebookConfig {
     /// Time budget of one `%sql` paragraph. Default 10 s.
     pub sql_timeout: Duration,
     /// The server's message size limit, reported by LIST_CONFIGURATIONS.
+    /// Default [`DEFAULT_MAX_MESSAGE_SIZE`]; a server embedding the
+    /// notebook should give `Limits::max_message_size` the same value.
     pub max_message_size: usize,
     /// Origins allowed besides the server's own host; `*` allows any.
     /// Empty (default): the own host plus localhost/127.0.0.1, any port.
@@ -58,7 +68,7 @@ impl Default for NotebookConfig {
             default_interpreter: "md".to_owned(),
             sql_database: PathBuf::from("notebook.sqlite3"),
             sql_timeout: Duration::from_secs(10),
-            max_message_size: crate::proto::Limits::default().max_message_size,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             allowed_origins: Vec::new(),
             users: Vec::new(),
             ticket_idle_timeout: auth::DEFAULT_TICKET_IDLE_TIMEOUT,
