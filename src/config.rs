@@ -91,6 +91,7 @@ struct LimitsFile {
     max_fragments: Option<usize>,
     write_buffer_soft: Option<usize>,
     write_buffer_hard: Option<usize>,
+    inflate_slice: Option<usize>,
     ping_interval: Option<String>,
     pong_timeout: Option<String>,
     close_timeout: Option<String>,
@@ -331,6 +332,11 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         l.write_buffer_hard,
         &mut limits.write_buffer_hard,
     )?;
+    size(
+        "limits.inflate_slice",
+        l.inflate_slice,
+        &mut limits.inflate_slice,
+    )?;
     if limits.write_buffer_soft > limits.write_buffer_hard {
         return Err(error(
             "limits.write_buffer_soft",
@@ -545,6 +551,16 @@ mod tests {
             let set = from_text(&format!("{text}[limits]\nmax_message_size = 4096")).unwrap();
             assert_eq!(set.server.limits.max_message_size, 4096);
         }
+    }
+
+    #[test]
+    fn inflate_slice_is_read_from_limits() {
+        let defaults = from_text("").unwrap().server.limits;
+        assert_eq!(defaults.inflate_slice, 256 * 1024);
+        let set = from_text("[limits]\ninflate_slice = 65536").unwrap();
+        assert_eq!(set.server.limits.inflate_slice, 65536);
+        let err = from_text("[limits]\ninflate_slice = 0").unwrap_err();
+        assert_eq!(err.key, "limits.inflate_slice");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::close_code::CloseCode;
-use super::decoder::{Decoded, Decoder, Frame};
+use super::decoder::{Decoder, Frame, Step};
 use super::deflate::{Deflater, DeflaterPool};
 use super::error::ProtocolError;
 use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, encode_frame};
@@ -61,6 +61,10 @@ pub enum Received<'a> {
     Handled(usize),
     /// More bytes are needed; the count is input bytes used so far.
     NeedMore(usize),
+    /// A compressed message is complete but only partly inflated; the
+    /// count is input bytes used so far. Call again later (no new bytes
+    /// needed) to go on: [`Decoder::inflating`] stays true until then.
+    Inflating(usize),
     /// The connection is now [`Phase::Closed`] (the peer's close frame
     /// arrived or the peer broke the protocol); stop decoding.
     Closed(usize),
@@ -282,9 +286,18 @@ impl Connection {
         if !matches!(self.phase, Phase::Open | Phase::Closing) {
             return Received::Closed(0);
         }
-        let (frame, used) = match decoder.decode(input) {
-            Ok(Decoded::Frame(frame, used)) => (frame, used),
-            Ok(Decoded::NeedMore(used)) => return Received::NeedMore(used),
+        let (ready, used) = match decoder.advance(input) {
+            Ok(Step::Ready(ready, used)) => (ready, used),
+            Ok(Step::NeedMore(used)) => return Received::NeedMore(used),
+            Ok(Step::Inflating(used)) => return Received::Inflating(used),
+            Err(error) => {
+                self.fail(error, now);
+                return Received::Closed(0);
+            }
+        };
+        let decoder: &'d Decoder = decoder;
+        let frame = match decoder.frame(input, ready) {
+            Ok(frame) => frame,
             Err(error) => {
                 self.fail(error, now);
                 return Received::Closed(0);
@@ -630,7 +643,7 @@ mod tests {
                     messages.push(String::from_utf8_lossy(m.as_bytes()).into_owned());
                     pos += used;
                 }
-                Received::Handled(used) => pos += used,
+                Received::Handled(used) | Received::Inflating(used) => pos += used,
                 Received::NeedMore(_) | Received::Closed(_) => return messages,
             }
         }

@@ -56,6 +56,9 @@ pub(crate) struct Conn {
     /// What the peer had taken when the outstanding keepalive ping was
     /// queued, if the system tells.
     pub progress_at_ping: Option<PingProgress>,
+    /// In the loop's queue of connections with a compressed message left
+    /// to inflate (see `Decoder::inflating`).
+    pub inflate_queued: bool,
 }
 
 /// The peer's acknowledged-bytes counter (see
@@ -101,6 +104,7 @@ impl Conn {
             plaintext_on_tls_port: false,
             close_notify_sent: false,
             progress_at_ping: None,
+            inflate_queued: false,
         }
     }
 
