@@ -92,6 +92,7 @@ struct LimitsFile {
     write_buffer_soft: Option<usize>,
     write_buffer_hard: Option<usize>,
     inflate_slice: Option<usize>,
+    frame_timeout: Option<String>,
     ping_interval: Option<String>,
     pong_timeout: Option<String>,
     close_timeout: Option<String>,
@@ -349,6 +350,11 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         &mut limits.handshake_timeout,
     )?;
     duration(
+        "limits.frame_timeout",
+        &l.frame_timeout,
+        &mut limits.frame_timeout,
+    )?;
+    duration(
         "limits.ping_interval",
         &l.ping_interval,
         &mut limits.ping_interval,
@@ -554,13 +560,23 @@ mod tests {
     }
 
     #[test]
-    fn inflate_slice_is_read_from_limits() {
+    fn inflate_slice_and_frame_timeout_are_read_from_limits() {
         let defaults = from_text("").unwrap().server.limits;
         assert_eq!(defaults.inflate_slice, 256 * 1024);
-        let set = from_text("[limits]\ninflate_slice = 65536").unwrap();
-        assert_eq!(set.server.limits.inflate_slice, 65536);
-        let err = from_text("[limits]\ninflate_slice = 0").unwrap_err();
-        assert_eq!(err.key, "limits.inflate_slice");
+        assert_eq!(defaults.frame_timeout, Duration::from_secs(60));
+        let set = from_text("[limits]\ninflate_slice = 65536\nframe_timeout = \"5s\"")
+            .unwrap()
+            .server
+            .limits;
+        assert_eq!(set.inflate_slice, 65536);
+        assert_eq!(set.frame_timeout, Duration::from_secs(5));
+        for (text, key) in [
+            ("[limits]\ninflate_slice = 0", "limits.inflate_slice"),
+            ("[limits]\nframe_timeout = \"0s\"", "limits.frame_timeout"),
+            ("[limits]\nframe_timeout = \"soon\"", "limits.frame_timeout"),
+        ] {
+            assert_eq!(from_text(text).unwrap_err().key, key, "{text}");
+        }
     }
 
     #[test]

@@ -82,7 +82,9 @@ struct Fragmented {
     /// The first frame had RSV1: fragments are kept compressed until the
     /// last one arrives.
     compressed: bool,
-    frames: usize,
+    /// Frames so far (32 bits keep the decoder small; the count stops at
+    /// `max_fragments` long before it could wrap).
+    frames: u32,
 }
 
 /// permessage-deflate state of a connection that negotiated it.
@@ -392,7 +394,7 @@ impl Decoder {
                     if held + len > limit {
                         return Err(ProtocolError::MessageTooLarge);
                     }
-                    if open.frames >= self.max_fragments {
+                    if open.frames as usize >= self.max_fragments {
                         return Err(ProtocolError::TooManyFragments);
                     }
                     open.text
@@ -440,7 +442,7 @@ impl Decoder {
                     let Some(open) = self.fragmented.as_mut() else {
                         return Err(ProtocolError::UnexpectedContinuation);
                     };
-                    open.frames += 1;
+                    open.frames = open.frames.saturating_add(1);
                     let text = open.text;
                     if header.fin {
                         self.fragmented = None;

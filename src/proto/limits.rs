@@ -43,6 +43,11 @@ pub struct Limits {
     /// it; other connections are served between steps. Default 256 KiB
     /// (well under a millisecond of zlib's time).
     pub inflate_slice: usize,
+    /// Time from the first byte of a frame (or the first frame of a
+    /// fragmented message) until the last byte of it (or of the message)
+    /// must have arrived; a peer trickling one slower is closed with 1008.
+    /// Pings and pongs in between are not progress. Default 60 s.
+    pub frame_timeout: Duration,
     /// Silence after which the server sends a ping. Default 30 s.
     pub ping_interval: Duration,
     /// Time after a keepalive ping within which the peer must send
@@ -65,6 +70,7 @@ impl Default for Limits {
             write_buffer_soft: 1024 * 1024,
             write_buffer_hard: 16 * 1024 * 1024,
             inflate_slice: 256 * 1024,
+            frame_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),

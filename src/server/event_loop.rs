@@ -1120,7 +1120,11 @@ impl<H: Handler> Core<H> {
                 conn.proto.note_received(now);
             }
             let awaiting_pong = conn.proto.awaiting_pong();
+            let failed_before = conn.proto.failure().is_some();
             let action = conn.proto.on_timeout(now);
+            if !failed_before && let Some((code, reason)) = conn.proto.failure() {
+                log::debug!("{} {}: closing with {code}: {reason}", conn.id, conn.peer);
+            }
             if !awaiting_pong && conn.proto.awaiting_pong() {
                 conn.note_ping_queued();
             }
