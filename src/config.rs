@@ -102,6 +102,8 @@ struct LimitsFile {
     max_fragments: Option<usize>,
     write_buffer_soft: Option<usize>,
     write_buffer_hard: Option<usize>,
+    inflate_slice: Option<usize>,
+    frame_timeout: Option<String>,
     ping_interval: Option<String>,
     pong_timeout: Option<String>,
     close_timeout: Option<String>,
@@ -301,8 +303,14 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         None => None,
     };
 
+    let echo = overrides.echo || file.echo.unwrap_or(false);
     let l = &file.limits;
     let limits = &mut server.limits;
+    if !echo {
+        // Echo keeps the protocol core's 16 MiB (conformance suites send
+        // messages that large); the notebook's own messages are far smaller.
+        limits.max_message_size = crate::notebook::DEFAULT_MAX_MESSAGE_SIZE;
+    }
     size(
         "limits.max_connections",
         l.max_connections,
@@ -360,6 +368,11 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         l.write_buffer_hard,
         &mut limits.write_buffer_hard,
     )?;
+    size(
+        "limits.inflate_slice",
+        l.inflate_slice,
+        &mut limits.inflate_slice,
+    )?;
     if limits.write_buffer_soft > limits.write_buffer_hard {
         return Err(error(
             "limits.write_buffer_soft",
@@ -370,6 +383,11 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         "limits.handshake_timeout",
         &l.handshake_timeout,
         &mut limits.handshake_timeout,
+    )?;
+    duration(
+        "limits.frame_timeout",
+        &l.frame_timeout,
+        &mut limits.frame_timeout,
     )?;
     duration(
         "limits.ping_interval",
@@ -514,7 +532,6 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         notebook.users.push(parsed);
     }
 
-    let echo = overrides.echo || file.echo.unwrap_or(false);
     server.deflate = deflate(&file.deflate, overrides.deflate, echo)?;
     let cert = overrides.tls_cert.or_else(|| file.tls.cert.clone());
     let key = overrides.tls_key.or_else(|| file.tls.key.clone());
@@ -638,6 +655,49 @@ mod tests {
         assert_eq!(settings.server.max_buffered_total, 32 << 20);
         assert_eq!(settings.server.max_connections_per_address, 10);
         assert_eq!(settings.server.max_handshakes_per_address, 3);
+    }
+
+    #[test]
+    fn the_message_limit_is_zeppelins_for_the_notebook_and_16_mib_for_echo() {
+        let notebook = from_text("").unwrap();
+        assert_eq!(notebook.server.limits.max_message_size, 10_240_000);
+        assert_eq!(notebook.notebook.max_message_size, 10_240_000);
+        let echo = from_text("echo = true").unwrap();
+        assert_eq!(echo.server.limits.max_message_size, 16 * 1024 * 1024);
+        let cli_echo = resolve(
+            FileConfig::default(),
+            Overrides {
+                echo: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cli_echo.server.limits.max_message_size, 16 * 1024 * 1024);
+        // Set in the file, it holds in either mode.
+        for text in ["", "echo = true\n"] {
+            let set = from_text(&format!("{text}[limits]\nmax_message_size = 4096")).unwrap();
+            assert_eq!(set.server.limits.max_message_size, 4096);
+        }
+    }
+
+    #[test]
+    fn inflate_slice_and_frame_timeout_are_read_from_limits() {
+        let defaults = from_text("").unwrap().server.limits;
+        assert_eq!(defaults.inflate_slice, 256 * 1024);
+        assert_eq!(defaults.frame_timeout, Duration::from_secs(60));
+        let set = from_text("[limits]\ninflate_slice = 65536\nframe_timeout = \"5s\"")
+            .unwrap()
+            .server
+            .limits;
+        assert_eq!(set.inflate_slice, 65536);
+        assert_eq!(set.frame_timeout, Duration::from_secs(5));
+        for (text, key) in [
+            ("[limits]\ninflate_slice = 0", "limits.inflate_slice"),
+            ("[limits]\nframe_timeout = \"0s\"", "limits.frame_timeout"),
+            ("[limits]\nframe_timeout = \"soon\"", "limits.frame_timeout"),
+        ] {
+            assert_eq!(from_text(text).unwrap_err().key, key, "{text}");
+        }
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn seed_exchange_replays_exactly_on_a_fresh_server() {
     let data = client.expect("CONFIGURATIONS_INFO");
     assert_eq!(
         data["configurations"]["zeppelin.websocket.max.text.message.size"],
-        "16777216"
+        "10240000"
     );
     assert!(
         data["configurations"]

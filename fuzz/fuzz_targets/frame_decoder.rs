@@ -26,6 +26,8 @@ fn limits() -> Limits {
         max_frame_size: 1 << 16,
         max_message_size: 1 << 17,
         max_fragments: 64,
+        // Small enough that compressed messages inflate in several slices.
+        inflate_slice: 4096,
         ..Limits::default()
     }
 }
@@ -67,10 +69,17 @@ fn decode_stream<'a>(
         pending.extend_from_slice(chunk);
         loop {
             let len = pending.len();
+            let resumed = decoder.inflating();
             match decoder.decode(&mut pending) {
                 Ok(Decoded::Frame(frame, used)) => {
-                    assert!(used > 0 && used <= len, "used {used} of {len}");
+                    // A message whose inflation an earlier call left
+                    // pending used its bytes then.
+                    assert!((used > 0 || resumed) && used <= len, "used {used} of {len}");
                     events.push(check(frame, &limits));
+                    pending.drain(..used);
+                }
+                Ok(Decoded::Inflating(used)) => {
+                    assert!(used <= len, "used {used} of {len}");
                     pending.drain(..used);
                 }
                 Ok(Decoded::NeedMore(used)) => {

@@ -24,6 +24,14 @@ use std::time::Duration;
 
 pub use app::NotebookHandler;
 
+/// The notebook's default message size limit: Zeppelin's own default
+/// (`zeppelin.websocket.max.text.message.size`, 10,240,000), so whatever a
+/// Zeppelin server accepts (an imported note, say) is accepted here too,
+/// and the number LIST_CONFIGURATIONS reports, which Zeppelin's frontend
+/// checks note exports against, is the same. (Zeppelin counts characters,
+/// wsloop bytes.) The echo application keeps the protocol core's 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10_240_000;
+
 /// Settings of the notebook application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotebookConfig {
@@ -50,6 +58,8 @@ pub struct NotebookConfig {
     /// saves; the rest is cut with a notice. Default 1 MiB.
     pub max_result_bytes: usize,
     /// The server's message size limit, reported by LIST_CONFIGURATIONS.
+    /// Default [`DEFAULT_MAX_MESSAGE_SIZE`]; a server embedding the
+    /// notebook should give `Limits::max_message_size` the same value.
     pub max_message_size: usize,
     /// Origins allowed besides the server's own host; `*` allows any.
     /// Empty (default): the own host plus localhost/127.0.0.1, any port.
@@ -90,7 +100,7 @@ impl Default for NotebookConfig {
             sql_max_value_bytes: interpreter::DEFAULT_MAX_VALUE_BYTES,
             sql_max_heap_bytes: interpreter::DEFAULT_MAX_HEAP_BYTES,
             max_result_bytes: interpreter::DEFAULT_MAX_RESULT_BYTES,
-            max_message_size: crate::proto::Limits::default().max_message_size,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             users: Vec::new(),

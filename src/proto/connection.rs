@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::close_code::CloseCode;
-use super::decoder::{Decoded, Decoder, Frame};
+use super::decoder::{Decoder, Frame, Step};
 use super::deflate::{Deflater, DeflaterPool};
 use super::error::ProtocolError;
 use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, encode_frame, parse_header};
@@ -61,6 +61,10 @@ pub enum Received<'a> {
     Handled(usize),
     /// More bytes are needed; the count is input bytes used so far.
     NeedMore(usize),
+    /// A compressed message is complete but only partly inflated; the
+    /// count is input bytes used so far. Call again later (no new bytes
+    /// needed) to go on: [`Decoder::inflating`] stays true until then.
+    Inflating(usize),
     /// The connection is now [`Phase::Closed`] (the peer's close frame
     /// arrived or the peer broke the protocol); stop decoding.
     Closed(usize),
@@ -111,10 +115,17 @@ pub struct Connection {
     close_reported: bool,
     peer_close: Option<(CloseCode, String)>,
     failure: Option<(CloseCode, &'static str)>,
-    deadline_handshake: Instant,
+    /// While handshaking, when the handshake must be done; once open, when
+    /// the frame (or fragmented message) still arriving must be, if one is
+    /// (its first byte's arrival plus `frame_timeout`). One field, as the
+    /// two never run at once and connection records are kept small.
+    deadline: Option<Instant>,
     last_received: Instant,
     ping_sent_at: Option<Instant>,
     close_deadline: Option<Instant>,
+    /// `Limits::frame_timeout` in milliseconds (saturating at 49 days):
+    /// 4 bytes that fit in padding, where a `Duration` would add 16.
+    frame_timeout_ms: u32,
     ping_interval: Duration,
     pong_timeout: Duration,
     close_timeout: Duration,
@@ -152,10 +163,13 @@ impl Connection {
             close_reported: false,
             peer_close: None,
             failure: None,
-            deadline_handshake: now + limits.handshake_timeout,
+            deadline: Some(now + limits.handshake_timeout),
             last_received: now,
             ping_sent_at: None,
             close_deadline: None,
+            frame_timeout_ms: u32::try_from(limits.frame_timeout.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
             ping_interval: limits.ping_interval,
             pong_timeout: limits.pong_timeout,
             close_timeout: limits.close_timeout,
@@ -259,6 +273,7 @@ impl Connection {
         // The response head goes out whole, whatever is shed after it.
         self.frame_mark = self.out.len();
         self.phase = Phase::Open;
+        self.deadline = None;
         self.opened = true;
         self.last_received = now;
     }
@@ -293,9 +308,38 @@ impl Connection {
         if !matches!(self.phase, Phase::Open | Phase::Closing) {
             return Received::Closed(0);
         }
-        let (frame, used) = match decoder.decode(input) {
-            Ok(Decoded::Frame(frame, used)) => (frame, used),
-            Ok(Decoded::NeedMore(used)) => return Received::NeedMore(used),
+        let input_len = input.len();
+        let (ready, used) = match decoder.advance(input) {
+            Ok(Step::Ready(ready, used)) => (ready, used),
+            Ok(Step::NeedMore(used)) => {
+                // Part of a frame held back, or a fragmented message open:
+                // its clock runs from the first byte, whatever control
+                // frames come in between.
+                if used < input_len || decoder.message_open() {
+                    let timeout = Duration::from_millis(self.frame_timeout_ms.into());
+                    self.deadline.get_or_insert(now + timeout);
+                } else {
+                    self.deadline = None;
+                }
+                return Received::NeedMore(used);
+            }
+            Ok(Step::Inflating(used)) => {
+                // The message is all here; what follows it is not looked at
+                // until it is inflated.
+                self.deadline = None;
+                return Received::Inflating(used);
+            }
+            Err(error) => {
+                self.fail(error, now);
+                return Received::Closed(0);
+            }
+        };
+        if !decoder.message_open() {
+            self.deadline = None;
+        }
+        let decoder: &'d Decoder = decoder;
+        let frame = match decoder.frame(input, ready) {
+            Ok(frame) => frame,
             Err(error) => {
                 self.fail(error, now);
                 return Received::Closed(0);
@@ -563,12 +607,32 @@ impl Connection {
     /// The next instant [`Connection::on_timeout`] has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Handshaking => Some(self.deadline_handshake),
-            Phase::Open => Some(match self.ping_sent_at {
-                Some(sent) => sent + self.pong_timeout,
-                None => self.last_received + self.ping_interval,
-            }),
+            Phase::Handshaking => self.deadline,
+            Phase::Open => {
+                let keepalive = self.keepalive_deadline();
+                Some(
+                    self.frame_deadline()
+                        .map_or(keepalive, |at| at.min(keepalive)),
+                )
+            }
             Phase::Closing | Phase::Closed => self.close_deadline,
+        }
+    }
+
+    /// When the keepalive pings (or, a ping sent, gives up).
+    fn keepalive_deadline(&self) -> Instant {
+        match self.ping_sent_at {
+            Some(sent) => sent + self.pong_timeout,
+            None => self.last_received + self.ping_interval,
+        }
+    }
+
+    /// When the frame (or fragmented message) still arriving must be
+    /// complete, if one is arriving.
+    fn frame_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshaking => None,
+            _ => self.deadline,
         }
     }
 
@@ -579,7 +643,7 @@ impl Connection {
 
     /// Whether the keepalive would close the connection at `now`.
     pub fn pong_overdue(&self, now: Instant) -> bool {
-        self.awaiting_pong() && self.next_deadline().is_some_and(|at| at <= now)
+        self.awaiting_pong() && self.keepalive_deadline() <= now
     }
 
     /// Runs whatever timer has expired by `now`.
@@ -593,6 +657,14 @@ impl Connection {
                 self.enter_closed(now);
                 TimeoutAction::Drop
             }
+            Phase::Open if self.frame_deadline().is_some_and(|at| at <= now) => {
+                // Not a protocol error (any pace is legal) but a policy:
+                // a peer may not hold a frame's state open indefinitely.
+                self.failure = Some((CloseCode::POLICY_VIOLATION, "frame timeout"));
+                self.close(CloseCode::POLICY_VIOLATION, "frame timeout", now);
+                TimeoutAction::Flush
+            }
+            Phase::Open if self.keepalive_deadline() > now => TimeoutAction::None,
             Phase::Open if self.ping_sent_at.is_some() => {
                 self.failure = Some((CloseCode::INTERNAL_ERROR, "keepalive timeout"));
                 self.close(CloseCode::INTERNAL_ERROR, "keepalive timeout", now);
@@ -695,24 +767,40 @@ mod tests {
         p
     }
 
-    fn receive_all(
+    /// Appends `bytes` to what is held and decodes as the driver does:
+    /// returns the messages; used bytes leave `held`.
+    fn feed(
         conn: &mut Connection,
         decoder: &mut Decoder,
-        mut input: Vec<u8>,
+        held: &mut Vec<u8>,
+        bytes: &[u8],
         now: Instant,
     ) -> Vec<String> {
+        held.extend_from_slice(bytes);
         let mut messages = Vec::new();
         let mut pos = 0;
         loop {
-            match conn.receive(decoder, &mut input[pos..], now) {
+            match conn.receive(decoder, &mut held[pos..], now) {
                 Received::Message(m, used) => {
                     messages.push(String::from_utf8_lossy(m.as_bytes()).into_owned());
                     pos += used;
                 }
-                Received::Handled(used) => pos += used,
-                Received::NeedMore(_) | Received::Closed(_) => return messages,
+                Received::Handled(used) | Received::Inflating(used) => pos += used,
+                Received::NeedMore(used) | Received::Closed(used) => {
+                    held.drain(..pos + used);
+                    return messages;
+                }
             }
         }
+    }
+
+    fn receive_all(
+        conn: &mut Connection,
+        decoder: &mut Decoder,
+        input: Vec<u8>,
+        now: Instant,
+    ) -> Vec<String> {
+        feed(conn, decoder, &mut Vec::new(), &input, now)
     }
 
     #[test]
@@ -942,6 +1030,135 @@ mod tests {
             conn.next_deadline(),
             Some(ping_at + Duration::from_secs(1) + limits.ping_interval)
         );
+    }
+
+    fn open_with_frame_timeout(now: Instant, frame_timeout: Duration) -> (Connection, Decoder) {
+        let limits = Limits {
+            frame_timeout,
+            ..Limits::default()
+        };
+        let mut conn = Connection::new(&limits, now);
+        conn.accept("key=", None, &[], now);
+        conn.consume_output(conn.pending_output_len());
+        (conn, Decoder::new(&limits))
+    }
+
+    #[test]
+    fn a_trickled_frame_is_closed_with_1008_at_the_frame_deadline() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let (mut conn, mut decoder) = open_with_frame_timeout(start, 10 * second);
+        let wire = client_frame(0x81, &[b'a'; 100]);
+        let mut held = Vec::new();
+        // A byte a second: the keepalive is satisfied, the frame is not.
+        for (i, byte) in wire[..9].iter().enumerate() {
+            let now = start + i as u32 * second;
+            conn.note_received(now);
+            assert!(feed(&mut conn, &mut decoder, &mut held, &[*byte], now).is_empty());
+            assert_eq!(conn.next_deadline(), Some(start + 10 * second));
+        }
+        assert_eq!(
+            conn.on_timeout(start + 10 * second - Duration::from_millis(1)),
+            TimeoutAction::None
+        );
+        assert_eq!(conn.on_timeout(start + 10 * second), TimeoutAction::Flush);
+        assert_eq!(
+            written_frames(&mut conn),
+            [(OpCode::Close, close_payload(1008, "frame timeout"))]
+        );
+        assert_eq!(conn.phase(), Phase::Closing);
+        assert_eq!(
+            conn.failure(),
+            Some((CloseCode::POLICY_VIOLATION, "frame timeout"))
+        );
+    }
+
+    #[test]
+    fn a_frame_finishing_in_time_is_not_closed_and_the_next_starts_afresh() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let (mut conn, mut decoder) = open_with_frame_timeout(start, 10 * second);
+        let wire = client_frame(0x81, b"in time");
+        let mut held = Vec::new();
+        assert!(feed(&mut conn, &mut decoder, &mut held, &wire[..4], start).is_empty());
+        let now = start + 9 * second;
+        conn.note_received(now);
+        let got = feed(&mut conn, &mut decoder, &mut held, &wire[4..], now);
+        assert_eq!(got, ["in time"]);
+        // Only the keepalive is left, counted from the last byte.
+        let keepalive = start + 9 * second + Limits::default().ping_interval;
+        assert_eq!(conn.next_deadline(), Some(keepalive));
+        assert_eq!(conn.on_timeout(start + 10 * second), TimeoutAction::None);
+        assert_eq!(conn.phase(), Phase::Open);
+        // The next frame's clock starts at its own first byte.
+        let later = start + 20 * second;
+        assert!(feed(&mut conn, &mut decoder, &mut held, &wire[..3], later).is_empty());
+        assert_eq!(conn.next_deadline(), Some(later + 10 * second));
+        assert_eq!(conn.on_timeout(later + 9 * second), TimeoutAction::None);
+        assert_eq!(conn.phase(), Phase::Open);
+    }
+
+    /// A connection (frame timeout 10 s, keepalive ping after 3 s of
+    /// silence) whose peer sent the first fragment of a text message at
+    /// `start`; the bytes held back for it.
+    fn with_message_open(start: Instant) -> (Connection, Decoder, Vec<u8>) {
+        let limits = Limits {
+            frame_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(3),
+            ..Limits::default()
+        };
+        let mut conn = Connection::new(&limits, start);
+        conn.accept("key=", None, &[], start);
+        conn.consume_output(conn.pending_output_len());
+        let mut decoder = Decoder::new(&limits);
+        let mut held = Vec::new();
+        let first = client_frame(0x01, b"part one, ");
+        assert!(feed(&mut conn, &mut decoder, &mut held, &first, start).is_empty());
+        (conn, decoder, held)
+    }
+
+    #[test]
+    fn pings_and_pongs_inside_a_fragmented_message_do_not_reset_its_deadline() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let (mut conn, mut decoder, mut held) = with_message_open(start);
+        let deadline = start + 10 * second;
+        // Our keepalive pings after 3 s of silence; the peer answers, and
+        // pings us too, and still sends nothing of the message.
+        assert_eq!(conn.on_timeout(start + 3 * second), TimeoutAction::Flush);
+        for (at, control) in [(4, 0x8A), (6, 0x89), (8, 0x8A), (9, 0x89)] {
+            let now = start + at * second;
+            conn.note_received(now);
+            let frame = client_frame(control, b"still here");
+            assert!(feed(&mut conn, &mut decoder, &mut held, &frame, now).is_empty());
+        }
+        let just_before = deadline - Duration::from_millis(1);
+        assert_eq!(conn.on_timeout(just_before), TimeoutAction::None);
+        assert_eq!(conn.on_timeout(deadline), TimeoutAction::Flush);
+        let frames = written_frames(&mut conn);
+        let ops: Vec<OpCode> = frames.iter().map(|(op, _)| *op).collect();
+        assert_eq!(
+            ops,
+            [OpCode::Ping, OpCode::Pong, OpCode::Pong, OpCode::Close]
+        );
+        assert_eq!(frames[3].1, close_payload(1008, "frame timeout"));
+    }
+
+    #[test]
+    fn a_fragmented_message_finishing_in_time_is_not_closed() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let (mut conn, mut decoder, mut held) = with_message_open(start);
+        let ping = client_frame(0x89, b"");
+        let now = start + 5 * second;
+        assert!(feed(&mut conn, &mut decoder, &mut held, &ping, now).is_empty());
+        let last = client_frame(0x80, b"two");
+        let now = start + 9 * second;
+        let got = feed(&mut conn, &mut decoder, &mut held, &last, now);
+        assert_eq!(got, ["part one, two"]);
+        conn.note_received(now);
+        assert_eq!(conn.on_timeout(start + 10 * second), TimeoutAction::None);
+        assert_eq!(conn.phase(), Phase::Open);
     }
 
     #[test]

@@ -3,7 +3,23 @@
 //! The decoder owns no input buffer: it is handed the received bytes as a
 //! mutable slice, unmasks payloads where they lie, and returns events that
 //! borrow either that slice (a single-frame message: no copy) or its own
-//! assembly buffer (a fragmented message: one copy per fragment).
+//! assembly buffer (a fragmented or compressed message).
+//!
+//! Compressed messages (permessage-deflate) are where a peer's few bytes
+//! can cost the server a lot, so two rules apply to them:
+//!
+//! - Until its last frame arrives, a compressed message is kept as the
+//!   compressed bytes that arrived, not inflated: an unfinished message
+//!   costs what the peer sent (15 KB of zeros stays 15 KB, not the 15 MiB
+//!   it inflates to), and it is inflated once, whole, when it is complete.
+//!   Inflating fragments as they came would need a per-connection cap on
+//!   inflated partial output, and any cap well below the message limit
+//!   would refuse legitimate large messages. (Context takeover is
+//!   unaffected: messages are still inflated in order.)
+//! - A complete message is inflated a slice at a time
+//!   ([`Limits::inflate_slice`] bytes of output per call): [`Decoded::Inflating`]
+//!   tells the caller that work is left and that calling again, later, goes
+//!   on with it, so the driver can serve other connections in between.
 
 use super::close_code::CloseCode;
 use super::deflate::Inflater;
@@ -31,21 +47,44 @@ pub enum Frame<'a> {
 /// What one call to [`Decoder::decode`] produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {
-    /// An event, and the number of input bytes used up through its frame.
+    /// An event, and the number of input bytes used up through its frame
+    /// (zero for a compressed message whose inflation an earlier call left
+    /// [`Decoded::Inflating`]: its bytes were used up then).
     Frame(Frame<'a>, usize),
     /// No complete event yet. The count says how many bytes at the front of
     /// the input were used up (fragments moved into the assembly buffer);
     /// the rest must be offered again, with more bytes appended.
     NeedMore(usize),
+    /// A compressed message is complete but only partly inflated. The
+    /// count says how many bytes at the front of the input were used up;
+    /// the next call goes on inflating (no new bytes needed) before it
+    /// looks at the rest of the input.
+    Inflating(usize),
+}
+
+/// Where [`Decoder::advance`] got to: the next event's place, or why there
+/// is none yet. Unlike [`Decoded`] it borrows nothing, so the caller can
+/// look at the decoder before turning it into a [`Frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// An event is ready ([`Decoder::frame`]); input bytes used up.
+    Ready(Ready, usize),
+    /// As [`Decoded::NeedMore`].
+    NeedMore(usize),
+    /// As [`Decoded::Inflating`].
+    Inflating(usize),
 }
 
 /// The open fragmented message, if any.
 #[derive(Debug, Clone, Copy)]
 struct Fragmented {
     text: bool,
-    /// The first frame had RSV1: fragments are inflated as they complete.
+    /// The first frame had RSV1: fragments are kept compressed until the
+    /// last one arrives.
     compressed: bool,
-    frames: usize,
+    /// Frames so far (32 bits keep the decoder small; the count stops at
+    /// `max_fragments` long before it could wrap).
+    frames: u32,
 }
 
 /// permessage-deflate state of a connection that negotiated it.
@@ -56,10 +95,25 @@ struct InflateState {
     /// Made on the first compressed message; with no context takeover it
     /// is dropped again when the connection goes quiet.
     inflater: Option<Inflater>,
+    /// The open compressed message's payload as it arrived (fragments not
+    /// yet inflated), or, while [`InflateState::pending`] is set, what is
+    /// left of it to inflate.
+    compressed: Vec<u8>,
+    /// A complete compressed message being inflated a slice at a time.
+    pending: Option<PendingInflate>,
+}
+
+/// A complete compressed message not yet fully inflated.
+#[derive(Debug, Clone, Copy)]
+struct PendingInflate {
+    text: bool,
+    /// Bytes at the front of [`InflateState::compressed`] inflated already.
+    used: usize,
 }
 
 /// Where the payload of the event being returned lies.
-enum Ready {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ready {
     Input {
         opcode: OpCode,
         start: usize,
@@ -80,6 +134,7 @@ pub struct Decoder {
     max_frame_size: u64,
     max_message_size: usize,
     max_fragments: usize,
+    inflate_slice: usize,
     allowed_rsv: u8,
     /// Payload bytes of the frame at the front of the input that have been
     /// unmasked (and UTF-8 checked) already.
@@ -98,6 +153,7 @@ impl Decoder {
             max_frame_size: limits.max_frame_size as u64,
             max_message_size: limits.max_message_size,
             max_fragments: limits.max_fragments,
+            inflate_slice: limits.inflate_slice.max(1),
             ..Decoder::default()
         }
     }
@@ -112,69 +168,192 @@ impl Decoder {
             window_bits,
             reset_each_message: no_context_takeover,
             inflater: None,
+            compressed: Vec::new(),
+            pending: None,
         }));
     }
 
-    /// Bytes of heap memory held between messages.
+    /// Bytes of heap memory held for messages: the assembly buffer and the
+    /// compressed bytes of an unfinished compressed message.
     pub fn retained_bytes(&self) -> usize {
         self.assembly.capacity()
+            + self
+                .inflate
+                .as_ref()
+                .map_or(0, |state| state.compressed.capacity())
     }
 
-    /// Bytes of the fragmented message being received, held until its
-    /// last fragment arrives (0 when none is open).
+    /// Bytes held for the message being received: the fragments of an
+    /// open message and, for a compressed one, its payload as it arrived
+    /// and what was inflated of it so far (0 when none is open).
     pub fn partial_message_len(&self) -> usize {
-        self.fragmented.map_or(0, |_| self.assembly.len())
+        let compressed = self
+            .inflate
+            .as_ref()
+            .map_or(0, |state| state.compressed.len());
+        if self.fragmented.is_some() || self.inflating() {
+            self.assembly.len() + compressed
+        } else {
+            compressed
+        }
     }
 
-    /// Frees the assembly buffer if no fragmented message is open.
+    /// Whether a fragmented message is open (its first frame arrived, its
+    /// last has not).
+    pub fn message_open(&self) -> bool {
+        self.fragmented.is_some()
+    }
+
+    /// Whether a complete compressed message waits to be inflated further:
+    /// [`Decoder::decode`] then goes on with it, and needs no new input.
+    pub fn inflating(&self) -> bool {
+        self.inflate
+            .as_ref()
+            .is_some_and(|state| state.pending.is_some())
+    }
+
+    /// Frees the message buffers if no message is open or being inflated.
     pub fn release_idle_memory(&mut self) {
-        if self.fragmented.is_none() {
+        if self.fragmented.is_none() && !self.inflating() {
             self.assembly = Vec::new();
-            // Without context takeover the next message needs no history.
-            if let Some(state) = self.inflate.as_mut()
-                && state.reset_each_message
-            {
-                state.inflater = None;
+            if let Some(state) = self.inflate.as_mut() {
+                state.compressed = Vec::new();
+                // Without context takeover the next message needs no history.
+                if state.reset_each_message {
+                    state.inflater = None;
+                }
             }
         }
     }
 
-    /// Inflates one complete fragment of a compressed message onto the
-    /// assembly buffer, validating new text as it appears.
-    fn inflate_fragment(
+    /// The most compressed bytes a message may take: its inflated limit and
+    /// then some, as a compressed message can be a little larger than what
+    /// it inflates to (stored blocks cost 5 bytes per 64 KiB).
+    fn max_compressed_size(&self) -> usize {
+        self.max_message_size
+            .saturating_add(self.max_message_size / 1024)
+            .saturating_add(1024)
+    }
+
+    /// Keeps one non-final fragment of a compressed message as it came.
+    fn hold_compressed(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        let Some(state) = self.inflate.as_mut() else {
+            return Err(ProtocolError::ReservedBits(0b100));
+        };
+        state.compressed.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// The last frame of a compressed message arrived with `payload`:
+    /// inflates the first slice of the message. `Some` when it is whole;
+    /// `None` when slices are left (kept pending, with whatever compressed
+    /// bytes they need).
+    fn inflate_last_frame(
         &mut self,
         payload: &[u8],
         text: bool,
-        last: bool,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Option<Ready>, ProtocolError> {
         let Some(state) = self.inflate.as_mut() else {
             return Err(ProtocolError::ReservedBits(0b100));
+        };
+        let in_place = state.compressed.is_empty();
+        if !in_place {
+            state.compressed.extend_from_slice(payload);
+        }
+        state.pending = Some(PendingInflate { text, used: 0 });
+        // A single-frame message (the usual case) inflates straight from
+        // the input; only what a slice leaves over is copied.
+        let result = self.inflate_pending(in_place.then_some(payload));
+        if result.is_err() {
+            self.drop_pending();
+        }
+        result
+    }
+
+    /// Goes on with the message an earlier call left inflating.
+    fn continue_inflating(&mut self) -> Result<Option<Ready>, ProtocolError> {
+        let result = self.inflate_pending(None);
+        if result.is_err() {
+            self.drop_pending();
+        }
+        result
+    }
+
+    /// Inflates one slice of the pending message, from `input` (the rest of
+    /// it) or else from the compressed bytes held, validating new text.
+    fn inflate_pending(&mut self, input: Option<&[u8]>) -> Result<Option<Ready>, ProtocolError> {
+        let Some(state) = self.inflate.as_deref_mut() else {
+            return Err(ProtocolError::ReservedBits(0b100));
+        };
+        let Some(pending) = state.pending else {
+            return Ok(None);
         };
         let window_bits = state.window_bits;
         let inflater = state
             .inflater
             .get_or_insert_with(|| Inflater::new(window_bits));
+        let source = input.unwrap_or(&state.compressed[pending.used..]);
         let before = self.assembly.len();
-        inflater.inflate(payload, &mut self.assembly, self.max_message_size)?;
-        if last {
+        let step = inflater.inflate_some(
+            source,
+            &mut self.assembly,
+            self.max_message_size,
+            self.inflate_slice,
+        )?;
+        if step.done {
             inflater.finish_message(
                 &mut self.assembly,
                 self.max_message_size,
                 state.reset_each_message,
             )?;
+        } else if let Some(input) = input {
+            state.compressed.clear();
+            state.compressed.extend_from_slice(&input[step.used..]);
+        } else {
+            state.pending = Some(PendingInflate {
+                used: pending.used + step.used,
+                ..pending
+            });
         }
-        if text {
+        if pending.text {
             self.utf8.feed(&self.assembly[before..])?;
-            if last {
-                self.utf8.finish()?;
+        }
+        if !step.done {
+            return Ok(None);
+        }
+        self.drop_pending();
+        if pending.text {
+            self.utf8.finish()?;
+        }
+        Ok(Some(Ready::Assembled { text: pending.text }))
+    }
+
+    /// Forgets the pending inflation (done or failed) and the compressed
+    /// bytes it held.
+    fn drop_pending(&mut self) {
+        if let Some(state) = self.inflate.as_mut() {
+            state.pending = None;
+            if state.compressed.capacity() > KEEP_ASSEMBLY_CAPACITY {
+                state.compressed = Vec::new();
+            } else {
+                state.compressed.clear();
             }
         }
-        Ok(())
     }
 
     /// Decodes from the front of `input`, which must start where the
     /// previous call's used-up bytes ended.
     pub fn decode<'a>(&'a mut self, input: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+        Ok(match self.advance(input)? {
+            Step::Ready(ready, used) => Decoded::Frame(self.frame(input, ready)?, used),
+            Step::NeedMore(used) => Decoded::NeedMore(used),
+            Step::Inflating(used) => Decoded::Inflating(used),
+        })
+    }
+
+    /// The state-changing half of [`Decoder::decode`]: decodes from the
+    /// front of `input` up to the next event, and says where it lies.
+    pub(crate) fn advance(&mut self, input: &mut [u8]) -> Result<Step, ProtocolError> {
         if self.assembly_delivered {
             self.assembly_delivered = false;
             if self.assembly.capacity() > KEEP_ASSEMBLY_CAPACITY {
@@ -183,11 +362,20 @@ impl Decoder {
                 self.assembly.clear();
             }
         }
+        if self.inflating() {
+            return Ok(match self.continue_inflating()? {
+                Some(ready) => {
+                    self.assembly_delivered = true;
+                    Step::Ready(ready, 0)
+                }
+                None => Step::Inflating(0),
+            });
+        }
         let mut consumed = 0;
         let ready = loop {
             let buf = &mut input[consumed..];
             let Some(header) = parse_header(buf, self.allowed_rsv)? else {
-                return Ok(Decoded::NeedMore(consumed));
+                return Ok(Step::NeedMore(consumed));
             };
             let Some(key) = header.mask else {
                 return Err(ProtocolError::UnmaskedFrame);
@@ -207,11 +395,21 @@ impl Decoder {
                 (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
                 (OpCode::Continuation, Some(open)) => {
                     compressed = open.compressed;
-                    // A compressed message is measured as it inflates.
-                    if !compressed && self.assembly.len() + len > self.max_message_size {
+                    // A compressed message is measured as it arrives
+                    // (compressed) and again as it inflates.
+                    let (held, limit) = if compressed {
+                        let held = self
+                            .inflate
+                            .as_ref()
+                            .map_or(0, |state| state.compressed.len());
+                        (held, self.max_compressed_size())
+                    } else {
+                        (self.assembly.len(), self.max_message_size)
+                    };
+                    if held + len > limit {
                         return Err(ProtocolError::MessageTooLarge);
                     }
-                    if open.frames >= self.max_fragments {
+                    if open.frames as usize >= self.max_fragments {
                         return Err(ProtocolError::TooManyFragments);
                     }
                     open.text
@@ -221,7 +419,12 @@ impl Decoder {
                 }
                 (OpCode::Text | OpCode::Binary, None) => {
                     compressed = rsv1;
-                    if !compressed && len > self.max_message_size {
+                    let limit = if compressed {
+                        self.max_compressed_size()
+                    } else {
+                        self.max_message_size
+                    };
+                    if len > limit {
                         return Err(ProtocolError::MessageTooLarge);
                     }
                     header.opcode == OpCode::Text
@@ -243,7 +446,7 @@ impl Decoder {
                 self.progress = arrived;
             }
             if arrived < len {
-                return Ok(Decoded::NeedMore(consumed));
+                return Ok(Step::NeedMore(consumed));
             }
             self.progress = 0;
             let start = consumed + header.header_len;
@@ -254,27 +457,40 @@ impl Decoder {
                     let Some(open) = self.fragmented.as_mut() else {
                         return Err(ProtocolError::UnexpectedContinuation);
                     };
-                    open.frames += 1;
+                    open.frames = open.frames.saturating_add(1);
                     let text = open.text;
-                    if compressed {
-                        self.inflate_fragment(&input[start..end], text, header.fin)?;
-                    } else {
-                        self.assembly.extend_from_slice(&input[start..end]);
-                        if header.fin && text {
-                            self.utf8.finish()?;
-                        }
-                    }
                     if header.fin {
                         self.fragmented = None;
-                        break Ready::Assembled { text };
+                    }
+                    if compressed && header.fin {
+                        match self.inflate_last_frame(&input[start..end], text)? {
+                            Some(ready) => break ready,
+                            None => return Ok(Step::Inflating(consumed)),
+                        }
+                    } else if compressed {
+                        self.hold_compressed(&input[start..end])?;
+                    } else {
+                        self.assembly.extend_from_slice(&input[start..end]);
+                        if header.fin {
+                            if text {
+                                self.utf8.finish()?;
+                            }
+                            break Ready::Assembled { text };
+                        }
                     }
                 }
                 OpCode::Text | OpCode::Binary if compressed => {
                     self.assembly.clear();
-                    self.inflate_fragment(&input[start..end], text_stream, header.fin)?;
-                    if header.fin {
-                        break Ready::Assembled { text: text_stream };
+                    if let Some(state) = self.inflate.as_mut() {
+                        state.compressed.clear();
                     }
+                    if header.fin {
+                        match self.inflate_last_frame(&input[start..end], text_stream)? {
+                            Some(ready) => break ready,
+                            None => return Ok(Step::Inflating(consumed)),
+                        }
+                    }
+                    self.hold_compressed(&input[start..end])?;
                     self.fragmented = Some(Fragmented {
                         text: text_stream,
                         compressed: true,
@@ -298,15 +514,22 @@ impl Decoder {
                 }
             }
         };
-        let frame = match ready {
-            Ready::Assembled { text } => {
-                self.assembly_delivered = true;
-                if text {
-                    Frame::Text(as_text(&self.assembly)?)
-                } else {
-                    Frame::Binary(&self.assembly)
-                }
-            }
+        if let Ready::Assembled { .. } = ready {
+            self.assembly_delivered = true;
+        }
+        Ok(Step::Ready(ready, consumed))
+    }
+
+    /// The read-only half of [`Decoder::decode`]: the event `ready` (from
+    /// [`Decoder::advance`] on the same `input`) describes.
+    pub(crate) fn frame<'a>(
+        &'a self,
+        input: &'a [u8],
+        ready: Ready,
+    ) -> Result<Frame<'a>, ProtocolError> {
+        Ok(match ready {
+            Ready::Assembled { text: true } => Frame::Text(as_text(&self.assembly)?),
+            Ready::Assembled { text: false } => Frame::Binary(&self.assembly),
             Ready::Input { opcode, start, end } => {
                 let payload = &input[start..end];
                 match opcode {
@@ -318,8 +541,7 @@ impl Decoder {
                     OpCode::Continuation => return Err(ProtocolError::UnexpectedContinuation),
                 }
             }
-        };
-        Ok(Decoded::Frame(frame, consumed))
+        })
     }
 }
 
@@ -616,6 +838,148 @@ pub(crate) mod tests {
             inflating_decoder(&Limits::default()).decode(&mut input),
             Err(ProtocolError::InvalidCompressedData)
         );
+    }
+
+    /// Decodes `input` to its first message, going on through every
+    /// [`Decoded::Inflating`]; returns the message, the input bytes used
+    /// and how many calls said "inflating".
+    fn decode_through_inflation(d: &mut Decoder, input: &mut [u8]) -> (Vec<u8>, usize, usize) {
+        let mut used = 0;
+        let mut inflating = 0;
+        loop {
+            match d.decode(&mut input[used..]).unwrap() {
+                Decoded::Frame(Frame::Text(text), n) => return (text.into(), used + n, inflating),
+                Decoded::Frame(Frame::Binary(bytes), n) => {
+                    return (bytes.to_vec(), used + n, inflating);
+                }
+                Decoded::Inflating(n) => {
+                    assert!(d.inflating());
+                    used += n;
+                    inflating += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// `data` compressed as hard as DEFLATE can: an attacker's choice.
+    fn deflated_best(data: &[u8]) -> Vec<u8> {
+        deflated(
+            &mut crate::proto::deflate::Deflater::with_level(15, 9),
+            data,
+        )
+    }
+
+    #[test]
+    fn an_unfinished_compressed_message_holds_what_arrived_not_what_it_inflates_to() {
+        // 15 MiB of zeros in about 15 KB: the first fragment of a message
+        // that never ends (in this test, until much later).
+        let zeros = vec![0u8; 15 * 1024 * 1024];
+        let wire = deflated_best(&zeros);
+        assert!(wire.len() < 20_000, "{}", wire.len());
+        let mut d = inflating_decoder(&Limits::default());
+        let mut input = client_frame(0x42, &wire);
+        let total = input.len();
+        assert_eq!(d.decode(&mut input).unwrap(), Decoded::NeedMore(total));
+        assert!(
+            d.retained_bytes() <= 2 * wire.len(),
+            "{} bytes held for {} received",
+            d.retained_bytes(),
+            wire.len()
+        );
+        assert!(d.message_open() && !d.inflating());
+        // The end of it: the whole message arrives, intact.
+        let mut input = client_frame(0x80, b"");
+        let (message, used, _) = decode_through_inflation(&mut d, &mut input);
+        assert_eq!(used, input.len());
+        assert!(message == zeros);
+    }
+
+    #[test]
+    fn fragments_of_a_compressed_message_count_against_the_limit_as_they_arrive() {
+        let limits = Limits {
+            max_message_size: 10_000,
+            ..Limits::default()
+        };
+        // Empty stored blocks inflate to nothing: only their own size can
+        // stop them.
+        let mut d = inflating_decoder(&limits);
+        let mut input = client_frame(0x42, &[0x00, 0x00, 0x00, 0xff, 0xff]);
+        for _ in 0..3000 {
+            input.extend(client_frame(0x00, &[0x00, 0x00, 0x00, 0xff, 0xff]));
+        }
+        assert_eq!(d.decode(&mut input), Err(ProtocolError::MessageTooLarge));
+        assert!(d.retained_bytes() <= 32 * 1024, "{}", d.retained_bytes());
+        // A single compressed frame beyond it is refused from its header.
+        let mut d = inflating_decoder(&limits);
+        let mut header = client_frame(0xC2, &[0; 20_000])[..8].to_vec();
+        assert_eq!(d.decode(&mut header), Err(ProtocolError::MessageTooLarge));
+    }
+
+    #[test]
+    fn a_large_compressed_message_inflates_a_slice_per_call_and_arrives_intact() {
+        let limits = Limits {
+            inflate_slice: 64 * 1024,
+            ..Limits::default()
+        };
+        let text: String = (0..40_000)
+            .map(|i| format!("{{\"op\":\"PING\",\"n\":{i}}}"))
+            .collect();
+        let mut compressor = crate::proto::deflate::Deflater::new(15);
+        // Compressed in three fragments, followed by a plain message that
+        // must wait until the compressed one is delivered.
+        let wire = deflated(&mut compressor, text.as_bytes());
+        let third = wire.len() / 3;
+        let mut input = client_frame(0x41, &wire[..third]);
+        input.extend(client_frame(0x00, &wire[third..2 * third]));
+        input.extend(client_frame(0x80, &wire[2 * third..]));
+        let message_len = input.len();
+        input.extend(client_frame(0x81, b"after"));
+        let mut d = inflating_decoder(&limits);
+        let (message, used, slices) = decode_through_inflation(&mut d, &mut input);
+        assert!(message == text.as_bytes());
+        assert_eq!(used, message_len, "the next message is not touched");
+        assert!(!d.inflating());
+        assert!(
+            slices >= text.len() / (64 * 1024),
+            "{slices} slices for {} bytes",
+            text.len()
+        );
+        assert_eq!(decode_text(&mut d, &mut input[used..]).unwrap(), "after");
+        // Context was taken over: a second message referring to the first
+        // inflates as well, here in one frame.
+        let wire = deflated(&mut compressor, text.as_bytes());
+        let mut input = client_frame(0xC1, &wire);
+        let (message, used, slices) = decode_through_inflation(&mut d, &mut input);
+        assert!(message == text.as_bytes());
+        assert_eq!(used, input.len());
+        assert!(slices >= text.len() / (64 * 1024));
+    }
+
+    #[test]
+    fn bad_utf8_and_bombs_fail_in_the_slice_that_finds_them() {
+        let limits = Limits {
+            inflate_slice: 16 * 1024,
+            max_message_size: 200_000,
+            ..Limits::default()
+        };
+        // Decodes one compressed message through its slices.
+        let outcome = |b0: u8, payload: &[u8]| {
+            let mut compressor = crate::proto::deflate::Deflater::new(15);
+            let mut input = client_frame(b0, &deflated(&mut compressor, payload));
+            let mut d = inflating_decoder(&limits);
+            let mut result = d.decode(&mut input).map(|_| ());
+            while d.inflating() && result.is_ok() {
+                result = d.decode(&mut []).map(|_| ());
+            }
+            assert!(!d.inflating(), "nothing left pending after a failure");
+            result
+        };
+        let mut text = "x".repeat(100_000).into_bytes();
+        text.extend_from_slice(b"\xff");
+        assert_eq!(outcome(0xC1, &text), Err(ProtocolError::InvalidUtf8));
+        let zeros = vec![0u8; 1024 * 1024];
+        assert_eq!(outcome(0xC2, &zeros), Err(ProtocolError::MessageTooLarge));
     }
 
     #[test]

@@ -37,6 +37,17 @@ pub struct Limits {
     /// already queued, so output never exceeds it by more than one
     /// message. Default 16 MiB.
     pub write_buffer_hard: usize,
+    /// Most bytes a compressed message inflates to in one step. A larger
+    /// message is inflated a step per turn of the event loop, so a peer
+    /// whose 15 KB inflate to 15 MiB cannot hold the loop for the whole of
+    /// it; other connections are served between steps. Default 256 KiB
+    /// (well under a millisecond of zlib's time).
+    pub inflate_slice: usize,
+    /// Time from the first byte of a frame (or the first frame of a
+    /// fragmented message) until the last byte of it (or of the message)
+    /// must have arrived; a peer trickling one slower is closed with 1008.
+    /// Pings and pongs in between are not progress. Default 60 s.
+    pub frame_timeout: Duration,
     /// Silence after which the server sends a ping. Default 30 s.
     pub ping_interval: Duration,
     /// Time after a keepalive ping within which the peer must send
@@ -58,6 +69,8 @@ impl Default for Limits {
             max_fragments: 1 << 20,
             write_buffer_soft: 1024 * 1024,
             write_buffer_hard: 16 * 1024 * 1024,
+            inflate_slice: 256 * 1024,
+            frame_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),

@@ -68,6 +68,9 @@ pub(crate) struct Conn {
     /// Counted among its address's handshakes: it has not become a
     /// WebSocket (yet).
     pub in_handshake: bool,
+    /// In the loop's queue of connections with a compressed message left
+    /// to inflate (see `Decoder::inflating`).
+    pub inflate_queued: bool,
 }
 
 /// The peer's acknowledged-bytes counter (see
@@ -117,6 +120,7 @@ impl Conn {
             accounted: 0,
             budget_shed: false,
             in_handshake: true,
+            inflate_queued: false,
         }
     }
 

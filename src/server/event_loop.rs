@@ -6,6 +6,7 @@
 //! handler, then write every connection with queued output once, and run
 //! due timers. WRITABLE interest is registered only while output is pending.
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::net::{Shutdown, SocketAddr};
@@ -150,6 +151,17 @@ struct Core<H: Handler> {
     timers: Timers,
     flush_list: Vec<usize>,
     read_again: Vec<usize>,
+    /// Connections with a complete compressed message left to inflate, by
+    /// slot and generation, oldest first. Like `read_again`, a non-empty
+    /// queue makes the next poll return at once. Only the first inflates,
+    /// one slice per turn, and is not read meanwhile: the others wait
+    /// holding one slice of output each (and are not read either), so
+    /// however many peers send large compressed messages at once, one
+    /// message's worth of inflated output is in memory beyond a slice each,
+    /// and no connection is held up longer than a slice per turn. (Taking
+    /// turns instead would inflate them all at once: a message's worth of
+    /// memory for each.)
+    inflate_queue: VecDeque<(usize, u32)>,
     /// Queued output at which the connection being processed is written
     /// before the end of the batch (`EARLY_WRITE_ALONE` or `_SHARED`).
     early_write: usize,
@@ -212,6 +224,7 @@ impl<H: Handler> Server<H> {
             timers: Timers::default(),
             flush_list: Vec::new(),
             read_again: Vec::new(),
+            inflate_queue: VecDeque::new(),
             early_write: EARLY_WRITE_ALONE,
             gather_early_write: GATHER_EARLY_WRITE_ALONE,
             stats,
@@ -275,14 +288,16 @@ impl<H: Handler> Server<H> {
             {
                 break;
             }
-            let timeout =
-                if self.core.read_again.is_empty() && self.core.deferrals.resumed.is_empty() {
-                    self.core
-                        .next_wakeup()
-                        .map(|at| at.saturating_duration_since(now))
-                } else {
-                    Some(Duration::ZERO)
-                };
+            let timeout = if self.core.read_again.is_empty()
+                && self.core.inflate_queue.is_empty()
+                && self.core.deferrals.resumed.is_empty()
+            {
+                self.core
+                    .next_wakeup()
+                    .map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(error) = self.wait(&mut events, timeout, now) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -304,6 +319,7 @@ impl<H: Handler> Server<H> {
             for slot in mem::take(&mut self.core.read_again) {
                 self.core.on_readable(slot, &mut self.scratch, now, false);
             }
+            self.core.inflate_next(&mut self.scratch, now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
@@ -660,7 +676,9 @@ impl<H: Handler> Core<H> {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
-            if conn.read_paused || conn.read_closed || conn.deferred {
+            // A connection with a message left to inflate is not read until
+            // it is done (`inflate_next` reads it then).
+            if conn.read_paused || conn.read_closed || conn.deferred || conn.decoder.inflating() {
                 return;
             }
             let discard = conn.proto.phase() == Phase::Closed;
@@ -820,6 +838,58 @@ impl<H: Handler> Core<H> {
             }
         }
         self.read_again.push(slot);
+    }
+
+    /// Gives the first connection of the inflation queue its next slice. Once
+    /// its message is whole (and delivered) it leaves the queue, and what
+    /// it sent meanwhile is processed: held input first, then the socket.
+    fn inflate_next(&mut self, scratch: &mut [u8], now: Instant) {
+        while let Some(&(slot, generation)) = self.inflate_queue.front() {
+            let Some(conn) = self
+                .conns
+                .get_mut(slot)
+                .filter(|conn| conn.id.generation == generation)
+            else {
+                self.inflate_queue.pop_front();
+                continue;
+            };
+            if matches!(conn.proto.phase(), Phase::Open | Phase::Closing)
+                && conn.decoder.inflating()
+            {
+                self.process_frames(slot, &mut [], now);
+                if self
+                    .conns
+                    .get(slot)
+                    .is_some_and(|conn| conn.decoder.inflating())
+                {
+                    self.after_io(slot, now);
+                    return;
+                }
+            }
+            self.inflate_queue.pop_front();
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            conn.inflate_queued = false;
+            if conn.proto.phase() == Phase::Closed {
+                // Failed while inflating, or closed while waiting.
+                conn.decoder = Default::default();
+            }
+            let mut inbuf = mem::take(&mut conn.inbuf);
+            if !inbuf.is_empty() {
+                let used = self.process(slot, inbuf.data_mut(), now);
+                inbuf.consume(used);
+                inbuf.release_if_empty_over(KEEP_INBUF_CAPACITY);
+            }
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.inbuf = inbuf;
+            }
+            self.after_io(slot, now);
+            // Reads were skipped since the message came: the edges that
+            // announced newer bytes (or the peer's FIN) are spent.
+            self.on_readable(slot, scratch, now, false);
+            return;
+        }
     }
 
     /// Hands received bytes to the connection's current phase; returns how
@@ -999,6 +1069,14 @@ impl<H: Handler> Core<H> {
                 Received::Handled(used) => pos += used,
                 Received::NeedMore(used) => {
                     pos += used;
+                    break;
+                }
+                Received::Inflating(used) => {
+                    pos += used;
+                    if !conn.inflate_queued {
+                        conn.inflate_queued = true;
+                        self.inflate_queue.push_back((slot, id.generation));
+                    }
                     break;
                 }
                 Received::Closed(used) => {
@@ -1194,7 +1272,11 @@ impl<H: Handler> Core<H> {
                 conn.proto.note_received(now);
             }
             let awaiting_pong = conn.proto.awaiting_pong();
+            let failed_before = conn.proto.failure().is_some();
             let action = conn.proto.on_timeout(now);
+            if !failed_before && let Some((code, reason)) = conn.proto.failure() {
+                log::debug!("{} {}: closing with {code}: {reason}", conn.id, conn.peer);
+            }
             if !awaiting_pong && conn.proto.awaiting_pong() {
                 conn.note_ping_queued();
             }

@@ -63,7 +63,7 @@ def test_seed_exchange_with_the_websockets_client(server):
         ws.send(seed("list_configurations"))
         reply = json.loads(ws.recv(timeout=5))
         assert reply["op"] == "CONFIGURATIONS_INFO"
-        assert reply["data"]["configurations"]["zeppelin.websocket.max.text.message.size"] == "16777216"
+        assert reply["data"]["configurations"]["zeppelin.websocket.max.text.message.size"] == "10240000"
         assert (reply["ticket"], reply["principal"], reply["roles"]) == ("anonymous", "anonymous", "")
 
         ws.send(seed("ping"))
