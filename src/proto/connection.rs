@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::close_code::CloseCode;
-use super::decoder::{Decoder, Frame, Step};
+use super::decoder::{Decoded, Decoder, Frame};
 use super::deflate::{Deflater, DeflaterPool};
 use super::error::ProtocolError;
 use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, encode_frame, parse_header};
@@ -308,14 +308,19 @@ impl Connection {
         if !matches!(self.phase, Phase::Open | Phase::Closing) {
             return Received::Closed(0);
         }
-        let input_len = input.len();
-        let (ready, used) = match decoder.advance(input) {
-            Ok(Step::Ready(ready, used)) => (ready, used),
-            Ok(Step::NeedMore(used)) => {
-                // Part of a frame held back, or a fragmented message open:
-                // its clock runs from the first byte, whatever control
-                // frames come in between.
-                if used < input_len || decoder.message_open() {
+        // Whether a fragmented message was open before: with what this
+        // call uses up, that says whether one is open after it, without
+        // looking at the decoder while the result borrows it.
+        let open_before = decoder.message_open();
+        let arrived = !input.is_empty();
+        let (frame, used) = match decoder.decode(input) {
+            Ok(Decoded::Frame(frame, used)) => (frame, used),
+            Ok(Decoded::NeedMore(used)) => {
+                // Bytes of a frame held back, fragments just used up (only
+                // a message's non-final frames are used up without an
+                // event), or a message open before: the clock runs from the
+                // first byte, whatever control frames come in between.
+                if arrived || open_before {
                     let timeout = Duration::from_millis(self.frame_timeout_ms.into());
                     self.deadline.get_or_insert(now + timeout);
                 } else {
@@ -323,7 +328,7 @@ impl Connection {
                 }
                 return Received::NeedMore(used);
             }
-            Ok(Step::Inflating(used)) => {
+            Ok(Decoded::Inflating(used)) => {
                 // The message is all here; what follows it is not looked at
                 // until it is inflated.
                 self.deadline = None;
@@ -334,17 +339,11 @@ impl Connection {
                 return Received::Closed(0);
             }
         };
-        if !decoder.message_open() {
+        if matches!(frame, Frame::Text(_) | Frame::Binary(_)) {
+            // A whole message: nothing is open. (After a control frame the
+            // next call, which ends in `NeedMore`, settles it.)
             self.deadline = None;
         }
-        let decoder: &'d Decoder = decoder;
-        let frame = match decoder.frame(input, ready) {
-            Ok(frame) => frame,
-            Err(error) => {
-                self.fail(error, now);
-                return Received::Closed(0);
-            }
-        };
         match frame {
             Frame::Text(text) if self.phase == Phase::Open => {
                 Received::Message(Message::Text(text), used)

@@ -62,19 +62,6 @@ pub enum Decoded<'a> {
     Inflating(usize),
 }
 
-/// Where [`Decoder::advance`] got to: the next event's place, or why there
-/// is none yet. Unlike [`Decoded`] it borrows nothing, so the caller can
-/// look at the decoder before turning it into a [`Frame`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// An event is ready ([`Decoder::frame`]); input bytes used up.
-    Ready(Ready, usize),
-    /// As [`Decoded::NeedMore`].
-    NeedMore(usize),
-    /// As [`Decoded::Inflating`].
-    Inflating(usize),
-}
-
 /// The open fragmented message, if any.
 #[derive(Debug, Clone, Copy)]
 struct Fragmented {
@@ -112,8 +99,7 @@ struct PendingInflate {
 }
 
 /// Where the payload of the event being returned lies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ready {
+enum Ready {
     Input {
         opcode: OpCode,
         start: usize,
@@ -141,7 +127,10 @@ pub struct Decoder {
     progress: usize,
     fragmented: Option<Fragmented>,
     assembly: Vec<u8>,
-    assembly_delivered: bool,
+    /// The last call's event was delivered from the assembly buffer (to be
+    /// cleared before the next frame), or a message is still inflating into
+    /// it (to go on with first).
+    assembly_in_use: bool,
     utf8: Utf8Validator,
     inflate: Option<Box<InflateState>>,
 }
@@ -245,14 +234,10 @@ impl Decoder {
     }
 
     /// The last frame of a compressed message arrived with `payload`:
-    /// inflates the first slice of the message. `Some` when it is whole;
-    /// `None` when slices are left (kept pending, with whatever compressed
+    /// inflates the first slice of the message. `true` when it is whole;
+    /// `false` when slices are left (kept pending, with whatever compressed
     /// bytes they need).
-    fn inflate_last_frame(
-        &mut self,
-        payload: &[u8],
-        text: bool,
-    ) -> Result<Option<Ready>, ProtocolError> {
+    fn inflate_last_frame(&mut self, payload: &[u8], text: bool) -> Result<bool, ProtocolError> {
         let Some(state) = self.inflate.as_mut() else {
             return Err(ProtocolError::ReservedBits(0b100));
         };
@@ -264,29 +249,41 @@ impl Decoder {
         // A single-frame message (the usual case) inflates straight from
         // the input; only what a slice leaves over is copied.
         let result = self.inflate_pending(in_place.then_some(payload));
-        if result.is_err() {
-            self.drop_pending();
+        match result {
+            Ok(true) => {}
+            // The next call goes on with it.
+            Ok(false) => self.assembly_in_use = true,
+            Err(_) => self.drop_pending(),
         }
         result
     }
 
-    /// Goes on with the message an earlier call left inflating.
-    fn continue_inflating(&mut self) -> Result<Option<Ready>, ProtocolError> {
-        let result = self.inflate_pending(None);
-        if result.is_err() {
-            self.drop_pending();
+    /// Goes on with the message an earlier call left inflating: `Some`
+    /// (whether it is text) once it is whole.
+    fn continue_inflating(&mut self) -> Result<Option<bool>, ProtocolError> {
+        let text = self
+            .inflate
+            .as_ref()
+            .and_then(|state| state.pending)
+            .is_some_and(|pending| pending.text);
+        match self.inflate_pending(None) {
+            Ok(whole) => Ok(whole.then_some(text)),
+            Err(error) => {
+                self.drop_pending();
+                Err(error)
+            }
         }
-        result
     }
 
     /// Inflates one slice of the pending message, from `input` (the rest of
-    /// it) or else from the compressed bytes held, validating new text.
-    fn inflate_pending(&mut self, input: Option<&[u8]>) -> Result<Option<Ready>, ProtocolError> {
+    /// it) or else from the compressed bytes held, validating new text;
+    /// `true` once it is whole.
+    fn inflate_pending(&mut self, input: Option<&[u8]>) -> Result<bool, ProtocolError> {
         let Some(state) = self.inflate.as_deref_mut() else {
             return Err(ProtocolError::ReservedBits(0b100));
         };
         let Some(pending) = state.pending else {
-            return Ok(None);
+            return Ok(false);
         };
         let window_bits = state.window_bits;
         let inflater = state
@@ -319,13 +316,13 @@ impl Decoder {
             self.utf8.feed(&self.assembly[before..])?;
         }
         if !step.done {
-            return Ok(None);
+            return Ok(false);
         }
         self.drop_pending();
         if pending.text {
             self.utf8.finish()?;
         }
-        Ok(Some(Ready::Assembled { text: pending.text }))
+        Ok(true)
     }
 
     /// Forgets the pending inflation (done or failed) and the compressed
@@ -344,38 +341,26 @@ impl Decoder {
     /// Decodes from the front of `input`, which must start where the
     /// previous call's used-up bytes ended.
     pub fn decode<'a>(&'a mut self, input: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
-        Ok(match self.advance(input)? {
-            Step::Ready(ready, used) => Decoded::Frame(self.frame(input, ready)?, used),
-            Step::NeedMore(used) => Decoded::NeedMore(used),
-            Step::Inflating(used) => Decoded::Inflating(used),
-        })
-    }
-
-    /// The state-changing half of [`Decoder::decode`]: decodes from the
-    /// front of `input` up to the next event, and says where it lies.
-    pub(crate) fn advance(&mut self, input: &mut [u8]) -> Result<Step, ProtocolError> {
-        if self.assembly_delivered {
-            self.assembly_delivered = false;
+        // One test on the path of single-frame messages for both cases.
+        if self.assembly_in_use {
+            if self.inflating() {
+                return Ok(match self.continue_inflating()? {
+                    Some(text) => Decoded::Frame(self.assembled(text)?, 0),
+                    None => Decoded::Inflating(0),
+                });
+            }
+            self.assembly_in_use = false;
             if self.assembly.capacity() > KEEP_ASSEMBLY_CAPACITY {
                 self.assembly = Vec::new();
             } else {
                 self.assembly.clear();
             }
         }
-        if self.inflating() {
-            return Ok(match self.continue_inflating()? {
-                Some(ready) => {
-                    self.assembly_delivered = true;
-                    Step::Ready(ready, 0)
-                }
-                None => Step::Inflating(0),
-            });
-        }
         let mut consumed = 0;
         let ready = loop {
             let buf = &mut input[consumed..];
             let Some(header) = parse_header(buf, self.allowed_rsv)? else {
-                return Ok(Step::NeedMore(consumed));
+                return Ok(Decoded::NeedMore(consumed));
             };
             let Some(key) = header.mask else {
                 return Err(ProtocolError::UnmaskedFrame);
@@ -419,12 +404,9 @@ impl Decoder {
                 }
                 (OpCode::Text | OpCode::Binary, None) => {
                     compressed = rsv1;
-                    let limit = if compressed {
-                        self.max_compressed_size()
-                    } else {
-                        self.max_message_size
-                    };
-                    if len > limit {
+                    if len > self.max_message_size
+                        && (!compressed || len > self.max_compressed_size())
+                    {
                         return Err(ProtocolError::MessageTooLarge);
                     }
                     header.opcode == OpCode::Text
@@ -446,7 +428,7 @@ impl Decoder {
                 self.progress = arrived;
             }
             if arrived < len {
-                return Ok(Step::NeedMore(consumed));
+                return Ok(Decoded::NeedMore(consumed));
             }
             self.progress = 0;
             let start = consumed + header.header_len;
@@ -463,10 +445,10 @@ impl Decoder {
                         self.fragmented = None;
                     }
                     if compressed && header.fin {
-                        match self.inflate_last_frame(&input[start..end], text)? {
-                            Some(ready) => break ready,
-                            None => return Ok(Step::Inflating(consumed)),
+                        if !self.inflate_last_frame(&input[start..end], text)? {
+                            return Ok(Decoded::Inflating(consumed));
                         }
+                        break Ready::Assembled { text };
                     } else if compressed {
                         self.hold_compressed(&input[start..end])?;
                     } else {
@@ -485,10 +467,10 @@ impl Decoder {
                         state.compressed.clear();
                     }
                     if header.fin {
-                        match self.inflate_last_frame(&input[start..end], text_stream)? {
-                            Some(ready) => break ready,
-                            None => return Ok(Step::Inflating(consumed)),
+                        if !self.inflate_last_frame(&input[start..end], text_stream)? {
+                            return Ok(Decoded::Inflating(consumed));
                         }
+                        break Ready::Assembled { text: text_stream };
                     }
                     self.hold_compressed(&input[start..end])?;
                     self.fragmented = Some(Fragmented {
@@ -514,22 +496,11 @@ impl Decoder {
                 }
             }
         };
-        if let Ready::Assembled { .. } = ready {
-            self.assembly_delivered = true;
-        }
-        Ok(Step::Ready(ready, consumed))
-    }
-
-    /// The read-only half of [`Decoder::decode`]: the event `ready` (from
-    /// [`Decoder::advance`] on the same `input`) describes.
-    pub(crate) fn frame<'a>(
-        &'a self,
-        input: &'a [u8],
-        ready: Ready,
-    ) -> Result<Frame<'a>, ProtocolError> {
-        Ok(match ready {
-            Ready::Assembled { text: true } => Frame::Text(as_text(&self.assembly)?),
-            Ready::Assembled { text: false } => Frame::Binary(&self.assembly),
+        let frame = match ready {
+            Ready::Assembled { text } => {
+                self.assembly_in_use = true;
+                self.assembled(text)?
+            }
             Ready::Input { opcode, start, end } => {
                 let payload = &input[start..end];
                 match opcode {
@@ -541,6 +512,16 @@ impl Decoder {
                     OpCode::Continuation => return Err(ProtocolError::UnexpectedContinuation),
                 }
             }
+        };
+        Ok(Decoded::Frame(frame, consumed))
+    }
+
+    /// The message in the assembly buffer.
+    fn assembled(&self, text: bool) -> Result<Frame<'_>, ProtocolError> {
+        Ok(if text {
+            Frame::Text(as_text(&self.assembly)?)
+        } else {
+            Frame::Binary(&self.assembly)
         })
     }
 }
