@@ -246,20 +246,6 @@ impl Notes {
         Ok(result)
     }
 
-    /// Writes note `id` again (after a failed write, say).
-    pub fn save_again(&mut self, id: &str) {
-        self.persist(id);
-    }
-
-    /// Applies `change` to note `id` in place (no copy), its write queued;
-    /// for changes that cannot fail.
-    pub fn update_in_place(&mut self, id: &str, change: impl FnOnce(&mut Note)) {
-        if let Some(note) = self.notes.get_mut(id) {
-            change(note);
-            self.persist(id);
-        }
-    }
-
     /// Deletes note `id` (its file's removal queued).
     pub fn remove(&mut self, id: &str) -> Result<Note, String> {
         if !self.notes.contains_key(id) {

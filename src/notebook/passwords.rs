@@ -215,11 +215,6 @@ impl PasswordChecks {
     pub fn take_verdict(&mut self, conn: ConnectionId) -> Option<Verdict> {
         self.verdicts.remove(&conn).map(|(verdict, _)| verdict)
     }
-
-    /// Checks waiting or running.
-    pub fn pending(&self) -> usize {
-        self.pending
-    }
 }
 
 impl Drop for PasswordChecks {

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
+use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
@@ -178,21 +178,6 @@ impl Security {
         Some(found)
     }
 
-    /// Checks a user's password on the calling thread (argon2: tens of
-    /// milliseconds; the server checks on a worker, see `passwords`);
-    /// returns the user when it is right.
-    pub fn verify(&mut self, user: &str, password: &str) -> Option<&User> {
-        let digest = self.cache_digest(user, password);
-        if self.verified_before(user, &digest).is_none() {
-            let hash = self.password_hash(user)?;
-            let hash = PasswordHash::new(&hash).ok()?;
-            Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
-                .ok()?;
-        }
-        self.remember(user, digest)
-    }
-
     /// Whether the request's `Host` is a name this server answers to: the
     /// defence against DNS rebinding, where a web page whose own name the
     /// attacker re-points at 127.0.0.1 reaches the server as a "same-origin"
@@ -311,6 +296,7 @@ pub fn ticket_cookie<'a>(request: &HttpRequest<'a>) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordVerifier;
 
     fn request<'a>(headers: &'a [httparse::Header<'a>]) -> HttpRequest<'a> {
         HttpRequest {
@@ -328,6 +314,20 @@ mod tests {
         }
     }
 
+    /// Checks a password on this thread, as the worker does, remembering
+    /// it as the loop does on a valid verdict.
+    fn verify<'s>(security: &'s mut Security, user: &str, password: &str) -> Option<&'s User> {
+        let digest = security.cache_digest(user, password);
+        if security.verified_before(user, &digest).is_none() {
+            let hash = security.password_hash(user)?;
+            let hash = PasswordHash::new(&hash).ok()?;
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .ok()?;
+        }
+        security.remember(user, digest)
+    }
+
     #[test]
     fn passwords_verify_against_their_hash_only() {
         let hash = hash_password("correct horse").unwrap();
@@ -338,17 +338,15 @@ mod tests {
             vec![],
         );
         assert_eq!(
-            security
-                .verify("alice", "correct horse")
-                .map(|u| u.name.as_str()),
+            verify(&mut security, "alice", "correct horse").map(|u| u.name.as_str()),
             Some("alice")
         );
         assert!(
-            security.verify("alice", "correct horse").is_some(),
+            verify(&mut security, "alice", "correct horse").is_some(),
             "cached path"
         );
-        assert!(security.verify("alice", "wrong").is_none());
-        assert!(security.verify("bob", "correct horse").is_none());
+        assert!(verify(&mut security, "alice", "wrong").is_none());
+        assert!(verify(&mut security, "bob", "correct horse").is_none());
         assert!(User::new("x", "plaintext", vec![]).is_err());
     }
 
