@@ -25,6 +25,7 @@ use super::conn::Conn;
 use super::context::{Context, Deferrals, HeldOutput, Outbound};
 use super::gather::Gather;
 use super::shutdown::{Notifier, ShutdownHandle};
+use super::sources::{SOURCE_TOKEN_BASE, SourceId, Sources};
 use super::stats::ServerStats;
 use super::timers::Timers;
 use crate::handler::{ConnectionId, Handler};
@@ -180,6 +181,8 @@ struct Core<H: Handler> {
     budget: BufferBudget,
     addresses: AddressTable,
     handshakes: HandshakeQueue,
+    /// The application's own file descriptors and its alarm.
+    sources: Sources,
 }
 
 impl<H: Handler> Server<H> {
@@ -240,6 +243,7 @@ impl<H: Handler> Server<H> {
             budget,
             addresses,
             handshakes: HandshakeQueue::default(),
+            sources: Sources::default(),
             config,
         };
         Ok(Server {
@@ -291,6 +295,7 @@ impl<H: Handler> Server<H> {
             let timeout = if self.core.read_again.is_empty()
                 && self.core.inflate_queue.is_empty()
                 && self.core.deferrals.resumed.is_empty()
+                && self.core.sources.again.is_empty()
             {
                 self.core
                     .next_wakeup()
@@ -320,6 +325,9 @@ impl<H: Handler> Server<H> {
                 self.core.on_readable(slot, &mut self.scratch, now, false);
             }
             self.core.inflate_next(&mut self.scratch, now);
+            for source in mem::take(&mut self.core.sources.again) {
+                self.core.on_source_ready(source, now);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
@@ -341,6 +349,11 @@ impl<H: Handler> Server<H> {
                             self.begin_shutdown(now);
                         }
                     }
+                    Token(token) if token >= SOURCE_TOKEN_BASE => {
+                        if let Some(source) = self.core.sources.id_for(token) {
+                            self.core.on_source_ready(source, now);
+                        }
+                    }
                     Token(slot) => {
                         let closing = event.is_read_closed() || event.is_error();
                         if calls_for_read(event) {
@@ -359,6 +372,11 @@ impl<H: Handler> Server<H> {
             self.core.resume_deferred(now);
             self.core.flush_all(now);
             self.core.run_timers(now);
+            if self.core.sources.take_due_alarm(now) {
+                let (handler, mut ctx) = self.core.context(now);
+                handler.on_alarm(&mut ctx);
+                self.core.resume_deferred(now);
+            }
             self.core.flush_all(now);
             if self
                 .core
@@ -462,10 +480,18 @@ impl<H: Handler> Core<H> {
             self.timers.next(),
             self.accept_paused_until,
             self.shutdown_deadline,
+            self.sources.alarm,
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Tells the handler a watched source is ready.
+    fn on_source_ready(&mut self, source: SourceId, now: Instant) {
+        let (handler, mut ctx) = self.context(now);
+        handler.on_source_ready(&mut ctx, source);
+        self.resume_deferred(now);
     }
 
     /// Whether every connection has had its last byte written and its
@@ -495,6 +521,8 @@ impl<H: Handler> Core<H> {
                 holding: false,
                 held: &mut self.held,
                 budget: &mut self.budget,
+                registry: &self.registry,
+                sources: &mut self.sources,
             },
         )
     }
