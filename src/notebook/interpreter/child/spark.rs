@@ -24,6 +24,8 @@ if [ -z "$home" ] || [ ! -x "$home/bin/spark-submit" ]; then
   exit 127
 fi
 export SPARK_HOME="$home"
+# The REPL compiles against the JVM's class path, as spark-shell sets up.
+export SPARK_SUBMIT_OPTS="${SPARK_SUBMIT_OPTS:-} -Dscala.usejavacp=true"
 exec "$home/bin/spark-submit" --class org.apache.spark.repl.Main --name wsloop --master "$master" "$@" spark-shell"#;
     let mut command = Command::new("sh");
     command
