@@ -71,7 +71,7 @@ async function twoTabsOnNewNote(browser, url, name) {
   await createNote(first, name);
   const second = await browser.newPage();
   await second.goto(url);
-  await second.getByTestId("note-link").filter({ hasText: "/" + name }).click();
+  await second.getByTestId("note-link").filter({ hasText: name }).click();
   await second.getByTestId("note-title").filter({ hasText: "/" + name }).waitFor();
   return [first, second];
 }
@@ -115,7 +115,7 @@ test("create a note, run %sql and %md, see a table and bold text", async ({ brow
   const header = await sql.getByTestId("result-table").locator("th").first().textContent();
   if (header !== "two") throw new Error(`table header is ${header}`);
   // The numeric column can be shown as a bar chart.
-  await sql.getByTestId("chart-toggle").click();
+  await sql.getByTestId("view-bar").click();
   await sql.getByTestId("result-chart").waitFor({ state: "visible" });
 
   await page.getByTestId("add-paragraph").click();
@@ -253,7 +253,7 @@ test("text typed while the connection is down survives the reconnect and reaches
   await typing.blur();
   const other = await browser.newPage();
   await other.goto(url);
-  await other.getByTestId("note-link").filter({ hasText: "/offline drafts" }).click();
+  await other.getByTestId("note-link").filter({ hasText: "offline drafts" }).click();
   const editors = other.getByTestId("paragraph-editor");
   for (const [index, text] of [[0, "%md *written offline*"], [1, "%md still typing"]]) {
     await until(other, async () => (await editors.nth(index).inputValue()) === text,
