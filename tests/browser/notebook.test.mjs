@@ -6,7 +6,7 @@
 // Prints "N passed, M failed" and exits non-zero on any failure.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -443,6 +443,9 @@ test("a table sorts by a column; a line chart's settings survive reload", async 
   await table.locator("th", { hasText: "hits" }).click();
   if (String(await column(1)) !== "100,20,3") throw new Error(`descending: ${await column(1)}`);
   if (!(await table.locator("td.num").first().isVisible())) throw new Error("numbers are not right-aligned");
+  const [download] = await Promise.all([page.waitForEvent("download"), card.getByTestId("download-csv").click()]);
+  const csv = readFileSync(await download.path(), "utf8");
+  if (!csv.startsWith("day,hits,errors,note\nb,20,1,null\n")) throw new Error(`the CSV is ${JSON.stringify(csv)}`);
   await card.getByTestId("view-line").click();
   await card.getByTestId("chart-key").selectOption({ label: "day" });
   await until(page, async () => (await card.getByTestId("chart-value").count()) === 2, "value columns not offered");
@@ -543,6 +546,7 @@ test("after a restart the page reconnects within 1.5 s of the server coming back
 test("screenshots at 1280 and 390 px", async ({ browser, url }) => {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   await page.goto(url);
+  for (const other of ["Getting started", "reports/Daily load"]) await createNote(page, other);
   await createNote(page, "reports/Weekly sales");
   await runInParagraph(page, 0, "%md ## Weekly sales\nUnits sold per region, from the `%sql` database.");
   await page.getByTestId("add-paragraph").click();
