@@ -419,6 +419,14 @@ test("the editor grows, indents with Tab, pairs brackets; a run %md paragraph sh
   await editor.press("Tab");
   await editor.type("f(x");
   if ((await editor.inputValue()) !== "  f(x)") throw new Error(`typed "${await editor.inputValue()}"`);
+  // Syntax colours behind the text, laid out exactly as the text is.
+  await editor.fill("%sql select 'x' as k -- note\n" + "where ".repeat(40));
+  const card0 = page.getByTestId("paragraph").first();
+  await card0.locator("pre.highlight .hl-kw", { hasText: "select" }).first().waitFor();
+  await card0.locator("pre.highlight .hl-str", { hasText: "'x'" }).waitFor();
+  await card0.locator("pre.highlight .hl-com", { hasText: "-- note" }).waitFor();
+  const heights = await card0.evaluate((c) => [c.querySelector("pre.highlight").scrollHeight, c.querySelector("textarea").scrollHeight]);
+  if (Math.abs(heights[0] - heights[1]) > 2) throw new Error(`highlight and text heights differ: ${heights}`);
   await editor.fill("%md # Rendered");
   await editor.press("Control+Enter");
   const card = page.getByTestId("paragraph").first();
