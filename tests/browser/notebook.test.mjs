@@ -6,7 +6,7 @@
 // Prints "N passed, M failed" and exits non-zero on any failure.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -30,8 +30,8 @@ function freePort() {
   });
 }
 
-function startServer(port) {
-  const child = spawn(binary, ["--listen", `127.0.0.1:${port}`, "--notebook-dir", notebookDir, "--log-level", "info"], {
+function startServer(port, dir = notebookDir, extra = []) {
+  const child = spawn(binary, ["--listen", `127.0.0.1:${port}`, "--notebook-dir", dir, "--log-level", "info", ...extra], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   return new Promise((ok, fail) => {
@@ -499,6 +499,27 @@ test("run feedback: elapsed time while running, then how long it took; a cancel 
   await page.getByTestId("run-all").click();
   await page.getByTestId("run-all-status").filter({ hasText: /stopped at paragraph 2 .*no such table/ }).waitFor();
   await page.close();
+});
+
+test("a run stopped by the time limit says so, not just ERROR", async ({ browser }) => {
+  // A server of its own with a 1 s %sql budget.
+  const dir = mkdtempSync(join(tmpdir(), "wsloop-browser-limit-"));
+  writeFileSync(join(dir, "wsloop.toml"), '[notebook]\nsql_timeout = "1s"\n');
+  const port = await freePort();
+  const server = await startServer(port, join(dir, "notes"), ["--config", join(dir, "wsloop.toml")]);
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await createNote(page, "slow");
+    const card = await runInParagraph(page, 0,
+      "%sql with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c");
+    await card.getByTestId("paragraph-status").filter({ hasText: "ERROR" }).waitFor();
+    await card.getByTestId("run-info").filter({ hasText: /^stopped at the time limit after .* s, at \d\d:\d\d$/ }).waitFor();
+    await page.close();
+  } finally {
+    await stopServer(server);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("streamed output ops append to and replace a paragraph's output live", async ({ browser, url }) => {
