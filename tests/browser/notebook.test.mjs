@@ -297,13 +297,18 @@ test("at 390 px the note list folds away and a paragraph's Run button is visible
   if (!box || box.x < 0 || box.x + box.width > 390) throw new Error(`Run is at ${JSON.stringify(box)}, outside 390 px`);
   const remove = await page.getByTestId("paragraph").first().getByTitle("Remove paragraph").boundingBox();
   if (remove.x + remove.width > 390) throw new Error("✕ is cut off");
-  if (await page.evaluate(() => document.documentElement.scrollWidth > innerWidth)) throw new Error("the page scrolls sideways");
+  if (await page.evaluate(() => document.documentElement.scrollWidth > innerWidth || document.getElementById("main").scrollWidth > document.getElementById("main").clientWidth)) throw new Error("the page scrolls sideways");
   await page.getByTestId("paragraph-editor").first().fill("%sql select 'phone' as k, 7 as v");
   await run.click();
   await page.getByTestId("paragraph-status").first().filter({ hasText: "FINISHED" }).waitFor();
   await page.getByTestId("result-table").locator("td", { hasText: /^7$/ }).waitFor();
   mkdirSync(screenshotDir, { recursive: true });
   await page.screenshot({ path: join(screenshotDir, "notebook-page-390.png") });
+  // The narrowest screen the page is made for.
+  await page.setViewportSize({ width: 360, height: 740 });
+  const narrowest = await run.boundingBox();
+  if (narrowest.x + narrowest.width > 360) throw new Error(`at 360 px Run is at ${JSON.stringify(narrowest)}`);
+  if (await page.evaluate(() => document.documentElement.scrollWidth > innerWidth || document.getElementById("main").scrollWidth > document.getElementById("main").clientWidth)) throw new Error("at 360 px the page scrolls sideways");
   await page.close();
 });
 
