@@ -67,6 +67,15 @@ struct FileConfig {
     deflate: DeflateFile,
     #[serde(default)]
     tls: TlsFile,
+    #[serde(default)]
+    web: WebFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebFile {
+    dir: Option<PathBuf>,
+    cache_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +104,7 @@ struct LimitsFile {
     max_connections_per_address: Option<usize>,
     max_handshakes_per_address: Option<usize>,
     max_request_head: Option<usize>,
+    max_request_body: Option<usize>,
     max_headers: Option<usize>,
     handshake_timeout: Option<String>,
     max_frame_size: Option<usize>,
@@ -163,6 +173,8 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
+    /// `--web-dir`.
+    pub web_dir: Option<PathBuf>,
 }
 
 /// Everything the binary needs to start.
@@ -335,6 +347,11 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         "limits.max_request_head",
         l.max_request_head,
         &mut limits.max_request_head,
+    )?;
+    size(
+        "limits.max_request_body",
+        l.max_request_body,
+        &mut limits.max_request_body,
     )?;
     size("limits.max_headers", l.max_headers, &mut limits.max_headers)?;
     if limits.max_headers > HEADER_SLOTS {
@@ -550,6 +567,12 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     if let Some(dir) = overrides.notebook_dir {
         notebook.notebook_dir = dir;
     }
+    notebook.web_dir = overrides.web_dir.or_else(|| file.web.dir.clone());
+    size(
+        "web.cache_bytes",
+        file.web.cache_bytes,
+        &mut notebook.web_cache_bytes,
+    )?;
     Ok(Settings {
         server,
         echo,
@@ -637,11 +660,13 @@ mod tests {
                 deflate: None,
                 tls_cert: None,
                 tls_key: None,
+                web_dir: Some("ui".into()),
             },
         )
         .unwrap();
         assert_eq!(overridden.server.listen.port(), 7000);
         assert_eq!(overridden.notebook.notebook_dir, PathBuf::from("elsewhere"));
+        assert_eq!(overridden.notebook.web_dir, Some(PathBuf::from("ui")));
         assert_eq!(overridden.log_level, Some(log::LevelFilter::Warn));
         assert!(overridden.echo);
     }

@@ -16,6 +16,7 @@ use super::notes::Notes;
 use super::passwords::PasswordChecks;
 use super::security::Security;
 use super::watchers::Watchers;
+use super::web_root::{WebRoot, WebRootConfig};
 use crate::handler::{Accept, ConnectionId, Handler};
 use crate::proto::{HttpRequest, HttpResponse, Message};
 use crate::server::{Context, Notifier};
@@ -40,11 +41,26 @@ pub struct NotebookHandler {
     durability_barriers: VecDeque<(u64, u64)>,
     /// Note writes that failed (for `/metrics`).
     pub(super) failed_writes: u64,
+    /// Static files served at `/` (`--web-dir`), if configured.
+    pub(super) web_root: Option<WebRoot>,
 }
 
 impl NotebookHandler {
     /// Loads the notebook directory and prepares the interpreters.
     pub fn open(config: NotebookConfig) -> io::Result<NotebookHandler> {
+        let web_root = match &config.web_dir {
+            Some(dir) if !dir.is_dir() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("web root {} is not a folder", dir.display()),
+                ));
+            }
+            Some(dir) => Some(WebRoot::new(WebRootConfig {
+                dir: dir.clone(),
+                cache_bytes: config.web_cache_bytes,
+            })),
+            None => None,
+        };
         let mut notes = Notes::load(&config.notebook_dir)?;
         notes.set_max_notes(config.max_notes);
         let sql = SqlInterpreter::new(
@@ -96,6 +112,7 @@ impl NotebookHandler {
             refusal_counts: BTreeMap::new(),
             durability_barriers: VecDeque::new(),
             failed_writes: 0,
+            web_root,
         })
     }
 
@@ -255,6 +272,9 @@ impl NotebookHandler {
 impl Handler for NotebookHandler {
     fn on_start(&mut self, notifier: Notifier) {
         self.passwords.start(notifier.clone());
+        if let Some(web_root) = &mut self.web_root {
+            web_root.start(notifier.clone());
+        }
         self.notes.start_writer(notifier.clone());
         self.jobs.start(notifier);
     }
@@ -263,6 +283,11 @@ impl Handler for NotebookHandler {
         ctx.hold_output();
         self.collect_writes(ctx);
         self.collect_password_checks(ctx);
+        if let Some(web_root) = &mut self.web_root {
+            for conn in web_root.collect(ctx.now()) {
+                ctx.resume(conn);
+            }
+        }
         while let Some(finished) = self.jobs.take_finished() {
             self.finish_run(ctx, finished);
         }

@@ -13,10 +13,12 @@ pub mod model;
 pub mod notes;
 mod ops;
 pub mod passwords;
+mod rest;
 pub mod security;
 pub mod store;
 pub mod watchers;
 mod web;
+pub mod web_root;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -87,6 +89,11 @@ pub struct NotebookConfig {
     /// Paragraph runs all principals together may have queued or running;
     /// more are refused with ERROR_INFO. Default 10,000.
     pub max_runs: usize,
+    /// Static files served at `/` instead of the built-in page (a build of
+    /// Zeppelin's web UI, say). Default none.
+    pub web_dir: Option<PathBuf>,
+    /// Most bytes of web root files kept in memory. Default 256 MiB.
+    pub web_cache_bytes: usize,
 }
 
 impl Default for NotebookConfig {
@@ -110,6 +117,8 @@ impl Default for NotebookConfig {
             password_checks_per_second: passwords::DEFAULT_CHECKS_PER_SECOND,
             max_runs_per_user: jobs::DEFAULT_MAX_RUNS_PER_USER,
             max_runs: jobs::DEFAULT_MAX_RUNS,
+            web_dir: None,
+            web_cache_bytes: web_root::DEFAULT_CACHE_BYTES,
         }
     }
 }

@@ -13,6 +13,7 @@ use super::passwords::Busy;
 use super::security::{
     Credentials, FAILURE_WINDOW, TICKET_COOKIE, basic_credentials, ticket_cookie,
 };
+use super::web_root::Served;
 use crate::handler::Accept;
 use crate::proto::{HttpRequest, HttpResponse};
 use crate::server::{Context, write_labelled};
@@ -47,12 +48,8 @@ fn host_refused(request: &HttpRequest<'_>) -> HttpResponse {
 }
 
 fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
-    HttpResponse {
-        status,
-        headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
-        body: body.to_string().into_bytes(),
-    }
-    .with_header("Cache-Control", "no-store")
+    HttpResponse::with_body(status, "application/json", body.to_string().into_bytes())
+        .with_header("Cache-Control", "no-store")
 }
 
 /// Who an authenticated request acts as.
@@ -78,14 +75,13 @@ impl NotebookHandler {
         let path = request.path();
         let known = matches!(
             path,
-            "/" | "/index.html"
-                | "/healthz"
-                | "/metrics"
-                | "/api/security/ticket"
-                | "/api/login/logout"
-        );
+            "/healthz" | "/metrics" | "/api/security/ticket" | "/api/login/logout"
+        ) || (self.web_root.is_none() && matches!(path, "/" | "/index.html"));
         if !known {
-            return HttpResponse::not_found();
+            if path.starts_with("/api/") {
+                return self.rest(ctx, request);
+            }
+            return self.static_file(ctx, request);
         }
         let method = if path == "/api/login/logout" {
             "POST"
@@ -101,18 +97,31 @@ impl NotebookHandler {
             "/metrics" => self.metrics(ctx),
             "/api/security/ticket" => self.ticket(ctx, request),
             "/api/login/logout" => self.logout(ctx, request),
-            _ => HttpResponse {
-                status: 200,
-                headers: vec![(
-                    "Content-Type".to_owned(),
-                    "text/html; charset=utf-8".to_owned(),
-                )],
-                body: PAGE.as_bytes().to_vec(),
-            }
-            .with_header("Content-Security-Policy", PAGE_POLICY)
-            .with_header("X-Content-Type-Options", "nosniff")
-            .with_header("Referrer-Policy", "no-referrer")
-            .with_header("Cache-Control", "no-cache"),
+            _ => HttpResponse::with_body(200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec())
+                .with_header("Content-Security-Policy", PAGE_POLICY)
+                .with_header("X-Content-Type-Options", "nosniff")
+                .with_header("Referrer-Policy", "no-referrer")
+                .with_header("Cache-Control", "no-cache"),
+        }
+    }
+
+    /// A file from the web root (`--web-dir`), or `404` without one.
+    /// Reading a file not cached yet defers the request to the web root's
+    /// worker.
+    fn static_file(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
+        let Some(web_root) = &mut self.web_root else {
+            return HttpResponse::not_found();
+        };
+        if !matches!(request.method, "GET" | "HEAD") {
+            return HttpResponse::text(405, "only GET and HEAD are supported here\n")
+                .with_header("Allow", "GET, HEAD");
+        }
+        match web_root.serve(ctx.request_id(), request, ctx.now()) {
+            Served::Response(response) => response,
+            Served::Deferred => match ctx.defer() {
+                Some(_) => HttpResponse::text(503, "deferred\n"),
+                None => HttpResponse::text(503, "try again\n").with_header("Retry-After", "1"),
+            },
         }
     }
 
@@ -160,14 +169,11 @@ impl NotebookHandler {
             "# HELP wsloop_notebook_paragraph_runs_held Paragraph runs queued or running (bounded by notebook.max_runs).\n# TYPE wsloop_notebook_paragraph_runs_held gauge\nwsloop_notebook_paragraph_runs_held {}\n",
             self.jobs.runs_held()
         );
-        HttpResponse {
-            status: 200,
-            headers: vec![(
-                "Content-Type".to_owned(),
-                "text/plain; version=0.0.4; charset=utf-8".to_owned(),
-            )],
-            body: out.into_bytes(),
-        }
+        HttpResponse::with_body(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            out.into_bytes(),
+        )
     }
 
     /// Authenticates a request from its Basic credentials, `ticket` query
