@@ -201,7 +201,7 @@ impl NotebookHandler {
     /// so far, or goes now when none are pending. Nothing the server says
     /// about a change reaches anyone before the change is on disk, and
     /// nothing overtakes it.
-    fn settle_output(&mut self, ctx: &mut Context<'_>) {
+    pub(super) fn settle_output(&mut self, ctx: &mut Context<'_>) {
         let mark = ctx.output_mark();
         if !self.notes.writes_pending() {
             self.durability_barriers.clear();

@@ -1,14 +1,22 @@
-//! Zeppelin's REST API under `/api/`: what its web UI calls, and the
-//! notebook API scripts and client libraries use. Replies use Zeppelin's
-//! envelope `{"status":"OK","message":"","body":…}`.
+//! Zeppelin's REST API under `/api/`: what its web UI calls at start-up
+//! and while it runs. Replies use Zeppelin's envelope
+//! `{"status":"OK","message":"","body":…}`; requests are identified like
+//! the WebSocket's (anonymous, ticket cookie, Basic, `ticket` query). The
+//! notebook API proper (notes, paragraphs, jobs) is in `rest_notebook`.
 
 use serde_json::{Value, json};
 
 use super::app::NotebookHandler;
+use super::interpreter::BUILT_IN;
+use super::security::Credentials;
+use super::web::{Identity, ticket_cookie_header, unauthorized_for};
 use crate::proto::{HttpRequest, HttpResponse};
 use crate::server::Context;
 
-/// A reply in Zeppelin's envelope.
+/// The Zeppelin version the UI is told (it shows it in its About box).
+const ZEPPELIN_VERSION: &str = "0.12.0";
+
+/// A reply in Zeppelin's envelope; `body` left out when null.
 pub(super) fn envelope(status: u16, message: &str, body: Value) -> HttpResponse {
     let name = match status {
         200 | 201 => "OK",
@@ -19,8 +27,10 @@ pub(super) fn envelope(status: u16, message: &str, body: Value) -> HttpResponse 
         405 => "METHOD_NOT_ALLOWED",
         409 => "CONFLICT",
         413 => "PAYLOAD_TOO_LARGE",
+        429 => "TOO_MANY_REQUESTS",
+        500 => "INTERNAL_SERVER_ERROR",
         503 => "SERVICE_UNAVAILABLE",
-        _ => "INTERNAL_SERVER_ERROR",
+        _ => "ERROR",
     };
     let mut reply = json!({ "status": name, "message": message });
     if !body.is_null() {
@@ -30,6 +40,126 @@ pub(super) fn envelope(status: u16, message: &str, body: Value) -> HttpResponse 
         .with_header("Cache-Control", "no-store")
 }
 
+/// `200` with `body`.
+pub(super) fn ok(body: Value) -> HttpResponse {
+    envelope(200, "", body)
+}
+
+/// `404` saying what was not found.
+pub(super) fn not_found(what: &str) -> HttpResponse {
+    envelope(404, what, Value::Null)
+}
+
+/// `400` saying what was wrong.
+pub(super) fn bad_request(why: &str) -> HttpResponse {
+    envelope(400, why, Value::Null)
+}
+
+/// A plain-text refusal from the identity check (`401`, `429`, `503`)
+/// in the envelope, its headers (`Retry-After`) kept.
+fn as_envelope(refusal: HttpResponse) -> HttpResponse {
+    let message = String::from_utf8_lossy(&refusal.body).trim().to_owned();
+    let mut reply = envelope(refusal.status, &message, Value::Null);
+    reply.headers.extend(
+        refusal
+            .headers
+            .into_iter()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("content-type")),
+    );
+    reply
+}
+
+/// Every interpreter setting, in Zeppelin's shape: one per interpreter
+/// wsloop knows (one group of one interpreter each), from the one list
+/// the job lanes are built from.
+pub(super) fn interpreter_settings() -> Vec<Value> {
+    BUILT_IN
+        .iter()
+        .map(|info| {
+            json!({
+                "id": info.name,
+                "name": info.name,
+                "group": info.name,
+                "properties": {},
+                "status": "READY",
+                "interpreterGroup": [{
+                    "name": info.name,
+                    "class": format!("wsloop.{}", info.name),
+                    "defaultInterpreter": true,
+                    "editor": {
+                        "language": info.language,
+                        "editOnDblClick": info.edit_on_double_click,
+                        "completionSupport": info.completion_support,
+                    },
+                }],
+                "dependencies": [],
+                "option": {
+                    "remote": false, "port": -1, "isExistingProcess": false,
+                    "setPermission": false, "owners": [], "isUserImpersonate": false,
+                    "perNote": "shared", "perUser": "shared",
+                },
+            })
+        })
+        .collect()
+}
+
+/// The `%` directive names of interpreter setting `name`, if wsloop has it.
+fn interpreter_setting(name: &str) -> Option<Value> {
+    interpreter_settings()
+        .into_iter()
+        .find(|setting| setting["name"] == name)
+}
+
+/// Decodes `application/x-www-form-urlencoded` text into its pairs.
+pub(super) fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    let decode = |text: &str| -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = bytes
+                        .get(i + 1..i + 3)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    if let Some(byte) = hex {
+                        out.push(byte);
+                        i += 2;
+                    } else {
+                        out.push(b'%');
+                    }
+                }
+                other => out.push(other),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+/// The request's `q` query parameter, percent-decoded.
+fn query_text(request: &HttpRequest<'_>, name: &str) -> String {
+    request
+        .query_param(name)
+        .map(|raw| {
+            form_fields(format!("v={raw}").as_bytes())
+                .pop()
+                .map(|(_, value)| value)
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
 impl NotebookHandler {
     /// Answers a request under `/api/` other than the ticket and logout.
     pub(super) fn rest(
@@ -37,7 +167,192 @@ impl NotebookHandler {
         ctx: &mut Context<'_>,
         request: &HttpRequest<'_>,
     ) -> HttpResponse {
+        if !self.security.origin_allowed(request) {
+            return envelope(403, "origin not allowed", Value::Null);
+        }
+        let path = request.path();
+        let segments: Vec<&str> = path["/api/".len()..]
+            .split('/')
+            .filter(|segment| !segment.is_empty())
+            .collect();
+        if request.method == "POST" && segments == ["login"] {
+            return self.login(ctx, request);
+        }
+        let principal = match self.identify(ctx, request) {
+            Ok(Some(Identity { principal, .. })) => principal,
+            Ok(None) if self.tickets.anonymous_allowed() => "anonymous".to_owned(),
+            Ok(None) => {
+                return as_envelope(unauthorized_for(request, "log in first"));
+            }
+            Err(refusal) if refusal.status == 503 && ctx.request_id().is_some() => {
+                // Deferred for a password check, or busy: as it came.
+                return refusal;
+            }
+            Err(refusal) => return as_envelope(refusal),
+        };
+        if segments.first() == Some(&"notebook") {
+            ctx.hold_output();
+            let response = self.rest_notebook(ctx, request, &segments[1..], &principal);
+            self.settle_output(ctx);
+            return response;
+        }
+        self.rest_ui(ctx, request, &segments)
+    }
+
+    /// The endpoints Zeppelin's UI calls besides the notebook API.
+    fn rest_ui(
+        &mut self,
+        ctx: &mut Context<'_>,
+        request: &HttpRequest<'_>,
+        segments: &[&str],
+    ) -> HttpResponse {
         let _ = ctx;
-        envelope(404, &format!("no API at {}", request.path()), Value::Null)
+        match (request.method, segments) {
+            ("GET", ["version"]) => ok(json!({
+                "version": ZEPPELIN_VERSION,
+                "git-commit-id": format!("wsloop {}", env!("CARGO_PKG_VERSION")),
+                "git-timestamp": "",
+            })),
+            ("GET", ["helium", "enabledPackage"]) => ok(json!([])),
+            ("GET", ["helium", "bundle", "load", name]) => {
+                not_found(&format!("wsloop has no Helium package {name}"))
+            }
+            ("GET", ["configurations", "client" | "all"]) => ok(self.configurations()),
+            ("GET", ["interpreter", "setting"]) => ok(Value::Array(interpreter_settings())),
+            ("GET", ["interpreter", "setting", name]) => match interpreter_setting(name) {
+                Some(setting) => ok(setting),
+                None => not_found(&format!("interpreter setting {name} not found")),
+            },
+            ("PUT", ["interpreter", "setting", "restart", name]) => {
+                match interpreter_setting(name) {
+                    // The built-in interpreters keep no session to restart.
+                    Some(setting) => ok(setting),
+                    None => not_found(&format!("interpreter setting {name} not found")),
+                }
+            }
+            ("GET", ["interpreter"]) => {
+                let all: serde_json::Map<String, Value> = interpreter_settings()
+                    .into_iter()
+                    .filter_map(|setting| {
+                        let name = setting["name"].as_str()?.to_owned();
+                        Some((name, setting))
+                    })
+                    .collect();
+                ok(Value::Object(all))
+            }
+            ("GET", ["interpreter", "property", "types"]) => ok(json!([
+                "textarea", "string", "number", "url", "password", "checkbox"
+            ])),
+            ("GET", ["interpreter", "repository"]) => ok(json!([])),
+            ("GET", ["notebook-repositories"]) => ok(json!([])),
+            ("GET", ["credential"]) => ok(json!({ "userCredentials": {} })),
+            ("GET", ["security", "userlist", search]) => {
+                let search = search.to_lowercase();
+                let users: Vec<&str> = self
+                    .config
+                    .users
+                    .iter()
+                    .map(|user| user.name.as_str())
+                    .filter(|name| name.to_lowercase().contains(&search))
+                    .take(5)
+                    .collect();
+                ok(json!({ "users": users, "roles": [] }))
+            }
+            (
+                "POST" | "PUT" | "DELETE",
+                ["interpreter" | "credential" | "notebook-repositories", ..],
+            ) => envelope(
+                403,
+                "wsloop's interpreters, credentials and repositories are set in its configuration file",
+                Value::Null,
+            ),
+            _ => not_found(&format!(
+                "wsloop has no API {} {}",
+                request.method,
+                request.path()
+            )),
+        }
+    }
+
+    /// The effective settings as strings (LIST_CONFIGURATIONS and the
+    /// configurations endpoints), never secrets.
+    pub(super) fn configurations(&self) -> Value {
+        let config = &self.config;
+        json!({
+            "zeppelin.websocket.max.text.message.size": config.max_message_size.to_string(),
+            "zeppelin.notebook.dir": self.notes.dir().display().to_string(),
+            "zeppelin.anonymous.allowed": self.tickets.anonymous_allowed().to_string(),
+            "zeppelin.interpreter.group.default": config.default_interpreter,
+            "zeppelin.notebook.storage": "wsloop .zpln files",
+            "zeppelin.notebook.git.remote.url": "",
+            "isRevisionSupported": "false",
+            "wsloop.sql.database": config.sql_database.display().to_string(),
+            "wsloop.sql.timeout.ms": config.sql_timeout.as_millis().to_string(),
+            "wsloop.version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    /// `POST /api/login`: form fields `userName` and `password`, checked
+    /// like Basic credentials (argon2 on the worker, the request deferred
+    /// meanwhile); a ticket and its cookie on success.
+    fn login(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
+        let fields = form_fields(request.body);
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let (Some(user), Some(password)) = (field("userName"), field("password")) else {
+            return bad_request("send the form fields userName and password");
+        };
+        let credentials = Credentials::Basic { user, password };
+        let identity = match self.identify_with(ctx, request, Some(credentials)) {
+            Ok(Some(identity)) => identity,
+            Ok(None) => return envelope(403, "wrong user name or password", Value::Null),
+            Err(refusal) if refusal.status == 503 => return refusal,
+            Err(refusal) if refusal.status == 401 => {
+                return envelope(403, "wrong user name or password", Value::Null);
+            }
+            Err(refusal) => return as_envelope(refusal),
+        };
+        let ticket = match identity.ticket {
+            Some(ticket) => ticket,
+            None => self
+                .tickets
+                .issue(&identity.principal, identity.roles.clone(), ctx.now()),
+        };
+        let roles = serde_json::to_string(&identity.roles).unwrap_or_else(|_| "[]".to_owned());
+        ok(json!({ "principal": identity.principal, "ticket": ticket, "roles": roles }))
+            .with_header("Set-Cookie", ticket_cookie_header(ctx, &ticket, ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_are_decoded() {
+        assert_eq!(
+            form_fields(b"userName=al%20ice&password=a+b%26c%3D&empty="),
+            vec![
+                ("userName".to_owned(), "al ice".to_owned()),
+                ("password".to_owned(), "a b&c=".to_owned()),
+                ("empty".to_owned(), String::new()),
+            ]
+        );
+        assert_eq!(
+            form_fields(b"bad=%zz%"),
+            vec![("bad".to_owned(), "%zz%".to_owned())]
+        );
+    }
+
+    #[test]
+    fn every_interpreter_has_a_setting() {
+        let settings = interpreter_settings();
+        assert_eq!(settings.len(), BUILT_IN.len());
+        assert!(interpreter_setting("sql").is_some());
+        assert!(interpreter_setting("nope").is_none());
     }
 }

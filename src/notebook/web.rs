@@ -26,6 +26,17 @@ const PAGE: &str = include_str!("page.html");
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// A `401`; `WWW-Authenticate: Basic` (which makes a browser prompt for
+/// credentials) only for requests that are not a script's XHR, such as
+/// Zeppelin's UI, whose own login page asks instead.
+pub(super) fn unauthorized_for(request: &HttpRequest<'_>, body: &str) -> HttpResponse {
+    if request.header_str("x-requested-with") == Some("XMLHttpRequest") {
+        HttpResponse::text(401, body)
+    } else {
+        unauthorized(body)
+    }
+}
+
 fn unauthorized(body: &str) -> HttpResponse {
     HttpResponse::text(401, body).with_header(
         "WWW-Authenticate",
@@ -53,13 +64,13 @@ fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
 }
 
 /// Who an authenticated request acts as.
-struct Identity {
-    principal: String,
-    roles: Vec<String>,
+pub(super) struct Identity {
+    pub(super) principal: String,
+    pub(super) roles: Vec<String>,
     /// The ticket the request was identified by, or that its cookie names
     /// beside Basic credentials of the same user: asking for a ticket with
     /// it continues that session.
-    ticket: Option<String>,
+    pub(super) ticket: Option<String>,
 }
 
 impl NotebookHandler {
@@ -178,13 +189,24 @@ impl NotebookHandler {
 
     /// Authenticates a request from its Basic credentials, `ticket` query
     /// parameter or ticket cookie. `Ok(None)`: no credentials at all.
-    fn identify(
+    pub(super) fn identify(
         &mut self,
         ctx: &mut Context<'_>,
         request: &HttpRequest<'_>,
     ) -> Result<Option<Identity>, HttpResponse> {
+        self.identify_with(ctx, request, basic_credentials(request))
+    }
+
+    /// [`Self::identify`] with `credentials` standing for the request's
+    /// Basic credentials (a login form's fields, say).
+    pub(super) fn identify_with(
+        &mut self,
+        ctx: &mut Context<'_>,
+        request: &HttpRequest<'_>,
+        credentials: Option<Credentials>,
+    ) -> Result<Option<Identity>, HttpResponse> {
         let peer = ctx.peer_addr().map(|addr| addr.ip());
-        match basic_credentials(request) {
+        match credentials {
             Some(Credentials::Basic { user, password }) => {
                 let now = ctx.now();
                 let digest = self.security.cache_digest(&user, &password);
@@ -212,7 +234,7 @@ impl NotebookHandler {
                     },
                 };
                 let Some(found) = found else {
-                    return Err(unauthorized("wrong user name or password\n"));
+                    return Err(unauthorized_for(request, "wrong user name or password\n"));
                 };
                 let mut identity = Identity {
                     principal: found.name.clone(),
@@ -232,7 +254,10 @@ impl NotebookHandler {
                 return Ok(Some(identity));
             }
             Some(Credentials::Malformed) => {
-                return Err(unauthorized("malformed Authorization header\n"));
+                return Err(unauthorized_for(
+                    request,
+                    "malformed Authorization header\n",
+                ));
             }
             None => {}
         }
@@ -244,7 +269,7 @@ impl NotebookHandler {
                     roles,
                     ticket: Some(ticket.to_owned()),
                 })),
-                _ => Err(unauthorized("invalid ticket\n")),
+                _ => Err(unauthorized_for(request, "invalid ticket\n")),
             };
         }
         Ok(self.cookie_session(request, ctx.now()))
@@ -350,10 +375,10 @@ impl NotebookHandler {
                 "anonymous".to_owned(),
                 None,
             ),
-            _ => return unauthorized("log in with HTTP Basic credentials\n"),
+            _ => return unauthorized_for(request, "log in with HTTP Basic credentials\n"),
         };
         let roles = serde_json::to_string(&roles).unwrap_or_else(|_| "[]".to_owned());
-        let body = json!({ "status": "OK", "body": { "principal": principal, "ticket": ticket, "roles": roles } });
+        let body = json!({ "status": "OK", "message": "", "body": { "principal": principal, "ticket": ticket, "roles": roles } });
         let response = json_response(200, &body);
         match cookie {
             Some(cookie) => response.with_header("Set-Cookie", cookie),
@@ -372,7 +397,7 @@ impl NotebookHandler {
             .into_iter()
             .chain(request.query_param("ticket"))
             .fold(false, |ended, ticket| self.tickets.revoke(ticket) | ended);
-        let body = json!({ "status": "OK", "body": { "loggedOut": ended } });
+        let body = json!({ "status": "OK", "message": "", "body": { "loggedOut": ended } });
         json_response(200, &body)
             .with_header("Set-Cookie", ticket_cookie_header(ctx, "", "; Max-Age=0"))
     }
@@ -408,7 +433,7 @@ impl NotebookHandler {
 
 /// The `Set-Cookie` value carrying `ticket` (HttpOnly, same-site only,
 /// and over TLS never sent in the clear), with `extra` attributes.
-fn ticket_cookie_header(ctx: &Context<'_>, ticket: &str, extra: &str) -> String {
+pub(super) fn ticket_cookie_header(ctx: &Context<'_>, ticket: &str, extra: &str) -> String {
     let secure = if ctx.is_tls() { "; Secure" } else { "" };
     format!("{TICKET_COOKIE}={ticket}; Path=/; HttpOnly; SameSite=Strict{secure}{extra}")
 }
