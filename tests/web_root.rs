@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{JsonClient, TestServer, metric};
+use common::{JsonClient, TestServer, header_value, http_request, metric};
 use wsloop::ServerConfig;
 use wsloop::notebook::{NotebookConfig, NotebookHandler};
 
@@ -42,41 +42,17 @@ fn start(base: &std::path::Path, root: &std::path::Path) -> TestServer {
     )
 }
 
-/// One request; returns status, head (lower-cased names kept as sent)
-/// and body bytes.
 fn request(
     server: &TestServer,
     method: &str,
     target: &str,
     headers: &str,
 ) -> (u16, String, Vec<u8>) {
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {target} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n",
-        server.addr
-    )
-    .unwrap();
-    let mut all = Vec::new();
-    stream.read_to_end(&mut all).unwrap();
-    let end = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
-    let head = String::from_utf8(all[..end].to_vec()).unwrap();
-    let status = head[9..12].parse().unwrap();
-    (status, head, all[end..].to_vec())
+    http_request(server.addr, method, target, headers, None)
 }
 
 fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
-    head.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(name).then(|| value.trim())
-    })
+    header_value(head, name)
 }
 
 #[test]

@@ -43,6 +43,8 @@ pub struct NotebookHandler {
     pub(super) failed_writes: u64,
     /// Static files served at `/` (`--web-dir`), if configured.
     pub(super) web_root: Option<WebRoot>,
+    /// REST requests waiting for a paragraph run to end, by connection.
+    pub(super) sync_runs: std::collections::HashMap<ConnectionId, super::rest_notebook::SyncRun>,
 }
 
 impl NotebookHandler {
@@ -113,6 +115,7 @@ impl NotebookHandler {
             durability_barriers: VecDeque::new(),
             failed_writes: 0,
             web_root,
+            sync_runs: std::collections::HashMap::new(),
         })
     }
 

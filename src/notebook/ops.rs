@@ -335,34 +335,11 @@ impl NotebookHandler {
     }
 
     fn insert_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
-        let Call {
-            conn,
-            data,
-            user,
-            msg_id,
-        } = call;
-        let note_id = self.target_note(conn, data)?;
-        let requested = data.opt_index("index")?;
-        let config = data.opt_object("config")?.cloned().unwrap_or_default();
-        let (paragraph, index) = self.notes.update(&note_id, |note| {
-            let index = requested
-                .unwrap_or(note.paragraphs.len())
-                .min(note.paragraphs.len());
-            let mut paragraph = Paragraph::new(user);
-            paragraph.config = config;
-            let wire = paragraph.for_wire();
-            note.paragraphs.insert(index, paragraph);
-            Ok((wire, index))
-        })?;
-        self.to_watchers(
-            ctx,
-            &note_id,
-            &[conn],
-            "PARAGRAPH_ADDED",
-            &json!({ "paragraph": paragraph, "index": index }),
-            msg_id,
-        );
-        Ok(())
+        let note_id = self.target_note(call.conn, call.data)?;
+        let requested = call.data.opt_index("index")?;
+        let mut paragraph = Paragraph::new(call.user);
+        paragraph.config = call.data.opt_object("config")?.cloned().unwrap_or_default();
+        self.add_paragraph(ctx, &note_id, paragraph, requested, call)
     }
 
     fn remove_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
@@ -645,6 +622,7 @@ impl NotebookHandler {
             Ok(paragraph) => {
                 if matches!(status, Status::Finished | Status::Error | Status::Abort) {
                     *self.run_counts.entry(status.as_str()).or_default() += 1;
+                    self.wake_sync_runs(ctx, &job.paragraph_id);
                 }
                 // Whoever ran it, and whoever cancelled it, bound or not.
                 let also: Vec<ConnectionId> = std::iter::once(job.requester)

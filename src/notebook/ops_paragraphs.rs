@@ -90,7 +90,21 @@ impl NotebookHandler {
         let requested = call.data.opt_index("index")?;
         let mut paragraph = Paragraph::new(call.user);
         apply_edits(&mut paragraph, call.data, call.user)?;
-        let (wire, index) = self.notes.update(&note_id, |note| {
+        self.add_paragraph(ctx, &note_id, paragraph, requested, call)
+    }
+
+    /// Inserts `paragraph` into note `note_id` at `requested` (clamped;
+    /// the end when `None`); PARAGRAPH_ADDED `{paragraph, index}` to
+    /// watchers and to `call`'s sender (with its msgId).
+    pub(super) fn add_paragraph(
+        &mut self,
+        ctx: &mut Context<'_>,
+        note_id: &str,
+        paragraph: Paragraph,
+        requested: Option<usize>,
+        call: Call<'_>,
+    ) -> OpResult {
+        let (wire, index) = self.notes.update(note_id, |note| {
             let index = requested
                 .unwrap_or(note.paragraphs.len())
                 .min(note.paragraphs.len());
@@ -101,7 +115,7 @@ impl NotebookHandler {
         let data = json!({ "paragraph": wire, "index": index });
         self.to_watchers(
             ctx,
-            &note_id,
+            note_id,
             &[call.conn],
             "PARAGRAPH_ADDED",
             &data,

@@ -148,7 +148,7 @@ pub(super) fn form_fields(body: &[u8]) -> Vec<(String, String)> {
 }
 
 /// The request's `q` query parameter, percent-decoded.
-fn query_text(request: &HttpRequest<'_>, name: &str) -> String {
+pub(super) fn query_text(request: &HttpRequest<'_>, name: &str) -> String {
     request
         .query_param(name)
         .map(|raw| {
