@@ -166,6 +166,9 @@ fn a_large_file_streams_without_a_copy_per_connection() {
     let (status, _, body) = request(&server, "GET", "/big.bin", "");
     assert_eq!(status, 200);
     assert!(body == large, "the first download differs");
+    // Held once, in the cache.
+    let cached = metric(server.addr, "wsloop_web_cache_bytes").unwrap();
+    assert!((6 << 20..7 << 20).contains(&cached), "{cached}");
     let stalled: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut stream = TcpStream::connect(server.addr).unwrap();

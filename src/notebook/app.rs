@@ -21,6 +21,11 @@ use crate::handler::{Accept, ConnectionId, Handler};
 use crate::proto::{HttpRequest, HttpResponse, Message};
 use crate::server::{Context, Notifier};
 
+/// A REST answer held for durability whose request was not offered again
+/// within this long is dropped (its connection is gone: requests time out
+/// sooner).
+const KEEP_DURABLE_REPLY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The notebook server application.
 pub struct NotebookHandler {
     pub(super) config: NotebookConfig,
@@ -45,6 +50,11 @@ pub struct NotebookHandler {
     pub(super) web_root: Option<WebRoot>,
     /// REST requests waiting for a paragraph run to end, by connection.
     pub(super) sync_runs: std::collections::HashMap<ConnectionId, super::rest_notebook::SyncRun>,
+    /// REST answers held until the write they acknowledge is on disk: the
+    /// write's sequence number, the answer, and when it was kept, by
+    /// connection.
+    pub(super) durable_replies:
+        std::collections::HashMap<ConnectionId, (u64, HttpResponse, std::time::Instant)>,
 }
 
 impl NotebookHandler {
@@ -116,6 +126,7 @@ impl NotebookHandler {
             failed_writes: 0,
             web_root,
             sync_runs: std::collections::HashMap::new(),
+            durable_replies: std::collections::HashMap::new(),
         })
     }
 
@@ -232,6 +243,15 @@ impl NotebookHandler {
         }
         if let Some(mark) = release {
             ctx.release_output(mark);
+        }
+        // Answers whose request went away (it timed out) are dropped.
+        let now = ctx.now();
+        self.durable_replies
+            .retain(|_, (_, _, kept)| now.duration_since(*kept) < KEEP_DURABLE_REPLY);
+        for (conn, (seq, _, _)) in &self.durable_replies {
+            if *seq <= done {
+                ctx.resume(*conn);
+            }
         }
         let mut failed: Vec<(String, String)> = Vec::new();
         for report in reports {

@@ -191,12 +191,47 @@ impl NotebookHandler {
             Err(refusal) => return as_envelope(refusal),
         };
         if segments.first() == Some(&"notebook") {
-            ctx.hold_output();
-            let response = self.rest_notebook(ctx, request, &segments[1..], &principal);
-            self.settle_output(ctx);
-            return response;
+            return self.rest_durably(ctx, request, &segments[1..], &principal);
         }
         self.rest_ui(ctx, request, &segments)
+    }
+
+    /// The notebook API, answered only once what it changed is on disk:
+    /// an answer that acknowledges a write still on its way is kept and
+    /// the request deferred until the writer reports it done (the same
+    /// rule that holds the ops' messages back).
+    fn rest_durably(
+        &mut self,
+        ctx: &mut Context<'_>,
+        request: &HttpRequest<'_>,
+        segments: &[&str],
+        principal: &str,
+    ) -> HttpResponse {
+        let Some(conn) = ctx.request_id() else {
+            return envelope(500, "no request", Value::Null);
+        };
+        if let Some((seq, response, kept)) = self.durable_replies.remove(&conn) {
+            if seq <= self.notes.reported_write() {
+                return response;
+            }
+            self.durable_replies.insert(conn, (seq, response, kept));
+            ctx.defer();
+            return envelope(503, "deferred", Value::Null);
+        }
+        let before = self.notes.last_write();
+        ctx.hold_output();
+        let response = self.rest_notebook(ctx, request, segments, principal);
+        self.settle_output(ctx);
+        let seq = self.notes.last_write();
+        if seq == before || seq <= self.notes.reported_write() || response.status == 503 {
+            return response;
+        }
+        if ctx.defer().is_none() {
+            return response;
+        }
+        self.durable_replies
+            .insert(conn, (seq, response, ctx.now()));
+        envelope(503, "deferred", Value::Null)
     }
 
     /// The endpoints Zeppelin's UI calls besides the notebook API.

@@ -180,6 +180,13 @@ impl NotebookHandler {
             "# HELP wsloop_notebook_paragraph_runs_held Paragraph runs queued or running (bounded by notebook.max_runs).\n# TYPE wsloop_notebook_paragraph_runs_held gauge\nwsloop_notebook_paragraph_runs_held {}\n",
             self.jobs.runs_held()
         );
+        if let Some(web_root) = &self.web_root {
+            let _ = write!(
+                out,
+                "# HELP wsloop_web_cache_bytes Web root files held in memory (bounded by web.cache_bytes).\n# TYPE wsloop_web_cache_bytes gauge\nwsloop_web_cache_bytes {}\n",
+                web_root.cached_bytes()
+            );
+        }
         HttpResponse::with_body(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
