@@ -306,6 +306,29 @@ await step("after a reload everything is still there", async () => {
   await noToast(page);
 });
 
+await step("a second cold browser, the server's cache warm", async () => {
+  const context = await browser.newContext();
+  const fresh = await context.newPage();
+  watch(fresh, "C");
+  const started = Date.now();
+  await fresh.goto(base);
+  await fresh.getByText("Welcome to Zeppelin").waitFor();
+  await fresh.locator("zeppelin-node-list").getByText("browser").waitFor();
+  const timing = await fresh.evaluate(() => {
+    const [nav] = performance.getEntriesByType("navigation");
+    const scripts = performance.getEntriesByType("resource").filter((e) => e.name.endsWith(".js"));
+    const slowest = performance.getEntriesByType("resource")
+      .map((e) => ({ name: e.name.split("/").pop().split("?")[0], start: Math.round(e.startTime), wait: Math.round(e.responseStart - e.requestStart), total: Math.round(e.responseEnd - e.startTime) }))
+      .sort((a, b) => b.total - a.total).slice(0, 3);
+    return { dom: Math.round(nav.domContentLoadedEventEnd), lastScript: Math.round(Math.max(...scripts.map((e) => e.responseEnd))), slowest };
+  });
+  console.log(`# slowest requests (start, server wait, total ms): ${JSON.stringify(timing.slowest)}`);
+  console.log(`# warm server, cold browser: home page with its notes shown after ${Date.now() - started} ms ` +
+    `(DOMContentLoaded ${timing.dom} ms, last script received ${timing.lastScript} ms)`);
+  await noToast(fresh);
+  await context.close();
+});
+
 await step("no request failed and the server sent no error", async () => {
   const api_calls = requests.filter((r) => r.path.startsWith("/api/"));
   const distinct = [...new Set(api_calls.map((r) => `${r.method} ${r.path.replace(/\/[A-Z0-9]{9}(?=\/|$)/g, "/{id}")} -> ${r.status}`))];
