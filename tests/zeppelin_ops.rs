@@ -342,6 +342,34 @@ fn settings_forms_revisions_completion_and_jobs() {
     let completions = next(&mut client, "COMPLETION_LIST");
     assert_eq!(completions["id"], first.as_str());
     assert_eq!(completions["completions"][0]["value"], "SELECT");
+    // Table and column names of the database, after the keywords.
+    client.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": first, "paragraph": "%sql create table orders (id integer, owner text)" }),
+    );
+    while next(&mut client, "PARAGRAPH")["paragraph"]["status"] != "FINISHED" {}
+    client.send_op(
+        "COMPLETION",
+        json!({ "id": first, "buf": "%sql select * from o", "cursor": 20 }),
+    );
+    let completions = next(&mut client, "COMPLETION_LIST")["completions"].clone();
+    let values: Vec<(&str, &str)> = completions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["value"].as_str().unwrap(), c["meta"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("ORDER BY", "keyword"),
+            ("OFFSET", "keyword"),
+            ("ON", "keyword"),
+            ("OR", "keyword"),
+            ("orders", "table"),
+            ("owner", "column")
+        ]
+    );
     client.send_op(
         "COMPLETION",
         json!({ "id": first, "buf": "%md sel", "cursor": 7 }),

@@ -50,6 +50,8 @@ pub struct NotebookHandler {
     pub(super) web_root: Option<WebRoot>,
     /// REST requests waiting for a paragraph run to end, by connection.
     pub(super) sync_runs: std::collections::HashMap<ConnectionId, super::rest_notebook::SyncRun>,
+    /// Table and column names of the `%sql` database, for completion.
+    pub(super) sql_names: super::sql_names::SqlNames,
     /// REST answers held until the write they acknowledge is on disk: the
     /// write's sequence number, the answer, and when it was kept, by
     /// connection.
@@ -75,8 +77,9 @@ impl NotebookHandler {
         };
         let mut notes = Notes::load(&config.notebook_dir)?;
         notes.set_max_notes(config.max_notes);
+        let sql_path = config.notebook_dir.join(&config.sql_database);
         let sql = SqlInterpreter::new(
-            config.notebook_dir.join(&config.sql_database),
+            sql_path.clone(),
             SqlLimits {
                 timeout: config.sql_timeout,
                 max_value_bytes: config.sql_max_value_bytes,
@@ -127,6 +130,7 @@ impl NotebookHandler {
             web_root,
             sync_runs: std::collections::HashMap::new(),
             durable_replies: std::collections::HashMap::new(),
+            sql_names: super::sql_names::SqlNames::new(sql_path),
         })
     }
 
@@ -295,6 +299,7 @@ impl NotebookHandler {
 impl Handler for NotebookHandler {
     fn on_start(&mut self, notifier: Notifier) {
         self.passwords.start(notifier.clone());
+        self.sql_names.start(notifier.clone());
         if let Some(web_root) = &mut self.web_root {
             web_root.start(notifier.clone());
         }
@@ -306,6 +311,9 @@ impl Handler for NotebookHandler {
         ctx.hold_output();
         self.collect_writes(ctx);
         self.collect_password_checks(ctx);
+        for found in self.sql_names.collect() {
+            self.answer_completion(ctx, found);
+        }
         if let Some(web_root) = &mut self.web_root {
             for conn in web_root.collect(ctx.now()) {
                 ctx.resume(conn);

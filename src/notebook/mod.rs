@@ -18,6 +18,7 @@ pub mod passwords;
 mod rest;
 mod rest_notebook;
 pub mod security;
+pub mod sql_names;
 pub mod store;
 pub mod watchers;
 mod web;

@@ -7,6 +7,7 @@ use super::app::NotebookHandler;
 use super::interpreter::{self, parse_directive};
 use super::model::{Note, Paragraph, Status};
 use super::ops::{Call, apply_edits, paragraph_in};
+use super::sql_names::{FoundNames, NameLookup};
 use crate::server::Context;
 
 type OpResult = Result<(), String>;
@@ -218,13 +219,42 @@ impl NotebookHandler {
                 note.default_interpreter_group.clone()
             });
         let name = parse_directive(buffer).name.unwrap_or(&group);
-        let completions = match interpreter::resolve(name) {
-            Some(info) if info.name == "sql" => sql_completions(buffer, cursor),
-            _ => Vec::new(),
+        if interpreter::resolve(name).is_none_or(|info| info.name != "sql") {
+            let data = json!({ "id": id, "completions": [] });
+            Self::send(ctx, call.conn, "COMPLETION_LIST", &data);
+            return Ok(());
+        }
+        // Table and column names come from the worker; keywords alone if
+        // it is busy.
+        let lookup = NameLookup {
+            conn: call.conn,
+            paragraph_id: id.to_owned(),
+            prefix: word_at(buffer, cursor),
         };
-        let data = json!({ "id": id, "completions": completions });
-        Self::send(ctx, call.conn, "COMPLETION_LIST", &data);
+        if let Err(lookup) = self.sql_names.submit(lookup) {
+            self.answer_completion(
+                ctx,
+                FoundNames {
+                    lookup,
+                    names: Vec::new(),
+                },
+            );
+        }
         Ok(())
+    }
+
+    /// COMPLETION_LIST for a finished name lookup: the SQL keywords, then
+    /// the table and column names, starting with the word typed.
+    pub(super) fn answer_completion(&self, ctx: &mut Context<'_>, found: FoundNames) {
+        let FoundNames { lookup, names } = found;
+        let mut completions = keyword_completions(&lookup.prefix);
+        completions.extend(
+            names
+                .into_iter()
+                .map(|(name, meta)| json!({ "name": name, "value": name, "meta": meta })),
+        );
+        let data = json!({ "id": lookup.paragraph_id, "completions": completions });
+        Self::send(ctx, lookup.conn, "COMPLETION_LIST", &data);
     }
 }
 
@@ -241,18 +271,19 @@ fn move_within(note: &mut Note, id: &str, index: usize) -> Result<usize, String>
     Ok(index)
 }
 
-/// SQL keywords starting with the word that ends at `cursor` (a char
-/// index, as the editor counts), in Zeppelin's `{name, value, meta}`.
-fn sql_completions(buffer: &str, cursor: usize) -> Vec<Value> {
-    let before: String = buffer.chars().take(cursor).collect();
-    let word: String = before
-        .chars()
-        .rev()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+/// The word that ends at `cursor` (a char index, as the editor counts).
+fn word_at(buffer: &str, cursor: usize) -> String {
+    let before: Vec<char> = buffer.chars().take(cursor).collect();
+    let start = before
+        .iter()
+        .rposition(|c| !(c.is_alphanumeric() || *c == '_'))
+        .map_or(0, |at| at + 1);
+    before[start..].iter().collect()
+}
+
+/// SQL keywords starting with `word` (case-insensitive), in Zeppelin's
+/// `{name, value, meta}`.
+fn keyword_completions(word: &str) -> Vec<Value> {
     let word = word.to_uppercase();
     SQL_KEYWORDS
         .iter()
@@ -280,16 +311,20 @@ mod tests {
 
     #[test]
     fn sql_keywords_complete_the_word_at_the_cursor() {
-        let names: Vec<Value> = sql_completions("%sql sel", 8)
+        assert_eq!(word_at("%sql sel", 8), "sel");
+        assert_eq!(word_at("%sql select * fr", 16), "fr");
+        assert_eq!(word_at("%sql x", 100), "x");
+        assert_eq!(word_at("%sql a.b", 8), "b");
+        let names: Vec<Value> = keyword_completions("sel")
             .into_iter()
             .map(|c| c["value"].clone())
             .collect();
         assert_eq!(names, [json!("SELECT")]);
         assert!(
-            sql_completions("%sql select * fr", 16)
+            keyword_completions("fr")
                 .iter()
                 .any(|c| c["value"] == "FROM")
         );
-        assert_eq!(sql_completions("%sql x", 100).len(), 0);
+        assert!(keyword_completions("x").is_empty());
     }
 }
