@@ -132,6 +132,8 @@ struct FileConfig {
     tls: TlsFile,
     #[serde(default)]
     interpreters: InterpretersFile,
+    #[serde(default)]
+    web: WebFile,
 }
 
 /// `[interpreters.*]`: how the child-process interpreters start.
@@ -144,6 +146,13 @@ struct InterpretersFile {
     sh: ShellFile,
     #[serde(default)]
     spark: SparkFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebFile {
+    dir: Option<PathBuf>,
+    cache_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +204,7 @@ struct LimitsFile {
     max_connections_per_address: Option<usize>,
     max_handshakes_per_address: Option<usize>,
     max_request_head: Option<usize>,
+    max_request_body: Option<usize>,
     max_headers: Option<usize>,
     handshake_timeout: Option<String>,
     max_frame_size: Option<usize>,
@@ -264,6 +274,8 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
+    /// `--web-dir`.
+    pub web_dir: Option<PathBuf>,
 }
 
 /// Everything the binary needs to start.
@@ -438,6 +450,11 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         "limits.max_request_head",
         l.max_request_head,
         &mut limits.max_request_head,
+    ));
+    problems.note(size(
+        "limits.max_request_body",
+        l.max_request_body,
+        &mut limits.max_request_body,
     ));
     problems.note(size(
         "limits.max_headers",
@@ -675,6 +692,12 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     problems.note(interpreters(&file.interpreters, &mut notebook));
     notebook.allow_anonymous_code = s.allow_anonymous_code.unwrap_or(false);
     notebook.listens_on_loopback = server.listen.ip().is_loopback();
+    notebook.web_dir = overrides.web_dir.or_else(|| file.web.dir.clone());
+    problems.note(size(
+        "web.cache_bytes",
+        file.web.cache_bytes,
+        &mut notebook.web_cache_bytes,
+    ));
     if !problems.0.is_empty() {
         return Err(problems);
     }
@@ -862,11 +885,13 @@ mod tests {
                 deflate: None,
                 tls_cert: None,
                 tls_key: None,
+                web_dir: Some("ui".into()),
             },
         )
         .unwrap();
         assert_eq!(overridden.server.listen.port(), 7000);
         assert_eq!(overridden.notebook.notebook_dir, PathBuf::from("elsewhere"));
+        assert_eq!(overridden.notebook.web_dir, Some(PathBuf::from("ui")));
         assert_eq!(overridden.log_level, Some(log::LevelFilter::Warn));
         assert!(overridden.echo);
     }

@@ -41,6 +41,11 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     notebook_dir: Option<PathBuf>,
 
+    /// Serve static files from DIR at `/` (e.g. a build of Zeppelin's web
+    /// UI) instead of the built-in page; the API and /ws still win.
+    #[arg(long, value_name = "DIR")]
+    web_dir: Option<PathBuf>,
+
     /// Offer permessage-deflate compression (default: on for the notebook,
     /// off with --echo).
     #[arg(long, conflicts_with = "no_deflate")]
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
         },
         tls_cert: cli.tls_cert,
         tls_key: cli.tls_key,
+        web_dir: cli.web_dir,
     };
     let settings = match config::load(cli.config.as_deref(), overrides) {
         Ok(settings) => settings,

@@ -167,7 +167,7 @@ fn ticket_endpoint_issues_tickets_for_users_and_the_anonymous_identity() {
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         body,
-        json!({ "status": "OK", "body": { "principal": "anonymous", "ticket": "anonymous", "roles": "[\"anonymous\"]" } })
+        json!({ "status": "OK", "message": "", "body": { "principal": "anonymous", "ticket": "anonymous", "roles": "[\"anonymous\"]" } })
     );
 
     let (status, head, body) = get(

@@ -18,12 +18,18 @@ use super::notes::Notes;
 use super::passwords::PasswordChecks;
 use super::security::Security;
 use super::watchers::Watchers;
+use super::web_root::{WebRoot, WebRootConfig};
 use crate::handler::{Accept, ConnectionId, Handler};
 use crate::proto::{HttpRequest, HttpResponse, Message};
 use crate::server::{Context, Notifier, SourceId};
 
 /// How long streamed output collects before it is sent to watchers.
 const STREAM_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A REST answer held for durability whose request was not offered again
+/// within this long is dropped (its connection is gone: requests time out
+/// sooner).
+const KEEP_DURABLE_REPLY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The notebook server application.
 pub struct NotebookHandler {
@@ -47,15 +53,40 @@ pub struct NotebookHandler {
     pub(super) failed_writes: u64,
     /// The interpreter groups whose programs were found at start-up.
     pub(super) available: Vec<&'static str>,
+    /// Static files served at `/` (`--web-dir`), if configured.
+    pub(super) web_root: Option<WebRoot>,
+    /// REST requests waiting for a paragraph run to end, by connection.
+    pub(super) sync_runs: std::collections::HashMap<ConnectionId, super::rest_notebook::SyncRun>,
+    /// Table and column names of the `%sql` database, for completion.
+    pub(super) sql_names: super::sql_names::SqlNames,
+    /// REST answers held until the write they acknowledge is on disk: the
+    /// write's sequence number, the answer, and when it was kept, by
+    /// connection.
+    pub(super) durable_replies:
+        std::collections::HashMap<ConnectionId, (u64, HttpResponse, std::time::Instant)>,
 }
 
 impl NotebookHandler {
     /// Loads the notebook directory and prepares the interpreters.
     pub fn open(config: NotebookConfig) -> io::Result<NotebookHandler> {
+        let web_root = match &config.web_dir {
+            Some(dir) if !dir.is_dir() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("web root {} is not a folder", dir.display()),
+                ));
+            }
+            Some(dir) => Some(WebRoot::new(WebRootConfig {
+                dir: dir.clone(),
+                cache_bytes: config.web_cache_bytes,
+            })),
+            None => None,
+        };
         let mut notes = Notes::load(&config.notebook_dir)?;
         notes.set_max_notes(config.max_notes);
+        let sql_path = config.notebook_dir.join(&config.sql_database);
         let sql = SqlInterpreter::new(
-            config.notebook_dir.join(&config.sql_database),
+            sql_path.clone(),
             SqlLimits {
                 timeout: config.sql_timeout,
                 max_value_bytes: config.sql_max_value_bytes,
@@ -111,6 +142,10 @@ impl NotebookHandler {
             durability_barriers: VecDeque::new(),
             failed_writes: 0,
             available: super::interpreter::available_groups(&child_settings),
+            web_root,
+            sync_runs: std::collections::HashMap::new(),
+            durable_replies: std::collections::HashMap::new(),
+            sql_names: super::sql_names::SqlNames::new(sql_path),
         })
     }
 
@@ -199,7 +234,7 @@ impl NotebookHandler {
     /// so far, or goes now when none are pending. Nothing the server says
     /// about a change reaches anyone before the change is on disk, and
     /// nothing overtakes it.
-    fn settle_output(&mut self, ctx: &mut Context<'_>) {
+    pub(super) fn settle_output(&mut self, ctx: &mut Context<'_>) {
         let mark = ctx.output_mark();
         if !self.notes.writes_pending() {
             self.durability_barriers.clear();
@@ -227,6 +262,15 @@ impl NotebookHandler {
         }
         if let Some(mark) = release {
             ctx.release_output(mark);
+        }
+        // Answers whose request went away (it timed out) are dropped.
+        let now = ctx.now();
+        self.durable_replies
+            .retain(|_, (_, _, kept)| now.duration_since(*kept) < KEEP_DURABLE_REPLY);
+        for (conn, (seq, _, _)) in &self.durable_replies {
+            if *seq <= done {
+                ctx.resume(*conn);
+            }
         }
         let mut failed: Vec<(String, String)> = Vec::new();
         for report in reports {
@@ -292,6 +336,11 @@ impl NotebookHandler {
         }
     }
 
+    /// Records the runs a restart ended (as ABORT) and starts the next.
+    pub(super) fn collect_restarted_runs(&mut self, ctx: &mut Context<'_>) {
+        self.collect_runs(ctx);
+    }
+
     /// Records the runs child interpreters ended and starts the next.
     fn collect_runs(&mut self, ctx: &mut Context<'_>) {
         let mut ended = false;
@@ -323,6 +372,10 @@ impl NotebookHandler {
 impl Handler for NotebookHandler {
     fn on_start(&mut self, notifier: Notifier) {
         self.passwords.start(notifier.clone());
+        self.sql_names.start(notifier.clone());
+        if let Some(web_root) = &mut self.web_root {
+            web_root.start(notifier.clone());
+        }
         self.notes.start_writer(notifier.clone());
         self.jobs.start(notifier);
     }
@@ -331,6 +384,14 @@ impl Handler for NotebookHandler {
         ctx.hold_output();
         self.collect_writes(ctx);
         self.collect_password_checks(ctx);
+        for found in self.sql_names.collect() {
+            self.answer_completion(ctx, found);
+        }
+        if let Some(web_root) = &mut self.web_root {
+            for conn in web_root.collect(ctx.now()) {
+                ctx.resume(conn);
+            }
+        }
         self.collect_runs(ctx);
         self.arm_alarm(ctx);
         self.settle_output(ctx);
@@ -355,7 +416,10 @@ impl Handler for NotebookHandler {
     }
 
     fn on_http(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
-        self.http(ctx, request)
+        let response = self.http(ctx, request);
+        // A REST call may have started or cancelled a child interpreter's run.
+        self.arm_alarm(ctx);
+        response
     }
 
     fn on_upgrade(

@@ -12,11 +12,17 @@ pub mod jobs;
 pub mod model;
 pub mod notes;
 mod ops;
+mod ops_notes;
+mod ops_paragraphs;
 pub mod passwords;
+mod rest;
+mod rest_notebook;
 pub mod security;
+pub mod sql_names;
 pub mod store;
 pub mod watchers;
 mod web;
+pub mod web_root;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -97,6 +103,11 @@ pub struct NotebookConfig {
     /// The server listens on a loopback address only: code-running
     /// interpreters are then open to anonymous users. Default on.
     pub listens_on_loopback: bool,
+    /// Static files served at `/` instead of the built-in page (a build of
+    /// Zeppelin's web UI, say). Default none.
+    pub web_dir: Option<PathBuf>,
+    /// Most bytes of web root files kept in memory. Default 256 MiB.
+    pub web_cache_bytes: usize,
 }
 
 impl Default for NotebookConfig {
@@ -123,6 +134,8 @@ impl Default for NotebookConfig {
             interpreters: interpreter::ChildSettings::default(),
             allow_anonymous_code: false,
             listens_on_loopback: true,
+            web_dir: None,
+            web_cache_bytes: web_root::DEFAULT_CACHE_BYTES,
         }
     }
 }

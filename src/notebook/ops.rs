@@ -11,7 +11,7 @@ use super::envelope::{Data, Request};
 use super::ids;
 use super::interpreter::{self, BUILT_IN, parse_directive};
 use super::jobs::{Finished, Job};
-use super::model::{Note, Paragraph, Status, name_of};
+use super::model::{Note, Paragraph, Status};
 use super::store::normalize_note_path;
 use crate::handler::ConnectionId;
 use crate::server::Context;
@@ -24,42 +24,164 @@ type OpResult = Result<(), String>;
 /// The request an op is handling: who sent it, its `data`, the principal
 /// it acts as, and the `msgId` to echo.
 #[derive(Clone, Copy)]
-struct Call<'r> {
-    conn: ConnectionId,
-    data: Data<'r>,
-    user: &'r str,
-    msg_id: Option<&'r str>,
+pub(super) struct Call<'r> {
+    pub(super) conn: ConnectionId,
+    pub(super) data: Data<'r>,
+    pub(super) user: &'r str,
+    pub(super) msg_id: Option<&'r str>,
 }
 
-/// Every op the server implements.
-const OPS: &[&str] = &[
-    "PING",
-    "LIST_CONFIGURATIONS",
-    "LIST_NOTES",
-    "GET_NOTE",
-    "GET_HOME_NOTE",
-    "NEW_NOTE",
-    "DEL_NOTE",
-    "COMMIT_PARAGRAPH",
-    "INSERT_PARAGRAPH",
-    "PARAGRAPH_REMOVE",
-    "RUN_PARAGRAPH",
-    "CANCEL_PARAGRAPH",
-    "RUN_ALL_PARAGRAPHS",
-    "GET_INTERPRETER_BINDINGS",
-    "EDITOR_SETTING",
-    "NOTE_RENAME",
-    "MOVE_PARAGRAPH",
+/// What an op does, given the handler, the context and the request.
+type OpFn = fn(&mut NotebookHandler, &mut Context<'_>, Call<'_>) -> OpResult;
+
+/// Every op the server implements, with its handler: the one place an op
+/// is added.
+const OPS: &[(&str, OpFn)] = &[
+    ("PING", |_, _, _| Ok(())),
+    ("LIST_CONFIGURATIONS", |h, ctx, call| {
+        h.list_configurations(ctx, call.conn);
+        Ok(())
+    }),
+    ("LIST_NOTES", |h, ctx, call| {
+        NotebookHandler::send(ctx, call.conn, "NOTES_INFO", &h.notes.notes_info());
+        Ok(())
+    }),
+    ("GET_NOTE", |h, ctx, call| h.get_note(ctx, call)),
+    ("GET_HOME_NOTE", |h, ctx, call| {
+        h.watchers.unbind(call.conn);
+        NotebookHandler::send(ctx, call.conn, "NOTE", &json!({ "note": null }));
+        Ok(())
+    }),
+    ("NEW_NOTE", |h, ctx, call| h.new_note(ctx, call)),
+    ("DEL_NOTE", |h, ctx, call| h.delete_note(ctx, call)),
+    ("COMMIT_PARAGRAPH", |h, ctx, call| {
+        h.commit_paragraph(ctx, call)
+    }),
+    ("INSERT_PARAGRAPH", |h, ctx, call| {
+        h.insert_paragraph(ctx, call)
+    }),
+    ("PARAGRAPH_REMOVE", |h, ctx, call| {
+        h.remove_paragraph(ctx, call)
+    }),
+    ("RUN_PARAGRAPH", |h, ctx, call| h.run_paragraph(ctx, call)),
+    ("CANCEL_PARAGRAPH", |h, ctx, call| {
+        h.cancel_paragraph(ctx, call)
+    }),
+    ("RUN_ALL_PARAGRAPHS", |h, ctx, call| {
+        h.run_all_paragraphs(ctx, call)
+    }),
+    ("GET_INTERPRETER_BINDINGS", |h, ctx, call| {
+        h.interpreter_bindings(ctx, call.conn);
+        Ok(())
+    }),
+    ("EDITOR_SETTING", |h, ctx, call| h.editor_setting(ctx, call)),
+    ("NOTE_RENAME", |h, ctx, call| h.rename_note(ctx, call)),
+    ("FOLDER_RENAME", |h, ctx, call| h.rename_folder(ctx, call)),
+    ("NOTE_UPDATE", |h, ctx, call| h.update_note(ctx, call)),
+    ("CLONE_NOTE", |h, ctx, call| h.clone_note(ctx, call)),
+    ("IMPORT_NOTE", |h, ctx, call| h.import_note(ctx, call)),
+    ("RELOAD_NOTE", |h, ctx, call| h.get_note(ctx, call)),
+    ("RELOAD_NOTES_FROM_REPO", |h, ctx, call| {
+        NotebookHandler::send(ctx, call.conn, "NOTES_INFO", &h.notes.notes_info());
+        Ok(())
+    }),
+    ("MOVE_NOTE_TO_TRASH", |h, ctx, call| {
+        h.move_note_to_trash(ctx, call)
+    }),
+    ("MOVE_FOLDER_TO_TRASH", |h, ctx, call| {
+        h.move_folder_to_trash(ctx, call)
+    }),
+    ("RESTORE_NOTE", |h, ctx, call| h.restore_note(ctx, call)),
+    ("RESTORE_FOLDER", |h, ctx, call| h.restore_folder(ctx, call)),
+    ("RESTORE_ALL", |h, ctx, _| h.restore_all(ctx)),
+    ("EMPTY_TRASH", |h, ctx, _| h.empty_trash(ctx)),
+    ("REMOVE_FOLDER", |h, ctx, call| h.remove_folder(ctx, call)),
+    ("UPDATE_PERSONALIZED_MODE", |h, ctx, call| {
+        h.update_personalized_mode(ctx, call)
+    }),
+    ("SAVE_NOTE_FORMS", |h, ctx, call| {
+        h.save_note_forms(ctx, call)
+    }),
+    ("REMOVE_NOTE_FORMS", |h, ctx, call| {
+        h.remove_note_forms(ctx, call)
+    }),
+    ("LIST_REVISION_HISTORY", |_, ctx, call| {
+        NotebookHandler::send(
+            ctx,
+            call.conn,
+            "LIST_REVISION_HISTORY",
+            &json!({ "revisionList": [] }),
+        );
+        Ok(())
+    }),
+    ("CHECKPOINT_NOTE", |_, _, _| Err(NO_REVISIONS.to_owned())),
+    ("SET_NOTE_REVISION", |_, _, _| Err(NO_REVISIONS.to_owned())),
+    ("NOTE_REVISION", |_, _, _| Err(NO_REVISIONS.to_owned())),
+    ("NOTE_REVISION_FOR_COMPARE", |_, _, _| {
+        Err(NO_REVISIONS.to_owned())
+    }),
+    ("GET_INTERPRETER_SETTINGS", |h, ctx, call| {
+        let settings = super::rest::interpreter_settings(&h.available);
+        NotebookHandler::send(
+            ctx,
+            call.conn,
+            "INTERPRETER_SETTINGS",
+            &json!({ "interpreterSettings": settings }),
+        );
+        Ok(())
+    }),
+    ("SAVE_INTERPRETER_BINDINGS", |h, ctx, call| {
+        h.save_interpreter_bindings(ctx, call)
+    }),
+    ("MOVE_PARAGRAPH", |h, ctx, call| h.move_paragraph(ctx, call)),
+    ("COPY_PARAGRAPH", |h, ctx, call| h.copy_paragraph(ctx, call)),
+    ("PARAGRAPH_CLEAR_OUTPUT", |h, ctx, call| {
+        h.clear_output(ctx, call)
+    }),
+    ("PARAGRAPH_CLEAR_ALL_OUTPUT", |h, ctx, call| {
+        h.clear_all_output(ctx, call)
+    }),
+    ("CANCEL_ALL_PARAGRAPHS", |h, ctx, call| {
+        h.cancel_all_paragraphs(ctx, call)
+    }),
+    ("COMPLETION", |h, ctx, call| h.completion(ctx, call)),
+    ("LIST_NOTE_JOBS", |h, ctx, call| {
+        h.list_note_jobs(ctx, call.conn);
+        Ok(())
+    }),
+    // The jobs page stops listening; nothing is pushed per connection.
+    ("UNSUBSCRIBE_UPDATE_NOTE_JOBS", |_, _, _| Ok(())),
+    // Collaborative editing: the editor sends COMMIT_PARAGRAPH with the
+    // whole text on blur and on run, which every watcher gets, so patches
+    // of the text in between are not applied or relayed.
+    ("PATCH_PARAGRAPH", |_, _, _| Ok(())),
+    // Angular objects and spell results belong to interpreters wsloop
+    // does not have; the UI expects no answer.
+    ("ANGULAR_OBJECT_UPDATED", |_, _, _| Ok(())),
+    ("ANGULAR_OBJECT_CLIENT_BIND", |_, _, _| Ok(())),
+    ("ANGULAR_OBJECT_CLIENT_UNBIND", |_, _, _| Ok(())),
+    ("PARAGRAPH_EXECUTED_BY_SPELL", |_, _, _| Ok(())),
 ];
+
+/// What the revision ops answer: wsloop keeps no note history.
+const NO_REVISIONS: &str =
+    "wsloop keeps no note revisions (isRevisionSupported is false): notes are saved as they change";
+
+/// The handler of `op`, if the server implements it.
+fn handler_of(op: &str) -> Option<OpFn> {
+    OPS.iter()
+        .find(|(name, _)| *name == op)
+        .map(|(_, handler)| *handler)
+}
 
 /// Whether `op` is one the server implements.
 pub(super) fn is_known(op: &str) -> bool {
-    OPS.contains(&op)
+    handler_of(op).is_some()
 }
 
 /// Applies the edits an op carries to a paragraph: text (`paragraph`),
 /// title, config (merged key by key, unknown keys kept) and params.
-fn apply_edits(paragraph: &mut Paragraph, data: Data<'_>, user: &str) -> OpResult {
+pub(super) fn apply_edits(paragraph: &mut Paragraph, data: Data<'_>, user: &str) -> OpResult {
     if let Some(text) = data.opt_string("paragraph")? {
         paragraph.text = text.to_owned();
     }
@@ -79,7 +201,7 @@ fn apply_edits(paragraph: &mut Paragraph, data: Data<'_>, user: &str) -> OpResul
     Ok(())
 }
 
-fn paragraph_in<'n>(note: &'n mut Note, id: &str) -> Result<&'n mut Paragraph, String> {
+pub(super) fn paragraph_in<'n>(note: &'n mut Note, id: &str) -> Result<&'n mut Paragraph, String> {
     let note_id = note.id.clone();
     note.paragraph_mut(id)
         .ok_or_else(|| format!("paragraph {id} not found in note {note_id}"))
@@ -101,44 +223,15 @@ impl NotebookHandler {
             user,
             msg_id: request.msg_id.as_deref(),
         };
-        match request.op.as_str() {
-            "PING" => Ok(()),
-            "LIST_CONFIGURATIONS" => {
-                self.list_configurations(ctx, conn);
-                Ok(())
-            }
-            "LIST_NOTES" => {
-                Self::send(ctx, conn, "NOTES_INFO", &self.notes.notes_info());
-                Ok(())
-            }
-            "GET_NOTE" => self.get_note(ctx, call),
-            "GET_HOME_NOTE" => {
-                self.watchers.unbind(conn);
-                Self::send(ctx, conn, "NOTE", &json!({ "note": null }));
-                Ok(())
-            }
-            "NEW_NOTE" => self.new_note(ctx, call),
-            "DEL_NOTE" => self.delete_note(ctx, call),
-            "COMMIT_PARAGRAPH" => self.commit_paragraph(ctx, call),
-            "INSERT_PARAGRAPH" => self.insert_paragraph(ctx, call),
-            "PARAGRAPH_REMOVE" => self.remove_paragraph(ctx, call),
-            "RUN_PARAGRAPH" => self.run_paragraph(ctx, call),
-            "CANCEL_PARAGRAPH" => self.cancel_paragraph(ctx, call),
-            "RUN_ALL_PARAGRAPHS" => self.run_all_paragraphs(ctx, call),
-            "GET_INTERPRETER_BINDINGS" => {
-                self.interpreter_bindings(ctx, conn);
-                Ok(())
-            }
-            "EDITOR_SETTING" => self.editor_setting(ctx, call),
-            "NOTE_RENAME" => self.rename_note(ctx, call),
-            "MOVE_PARAGRAPH" => self.move_paragraph(ctx, call),
-            other => Err(format!("unknown op {other}")),
+        match handler_of(&request.op) {
+            Some(handler) => handler(self, ctx, call),
+            None => Err(format!("unknown op {}", request.op)),
         }
     }
 
     /// The note an op acts on: `data.noteId`, else the connection's note,
     /// else the note holding paragraph `data.id`.
-    fn target_note(&self, conn: ConnectionId, data: Data<'_>) -> Result<String, String> {
+    pub(super) fn target_note(&self, conn: ConnectionId, data: Data<'_>) -> Result<String, String> {
         if let Some(note_id) = data.opt_string("noteId")? {
             return match self.notes.get(note_id) {
                 Some(_) => Ok(note_id.to_owned()),
@@ -157,19 +250,7 @@ impl NotebookHandler {
     }
 
     fn list_configurations(&self, ctx: &mut Context<'_>, conn: ConnectionId) {
-        let config = &self.config;
-        let configurations = json!({
-            "zeppelin.websocket.max.text.message.size": config.max_message_size.to_string(),
-            "zeppelin.notebook.dir": self.notes.dir().display().to_string(),
-            "zeppelin.anonymous.allowed": self.tickets.anonymous_allowed().to_string(),
-            "zeppelin.interpreter.group.default": config.default_interpreter,
-            "zeppelin.notebook.storage": "wsloop .zpln files",
-            "wsloop.sql.database": config.sql_database.display().to_string(),
-            "wsloop.sql.timeout.ms": config.sql_timeout.as_millis().to_string(),
-            "wsloop.version": env!("CARGO_PKG_VERSION"),
-            "wsloop.interpreters": self.available.join(","),
-            "wsloop.spark.master": config.interpreters.spark_master,
-        });
+        let configurations = self.configurations();
         Self::send(
             ctx,
             conn,
@@ -228,61 +309,6 @@ impl NotebookHandler {
         Ok(())
     }
 
-    /// Zeppelin's NOTE_RENAME `{id, name}`: `name` is the new path (a
-    /// folder prefix moves the note). Watchers get the NOTE, everyone the
-    /// list.
-    fn rename_note(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
-        let Call { conn, data, .. } = call;
-        let id = data.string("id")?;
-        let path = normalize_note_path(data.string("name")?).map_err(|e| e.to_string())?;
-        if self
-            .notes
-            .find_by_path(&path)
-            .is_some_and(|other| other.id != id)
-        {
-            return Err(format!("a note at {path} already exists"));
-        }
-        let note = self.notes.update(id, |note| {
-            note.name = name_of(&path).to_owned();
-            note.path = path;
-            Ok(note.for_wire())
-        })?;
-        self.to_watchers(ctx, id, &[conn], "NOTE", &json!({ "note": note }), None);
-        Self::to_everyone(ctx, "NOTES_INFO", &self.notes.notes_info());
-        Ok(())
-    }
-
-    /// Zeppelin's MOVE_PARAGRAPH `{id, index}`: watchers get
-    /// PARAGRAPH_MOVED `{id, index}`.
-    fn move_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
-        let Call { conn, data, .. } = call;
-        let id = data.string("id")?;
-        let wanted = data.opt_index("index")?.ok_or("data.index is missing")?;
-        let note_id = self.target_note(conn, data)?;
-        let index = self.notes.update(&note_id, |note| {
-            let from = note
-                .paragraphs
-                .iter()
-                .position(|p| p.id == id)
-                .ok_or_else(|| format!("paragraph {id} not found in note {}", note.id))?;
-            if wanted >= note.paragraphs.len() {
-                return Err(format!("index {wanted} is past the note's last paragraph"));
-            }
-            let paragraph = note.paragraphs.remove(from);
-            note.paragraphs.insert(wanted, paragraph);
-            Ok(wanted)
-        })?;
-        self.to_watchers(
-            ctx,
-            &note_id,
-            &[conn],
-            "PARAGRAPH_MOVED",
-            &json!({ "id": id, "index": index }),
-            None,
-        );
-        Ok(())
-    }
-
     fn commit_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
         let Call {
             conn,
@@ -309,34 +335,11 @@ impl NotebookHandler {
     }
 
     fn insert_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
-        let Call {
-            conn,
-            data,
-            user,
-            msg_id,
-        } = call;
-        let note_id = self.target_note(conn, data)?;
-        let requested = data.opt_index("index")?;
-        let config = data.opt_object("config")?.cloned().unwrap_or_default();
-        let (paragraph, index) = self.notes.update(&note_id, |note| {
-            let index = requested
-                .unwrap_or(note.paragraphs.len())
-                .min(note.paragraphs.len());
-            let mut paragraph = Paragraph::new(user);
-            paragraph.config = config;
-            let wire = paragraph.for_wire();
-            note.paragraphs.insert(index, paragraph);
-            Ok((wire, index))
-        })?;
-        self.to_watchers(
-            ctx,
-            &note_id,
-            &[conn],
-            "PARAGRAPH_ADDED",
-            &json!({ "paragraph": paragraph, "index": index }),
-            msg_id,
-        );
-        Ok(())
+        let note_id = self.target_note(call.conn, call.data)?;
+        let requested = call.data.opt_index("index")?;
+        let mut paragraph = Paragraph::new(call.user);
+        paragraph.config = call.data.opt_object("config")?.cloned().unwrap_or_default();
+        self.add_paragraph(ctx, &note_id, paragraph, requested, call)
     }
 
     fn remove_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
@@ -532,7 +535,7 @@ impl NotebookHandler {
 
     /// The interpreter groups whose programs this machine has, each with
     /// its interpreters, in Zeppelin's binding shape.
-    fn interpreter_bindings(&self, ctx: &mut Context<'_>, conn: ConnectionId) {
+    pub(super) fn interpreter_bindings(&self, ctx: &mut Context<'_>, conn: ConnectionId) {
         let mut bindings: Vec<Value> = Vec::new();
         for info in BUILT_IN {
             if !self.available.contains(&info.group) {
@@ -603,7 +606,7 @@ impl NotebookHandler {
 
     /// Sets a paragraph's status (and results), persists, and tells the
     /// watchers and the requester. Returns false if the paragraph is gone.
-    fn set_status(
+    pub(super) fn set_status(
         &mut self,
         ctx: &mut Context<'_>,
         job: &Job,
@@ -635,6 +638,7 @@ impl NotebookHandler {
             Ok(paragraph) => {
                 if matches!(status, Status::Finished | Status::Error | Status::Abort) {
                     *self.run_counts.entry(status.as_str()).or_default() += 1;
+                    self.wake_sync_runs(ctx, &job.paragraph_id);
                 }
                 // Whoever ran it, and whoever cancelled it, bound or not.
                 let also: Vec<ConnectionId> = std::iter::once(job.requester)
@@ -791,7 +795,7 @@ fn next_in_batch(job: Job) -> Option<Job> {
 }
 
 /// The results of a run that could not start, saying why.
-fn error_results(why: impl ToString) -> super::model::Results {
+pub(super) fn error_results(why: impl ToString) -> super::model::Results {
     super::model::Results {
         code: "ERROR".to_owned(),
         msg: vec![super::model::ResultMessage::text(why.to_string())],

@@ -304,6 +304,7 @@ mod tests {
             target: "/ws",
             minor_version: 1,
             headers,
+            body: &[],
         }
     }
 

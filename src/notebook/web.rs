@@ -13,6 +13,7 @@ use super::passwords::Busy;
 use super::security::{
     Credentials, FAILURE_WINDOW, TICKET_COOKIE, basic_credentials, ticket_cookie,
 };
+use super::web_root::Served;
 use crate::handler::Accept;
 use crate::proto::{HttpRequest, HttpResponse};
 use crate::server::{Context, write_labelled};
@@ -24,6 +25,17 @@ const PAGE: &str = include_str!("page.html");
 /// Keeps the page from being framed, sniffed, or loading anything foreign.
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// A `401`; `WWW-Authenticate: Basic` (which makes a browser prompt for
+/// credentials) only for requests that are not a script's XHR, such as
+/// Zeppelin's UI, whose own login page asks instead.
+pub(super) fn unauthorized_for(request: &HttpRequest<'_>, body: &str) -> HttpResponse {
+    if request.header_str("x-requested-with") == Some("XMLHttpRequest") {
+        HttpResponse::text(401, body)
+    } else {
+        unauthorized(body)
+    }
+}
 
 fn unauthorized(body: &str) -> HttpResponse {
     HttpResponse::text(401, body).with_header(
@@ -47,22 +59,18 @@ fn host_refused(request: &HttpRequest<'_>) -> HttpResponse {
 }
 
 fn json_response(status: u16, body: &serde_json::Value) -> HttpResponse {
-    HttpResponse {
-        status,
-        headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
-        body: body.to_string().into_bytes(),
-    }
-    .with_header("Cache-Control", "no-store")
+    HttpResponse::with_body(status, "application/json", body.to_string().into_bytes())
+        .with_header("Cache-Control", "no-store")
 }
 
 /// Who an authenticated request acts as.
-struct Identity {
-    principal: String,
-    roles: Vec<String>,
+pub(super) struct Identity {
+    pub(super) principal: String,
+    pub(super) roles: Vec<String>,
     /// The ticket the request was identified by, or that its cookie names
     /// beside Basic credentials of the same user: asking for a ticket with
     /// it continues that session.
-    ticket: Option<String>,
+    pub(super) ticket: Option<String>,
 }
 
 impl NotebookHandler {
@@ -78,14 +86,13 @@ impl NotebookHandler {
         let path = request.path();
         let known = matches!(
             path,
-            "/" | "/index.html"
-                | "/healthz"
-                | "/metrics"
-                | "/api/security/ticket"
-                | "/api/login/logout"
-        );
+            "/healthz" | "/metrics" | "/api/security/ticket" | "/api/login/logout"
+        ) || (self.web_root.is_none() && matches!(path, "/" | "/index.html"));
         if !known {
-            return HttpResponse::not_found();
+            if path.starts_with("/api/") {
+                return self.rest(ctx, request);
+            }
+            return self.static_file(ctx, request);
         }
         let method = if path == "/api/login/logout" {
             "POST"
@@ -101,18 +108,31 @@ impl NotebookHandler {
             "/metrics" => self.metrics(ctx),
             "/api/security/ticket" => self.ticket(ctx, request),
             "/api/login/logout" => self.logout(ctx, request),
-            _ => HttpResponse {
-                status: 200,
-                headers: vec![(
-                    "Content-Type".to_owned(),
-                    "text/html; charset=utf-8".to_owned(),
-                )],
-                body: PAGE.as_bytes().to_vec(),
-            }
-            .with_header("Content-Security-Policy", PAGE_POLICY)
-            .with_header("X-Content-Type-Options", "nosniff")
-            .with_header("Referrer-Policy", "no-referrer")
-            .with_header("Cache-Control", "no-cache"),
+            _ => HttpResponse::with_body(200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec())
+                .with_header("Content-Security-Policy", PAGE_POLICY)
+                .with_header("X-Content-Type-Options", "nosniff")
+                .with_header("Referrer-Policy", "no-referrer")
+                .with_header("Cache-Control", "no-cache"),
+        }
+    }
+
+    /// A file from the web root (`--web-dir`), or `404` without one.
+    /// Reading a file not cached yet defers the request to the web root's
+    /// worker.
+    fn static_file(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
+        let Some(web_root) = &mut self.web_root else {
+            return HttpResponse::not_found();
+        };
+        if !matches!(request.method, "GET" | "HEAD") {
+            return HttpResponse::text(405, "only GET and HEAD are supported here\n")
+                .with_header("Allow", "GET, HEAD");
+        }
+        match web_root.serve(ctx.request_id(), request, ctx.now()) {
+            Served::Response(response) => response,
+            Served::Deferred => match ctx.defer() {
+                Some(_) => HttpResponse::text(503, "deferred\n"),
+                None => HttpResponse::text(503, "try again\n").with_header("Retry-After", "1"),
+            },
         }
     }
 
@@ -160,25 +180,40 @@ impl NotebookHandler {
             "# HELP wsloop_notebook_paragraph_runs_held Paragraph runs queued or running (bounded by notebook.max_runs).\n# TYPE wsloop_notebook_paragraph_runs_held gauge\nwsloop_notebook_paragraph_runs_held {}\n",
             self.jobs.runs_held()
         );
-        HttpResponse {
-            status: 200,
-            headers: vec![(
-                "Content-Type".to_owned(),
-                "text/plain; version=0.0.4; charset=utf-8".to_owned(),
-            )],
-            body: out.into_bytes(),
+        if let Some(web_root) = &self.web_root {
+            let _ = write!(
+                out,
+                "# HELP wsloop_web_cache_bytes Web root files held in memory (bounded by web.cache_bytes).\n# TYPE wsloop_web_cache_bytes gauge\nwsloop_web_cache_bytes {}\n",
+                web_root.cached_bytes()
+            );
         }
+        HttpResponse::with_body(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            out.into_bytes(),
+        )
     }
 
     /// Authenticates a request from its Basic credentials, `ticket` query
     /// parameter or ticket cookie. `Ok(None)`: no credentials at all.
-    fn identify(
+    pub(super) fn identify(
         &mut self,
         ctx: &mut Context<'_>,
         request: &HttpRequest<'_>,
     ) -> Result<Option<Identity>, HttpResponse> {
+        self.identify_with(ctx, request, basic_credentials(request))
+    }
+
+    /// [`Self::identify`] with `credentials` standing for the request's
+    /// Basic credentials (a login form's fields, say).
+    pub(super) fn identify_with(
+        &mut self,
+        ctx: &mut Context<'_>,
+        request: &HttpRequest<'_>,
+        credentials: Option<Credentials>,
+    ) -> Result<Option<Identity>, HttpResponse> {
         let peer = ctx.peer_addr().map(|addr| addr.ip());
-        match basic_credentials(request) {
+        match credentials {
             Some(Credentials::Basic { user, password }) => {
                 let now = ctx.now();
                 let digest = self.security.cache_digest(&user, &password);
@@ -206,7 +241,7 @@ impl NotebookHandler {
                     },
                 };
                 let Some(found) = found else {
-                    return Err(unauthorized("wrong user name or password\n"));
+                    return Err(unauthorized_for(request, "wrong user name or password\n"));
                 };
                 let mut identity = Identity {
                     principal: found.name.clone(),
@@ -226,7 +261,10 @@ impl NotebookHandler {
                 return Ok(Some(identity));
             }
             Some(Credentials::Malformed) => {
-                return Err(unauthorized("malformed Authorization header\n"));
+                return Err(unauthorized_for(
+                    request,
+                    "malformed Authorization header\n",
+                ));
             }
             None => {}
         }
@@ -238,7 +276,7 @@ impl NotebookHandler {
                     roles,
                     ticket: Some(ticket.to_owned()),
                 })),
-                _ => Err(unauthorized("invalid ticket\n")),
+                _ => Err(unauthorized_for(request, "invalid ticket\n")),
             };
         }
         Ok(self.cookie_session(request, ctx.now()))
@@ -344,10 +382,10 @@ impl NotebookHandler {
                 "anonymous".to_owned(),
                 None,
             ),
-            _ => return unauthorized("log in with HTTP Basic credentials\n"),
+            _ => return unauthorized_for(request, "log in with HTTP Basic credentials\n"),
         };
         let roles = serde_json::to_string(&roles).unwrap_or_else(|_| "[]".to_owned());
-        let body = json!({ "status": "OK", "body": { "principal": principal, "ticket": ticket, "roles": roles } });
+        let body = json!({ "status": "OK", "message": "", "body": { "principal": principal, "ticket": ticket, "roles": roles } });
         let response = json_response(200, &body);
         match cookie {
             Some(cookie) => response.with_header("Set-Cookie", cookie),
@@ -366,7 +404,7 @@ impl NotebookHandler {
             .into_iter()
             .chain(request.query_param("ticket"))
             .fold(false, |ended, ticket| self.tickets.revoke(ticket) | ended);
-        let body = json!({ "status": "OK", "body": { "loggedOut": ended } });
+        let body = json!({ "status": "OK", "message": "", "body": { "loggedOut": ended } });
         json_response(200, &body)
             .with_header("Set-Cookie", ticket_cookie_header(ctx, "", "; Max-Age=0"))
     }
@@ -402,7 +440,7 @@ impl NotebookHandler {
 
 /// The `Set-Cookie` value carrying `ticket` (HttpOnly, same-site only,
 /// and over TLS never sent in the clear), with `extra` attributes.
-fn ticket_cookie_header(ctx: &Context<'_>, ticket: &str, extra: &str) -> String {
+pub(super) fn ticket_cookie_header(ctx: &Context<'_>, ticket: &str, extra: &str) -> String {
     let secure = if ctx.is_tls() { "; Secure" } else { "" };
     format!("{TICKET_COOKIE}={ticket}; Path=/; HttpOnly; SameSite=Strict{secure}{extra}")
 }

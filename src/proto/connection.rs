@@ -279,6 +279,8 @@ impl Connection {
     }
 
     /// Answers a plain HTTP request or refuses a handshake, then closes.
+    /// A [`HttpResponse::shared_body`] is the driver's to send after (see
+    /// [`Connection::queue_response_body`]).
     pub fn respond(&mut self, response: &HttpResponse, now: Instant) {
         if self.phase != Phase::Handshaking {
             return;
@@ -286,6 +288,26 @@ impl Connection {
         response.write_to(&mut self.out);
         self.frame_mark = self.out.len();
         self.enter_closed(now);
+    }
+
+    /// Answers a `HEAD` request: `response`'s head only, then closes.
+    pub fn respond_head(&mut self, response: &HttpResponse, now: Instant) {
+        if self.phase != Phase::Handshaking {
+            return;
+        }
+        response.write_head_to(&mut self.out);
+        self.frame_mark = self.out.len();
+        self.enter_closed(now);
+    }
+
+    /// Queues the next piece of a response body after what is pending
+    /// (the driver streams a shared body this way as the peer takes it).
+    /// Only after [`Connection::respond`].
+    pub fn queue_response_body(&mut self, piece: &[u8]) {
+        if self.phase == Phase::Closed {
+            self.out.extend_from_slice(piece);
+            self.frame_mark = self.out.len();
+        }
     }
 
     /// Records that the peer was heard from at `now`: bytes arrived, or (the

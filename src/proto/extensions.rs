@@ -237,6 +237,7 @@ mod tests {
             target: "/",
             minor_version: 1,
             headers: &headers,
+            body: &[],
         };
         negotiate_permessage_deflate(&request, &config)
     }

@@ -71,6 +71,7 @@ pub fn parse_request<'h>(
         target,
         minor_version,
         headers: request.headers,
+        body: &[],
     })
 }
 

@@ -2,6 +2,7 @@
 //! WebSocket: a borrowed view of a parsed request, and responses.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use super::error::HandshakeError;
 
@@ -16,6 +17,10 @@ pub struct HttpRequest<'a> {
     pub minor_version: u8,
     /// Header fields in the order received.
     pub headers: &'a [httparse::Header<'a>],
+    /// The body, as long as its `Content-Length` says (empty without
+    /// one). The driver waits for all of it, up to
+    /// `Limits::max_request_body`, before the application sees the request.
+    pub body: &'a [u8],
 }
 
 impl<'a> HttpRequest<'a> {
@@ -92,6 +97,10 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// A body shared with other responses (a cached file), sent instead of
+    /// `body` when present: the driver streams it to the socket in slices
+    /// as the peer takes them, so no connection holds a copy of all of it.
+    pub shared_body: Option<Arc<[u8]>>,
 }
 
 impl HttpResponse {
@@ -104,7 +113,25 @@ impl HttpResponse {
                 "text/plain; charset=utf-8".to_owned(),
             )],
             body: body.into().into_bytes(),
+            shared_body: None,
         }
+    }
+
+    /// A response with `body` of type `content_type`.
+    pub fn with_body(status: u16, content_type: &str, body: Vec<u8>) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: vec![("Content-Type".to_owned(), content_type.to_owned())],
+            body,
+            shared_body: None,
+        }
+    }
+
+    /// The length of the body this response announces.
+    pub fn body_len(&self) -> usize {
+        self.shared_body
+            .as_ref()
+            .map_or(self.body.len(), |shared| shared.len())
     }
 
     /// `404 Not Found`, the default answer to plain HTTP requests.
@@ -118,8 +145,19 @@ impl HttpResponse {
         self
     }
 
-    /// Serializes status line, headers and body into `out`.
+    /// Serializes status line, headers and body into `out`. A
+    /// [`HttpResponse::shared_body`] is left out (its length is announced):
+    /// the caller sends it after.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        self.write_head_to(out);
+        if self.shared_body.is_none() {
+            out.extend_from_slice(&self.body);
+        }
+    }
+
+    /// Serializes status line and headers only, announcing the body's
+    /// length (the answer to a `HEAD` request).
+    pub fn write_head_to(&self, out: &mut Vec<u8>) {
         // Writing into a Vec cannot fail.
         let _ = write!(
             out,
@@ -133,9 +171,8 @@ impl HttpResponse {
         let _ = write!(
             out,
             "Content-Length: {}\r\nConnection: close\r\n\r\n",
-            self.body.len()
+            self.body_len()
         );
-        out.extend_from_slice(&self.body);
     }
 }
 
@@ -164,7 +201,10 @@ pub fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
         413 => "Content Too Large",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
@@ -219,6 +259,7 @@ mod tests {
             target: "/ws?principal=alice&ticket=t1&flag",
             minor_version: 1,
             headers: &headers,
+            body: &[],
         };
         assert!(req.header_has_token("connection", "upgrade"));
         assert!(req.header_has_token("Upgrade", "websocket"));

@@ -13,6 +13,10 @@ pub struct Limits {
     /// Largest request head (request line plus headers, up to and including
     /// the blank line). Larger heads are answered `431`. Default 8 KiB.
     pub max_request_head: usize,
+    /// Largest body of a plain HTTP request (a REST call's JSON, say): the
+    /// request is answered once all of it is in; a larger one is answered
+    /// `413` without reading it. Default 16 MiB.
+    pub max_request_body: usize,
     /// Most header fields in a request head. More are answered `431`.
     /// Default 64.
     pub max_headers: usize,
@@ -62,6 +66,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_request_head: 8 * 1024,
+            max_request_body: 16 * 1024 * 1024,
             max_headers: 64,
             handshake_timeout: Duration::from_secs(10),
             max_frame_size: 16 * 1024 * 1024,

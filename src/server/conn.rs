@@ -2,6 +2,7 @@
 //! state, its receive buffer and the I/O flags the loop needs.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -71,7 +72,17 @@ pub(crate) struct Conn {
     /// In the loop's queue of connections with a compressed message left
     /// to inflate (see `Decoder::inflating`).
     pub inflate_queued: bool,
+    /// The rest of a shared HTTP response body (a cached file) and how
+    /// much of it was queued: moved to the output buffer a slice at a
+    /// time as the peer takes it (see [`Conn::write_pending`]). Boxed:
+    /// a rare state should not grow every connection's record.
+    pub body_tail: Option<Box<(Arc<[u8]>, usize)>>,
 }
+
+/// A shared response body is moved into the output buffer this much at a
+/// time, when less than this is pending: a connection streaming a large
+/// file holds about this much of it, not all of it.
+const BODY_SLICE: usize = 256 * 1024;
 
 /// The peer's acknowledged-bytes counter (see
 /// [`peer_progress::bytes_acknowledged`]) at a keepalive ping, and the
@@ -118,6 +129,7 @@ impl Conn {
             close_notify_sent: false,
             progress_at_ping: None,
             accounted: 0,
+            body_tail: None,
             budget_shed: false,
             in_handshake: true,
             inflate_queued: false,
@@ -200,6 +212,7 @@ impl Conn {
     /// (handshake messages, alerts, encrypted data) not yet written.
     pub fn has_unsent_output(&self) -> bool {
         self.proto.pending_output_len() > 0
+            || self.body_tail.is_some()
             || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
     }
 
@@ -242,10 +255,23 @@ impl Conn {
     /// connection, never in the middle of handling its input).
     pub fn write_pending(&mut self) {
         if self.tls.is_some() {
-            self.write_pending_tls();
-            return;
+            // A body slice taken whole by the session makes room for the
+            // next; anything left pending means the socket is full.
+            loop {
+                self.top_up_body();
+                self.write_pending_tls();
+                if self.write_failed
+                    || self.body_tail.is_none()
+                    || self.proto.pending_output_len() > 0
+                {
+                    return;
+                }
+            }
         }
-        while !self.write_failed && self.proto.pending_output_len() > 0 {
+        while !self.write_failed && {
+            self.top_up_body();
+            self.proto.pending_output_len() > 0
+        } {
             match std::io::Write::write(&mut self.socket, self.proto.pending_output()) {
                 Ok(0) => self.write_failed = true,
                 Ok(n) => self.proto.consume_output(n),
@@ -261,6 +287,24 @@ impl Conn {
 }
 
 impl Conn {
+    /// Moves the next slice of a shared response body into the output
+    /// buffer when little is pending.
+    fn top_up_body(&mut self) {
+        let Some(tail) = self.body_tail.as_mut() else {
+            return;
+        };
+        let (body, queued) = &mut **tail;
+        if self.proto.pending_output_len() >= BODY_SLICE / 4 {
+            return;
+        }
+        let end = queued.saturating_add(BODY_SLICE).min(body.len());
+        self.proto.queue_response_body(&body[*queued..end]);
+        *queued = end;
+        if end == body.len() {
+            self.body_tail = None;
+        }
+    }
+
     /// [`Conn::write_pending`] through TLS; a closed connection's last
     /// bytes are followed by close_notify.
     fn write_pending_tls(&mut self) {
@@ -269,6 +313,7 @@ impl Conn {
         };
         if self.proto.phase() == Phase::Closed
             && self.proto.pending_output_len() == 0
+            && self.body_tail.is_none()
             && !self.close_notify_sent
         {
             session.send_close_notify();
@@ -279,6 +324,7 @@ impl Conn {
                 self.proto.consume_output(taken);
                 if self.proto.phase() == Phase::Closed
                     && self.proto.pending_output_len() == 0
+                    && self.body_tail.is_none()
                     && !self.close_notify_sent
                 {
                     self.write_pending_tls();
@@ -298,11 +344,12 @@ mod tests {
 
     /// An idle connection owns no buffers, so its footprint is this struct
     /// (in the slab) plus a timer entry; keep it well under the 2 KiB
-    /// per-connection budget.
+    /// per-connection budget. (520: 512 until the boxed shared response
+    /// body, one pointer.)
     #[test]
     fn an_idle_connection_record_stays_small() {
         let size = std::mem::size_of::<Conn>();
         println!("size_of::<Conn>() = {size}");
-        assert!(size <= 512, "Conn grew to {size} bytes");
+        assert!(size <= 520, "Conn grew to {size} bytes");
     }
 }

@@ -34,7 +34,8 @@ use crate::proto::handshake::{
     HEADER_SLOTS, header_slots, offered_protocols, parse_request, validate_upgrade, wants_upgrade,
 };
 use crate::proto::{
-    CloseCode, CloseReport, Decoder, HttpResponse, InBuffer, Phase, Received, TimeoutAction,
+    CloseCode, CloseReport, Decoder, HttpRequest, HttpResponse, InBuffer, Phase, Received,
+    TimeoutAction,
     frame::{self, MAX_HEADER_LEN},
 };
 
@@ -209,6 +210,7 @@ impl<H: Handler> Server<H> {
         let limits = &config.limits;
         let max_inbuf = limits
             .max_request_head
+            .saturating_add(limits.max_request_body)
             .max(limits.max_frame_size.saturating_add(MAX_HEADER_LEN))
             .saturating_add(READ_CHUNK);
         let budget = BufferBudget::new(config.max_buffered_total);
@@ -953,7 +955,8 @@ impl<H: Handler> Core<H> {
         };
         let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
         let slot_count = header_slots(limits);
-        let request = match parse_request(&buf[..head_len], &mut slots[..slot_count]) {
+        let max_body = limits.max_request_body;
+        let mut request = match parse_request(&buf[..head_len], &mut slots[..slot_count]) {
             Ok(request) => request,
             Err(error) => {
                 self.refuse(slot, &HttpResponse::from(error), &error.to_string(), now);
@@ -961,6 +964,18 @@ impl<H: Handler> Core<H> {
             }
         };
         if !wants_upgrade(&request) {
+            let body_len = match declared_body_len(&request, max_body) {
+                Ok(len) => len,
+                Err(refusal) => {
+                    self.refuse(slot, &refusal, "request body refused", now);
+                    return buf.len();
+                }
+            };
+            let Some(body) = buf.get(head_len..head_len + body_len) else {
+                // The rest of the body is still on its way.
+                return 0;
+            };
+            request.body = body;
             let (handler, mut ctx) = self.request_context(slot, true, now);
             let response = handler.on_http(&mut ctx, &request);
             if self.take_deferred(slot) {
@@ -976,7 +991,12 @@ impl<H: Handler> Core<H> {
                 request.target,
                 response.status
             );
-            conn.proto.respond(&response, now);
+            if request.method == "HEAD" {
+                conn.proto.respond_head(&response, now);
+            } else {
+                conn.proto.respond(&response, now);
+                conn.body_tail = response.shared_body.map(|body| Box::new((body, 0)));
+            }
             return buf.len();
         }
         let accept_key = match validate_upgrade(&request) {
@@ -1364,6 +1384,32 @@ fn in_handshake(conns: &Slab<Conn>, id: ConnectionId) -> bool {
     conns
         .get(id.index as usize)
         .is_some_and(|conn| conn.id.generation == id.generation && conn.in_handshake)
+}
+
+/// The length of a plain HTTP request's body from its `Content-Length`
+/// (0 without one), or the refusal: `411` for a chunked body (clients of
+/// the API send lengths), `400` for a malformed length, `413` past
+/// `max_body`.
+fn declared_body_len(request: &HttpRequest<'_>, max_body: usize) -> Result<usize, HttpResponse> {
+    if request.header("transfer-encoding").is_some() {
+        return Err(HttpResponse::text(
+            411,
+            "send the request body with a Content-Length\n",
+        ));
+    }
+    let Some(value) = request.header_str("content-length") else {
+        return Ok(0);
+    };
+    let len: u64 = value
+        .parse()
+        .map_err(|_| HttpResponse::text(400, "malformed Content-Length\n"))?;
+    match usize::try_from(len) {
+        Ok(len) if len <= max_body => Ok(len),
+        _ => Err(HttpResponse::text(
+            413,
+            format!("the request body is larger than {max_body} bytes (limits.max_request_body)\n"),
+        )),
+    }
 }
 
 #[cfg(test)]

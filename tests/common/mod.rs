@@ -575,3 +575,46 @@ pub fn quantile(times: &[Duration], q: f64) -> Duration {
     let index = ((times.len() - 1) as f64 * q).round() as usize;
     times[index]
 }
+
+/// One plain HTTP request to `addr` (`Host` added, and `Content-Length`
+/// when there is a body); returns status, head and body bytes once the
+/// server closes the connection.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &str,
+    body: Option<&[u8]>,
+) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let length = body.map_or(String::new(), |body| {
+        format!("Content-Length: {}\r\n", body.len())
+    });
+    write!(
+        stream,
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\n{length}{headers}\r\n"
+    )
+    .unwrap();
+    if let Some(body) = body {
+        stream.write_all(body).unwrap();
+    }
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8(all[..end].to_vec()).unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, head, all[end..].to_vec())
+}
+
+/// The value of header `name` in a response head.
+pub fn header_value<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
