@@ -461,3 +461,43 @@ fn a_missing_interpreter_program_is_a_clear_error() {
         "{listed}"
     );
 }
+
+#[test]
+fn the_rest_restart_ends_a_python_run_and_its_state() {
+    let dir = temp_dir("restart");
+    let server = start(&dir, NotebookConfig::default());
+    let mut client = JsonClient::open(server.addr);
+    let (_, paragraph) = new_note(&mut client, "restart");
+    run(&mut client, &paragraph, "%python kept = 1");
+    client.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": paragraph, "paragraph": "%python\nimport time\nprint('busy')\ntime.sleep(60)" }),
+    );
+    stream_until(&mut client, "busy");
+    let (status, _, body) = common::http_request(
+        server.addr,
+        "PUT",
+        "/api/interpreter/setting/restart/python",
+        "",
+        None,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["status"], "OK");
+    let done = final_paragraph(&mut client);
+    assert_eq!(done["status"], "ABORT", "{done}");
+    assert!(
+        output(&done).contains("python interpreter restarted"),
+        "{done}"
+    );
+    let done = run(&mut client, &paragraph, "%python 'kept' in globals()");
+    assert_eq!(output(&done), "False\n", "a fresh interpreter");
+    let (status, _, _) = common::http_request(
+        server.addr,
+        "PUT",
+        "/api/interpreter/setting/restart/nosuch",
+        "",
+        None,
+    );
+    assert_eq!(status, 404);
+}

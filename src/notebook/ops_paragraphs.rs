@@ -311,7 +311,10 @@ mod tests {
         assert_eq!(move_within(&mut note, &ids[0], 2), Ok(2));
         let now: Vec<&str> = note.paragraphs.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(now, [&ids[1], &ids[2], &ids[0]]);
-        assert!(move_within(&mut note, &ids[0], 99).is_err(), "past the end: refused");
+        assert!(
+            move_within(&mut note, &ids[0], 99).is_err(),
+            "past the end: refused"
+        );
         assert!(move_within(&mut note, "nope", 0).is_err());
     }
 
