@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use wsloop::proto::decoder::parse_close_payload;
 use wsloop::proto::deflate::Inflater;
-use wsloop::proto::frame::{OpCode, parse_header};
+use wsloop::proto::frame::{OpCode, RSV1, parse_header};
 use wsloop::proto::{CloseCode, Connection, Decoder, Limits, Message, Phase, Received};
 
 /// Codes the application may close with.
@@ -158,7 +158,7 @@ fn check_output(wire: &[u8], deflate: Option<(u8, bool)>) {
     let mut closed = false;
     while !frames.is_empty() {
         assert!(!closed, "frame written after the close frame");
-        let allowed_rsv = if deflate.is_some() { 0b100 } else { 0 };
+        let allowed_rsv = if deflate.is_some() { RSV1 } else { 0 };
         let header = parse_header(frames, allowed_rsv)
             .expect("server frame must be valid")
             .expect("server frame must be complete");

@@ -10,7 +10,7 @@ use super::close_code::CloseCode;
 use super::decoder::{Decoded, Decoder, Frame};
 use super::deflate::{Deflater, DeflaterPool};
 use super::error::ProtocolError;
-use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, encode_frame, parse_header};
+use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, encode_frame, parse_header};
 use super::handshake::{HeadScanner, write_switching_protocols};
 use super::http::HttpResponse;
 use super::limits::Limits;
@@ -207,23 +207,24 @@ impl Connection {
             .map(|d| d.window_bits)
     }
 
-    /// Compresses `payload` into `out` for a frame with RSV1, if this
-    /// connection compresses messages of its size; `false` means send it
+    /// Compresses `payload` into `out` if this connection compresses
+    /// messages of its size, and returns the header of the frame that
+    /// carries `out` (RSV1 set, `opcode`); `None` means send the payload
     /// as it is. Connections without context takeover borrow a compressor
-    /// from `shared` when given. Once this returns `true` the message must
-    /// be sent: the peer's inflater has to see it to stay in step.
+    /// from `shared` when given. Once this returns a header the message
+    /// must be sent: the peer's inflater has to see it to stay in step.
+    /// The one place an outgoing message is compressed.
     pub fn compress(
         &mut self,
+        opcode: OpCode,
         payload: &[u8],
         out: &mut Vec<u8>,
         shared: Option<&mut DeflaterPool>,
-    ) -> bool {
+    ) -> Option<EncodedHeader> {
         if !self.compresses(payload.len()) {
-            return false;
+            return None;
         }
-        let Some(deflate) = self.deflate.as_mut() else {
-            return false;
-        };
+        let deflate = self.deflate.as_mut()?;
         let reset = deflate.no_context_takeover;
         let deflater = match shared {
             Some(pool) if reset => pool.get(deflate.window_bits),
@@ -234,7 +235,9 @@ impl Connection {
         };
         // Without context takeover nothing depends on this message having
         // been compressed, so an incompressible one goes out as it is.
-        deflater.compress_message(payload, out, reset) && !(reset && out.len() >= payload.len())
+        let compressed = deflater.compress_message(payload, out, reset)
+            && !(reset && out.len() >= payload.len());
+        compressed.then(|| EncodedHeader::new(true, RSV1, opcode, out.len()))
     }
 
     /// The current phase.
@@ -412,8 +415,9 @@ impl Connection {
     /// Queues a data message, compressed if permessage-deflate applies.
     pub fn send(&mut self, message: Message<'_>, now: Instant) -> Result<(), SendError> {
         let mut compressed = Vec::new();
-        if self.compress(message.as_bytes(), &mut compressed, None) {
-            let header = EncodedHeader::new(true, 0b100, message.opcode(), compressed.len());
+        if let Some(header) =
+            self.compress(message.opcode(), message.as_bytes(), &mut compressed, None)
+        {
             return self.send_encoded(&header, &compressed, now);
         }
         let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
@@ -837,11 +841,11 @@ mod tests {
         let long = "a long and repetitive message ".repeat(20);
         conn.send(Message::Text(&long), now).unwrap();
         let out = conn.pending_output().to_vec();
-        let short = parse_header(&out, 0b100).unwrap().unwrap();
+        let short = parse_header(&out, RSV1).unwrap().unwrap();
         assert_eq!(short.rsv, 0, "below the threshold: plain");
         let rest = &out[short.header_len + short.payload_len as usize..];
-        let h = parse_header(rest, 0b100).unwrap().unwrap();
-        assert_eq!(h.rsv, 0b100);
+        let h = parse_header(rest, RSV1).unwrap().unwrap();
+        assert_eq!(h.rsv, RSV1);
         assert!((h.payload_len as usize) < long.len() / 4);
         let mut inflated = Vec::new();
         let mut inflater = crate::proto::deflate::Inflater::new(15);

@@ -266,15 +266,13 @@ impl<'a> Context<'a> {
     ) -> Result<(), SendError> {
         let mut out = std::mem::take(&mut self.outbound.compressed);
         let pool = &mut self.outbound.pool;
-        let compressed = conn_mut(self.conns, to).is_some_and(|conn| {
+        let compressed = conn_mut(self.conns, to).and_then(|conn| {
             conn.proto
-                .compress(message.as_bytes(), &mut out, Some(pool))
+                .compress(message.opcode(), message.as_bytes(), &mut out, Some(pool))
         });
-        let result = if compressed {
-            let header = EncodedHeader::new(true, 0b100, message.opcode(), out.len());
-            self.send_encoded(to, &header, &out)
-        } else {
-            self.send_encoded(to, plain, message.as_bytes())
+        let result = match compressed {
+            Some(header) => self.send_encoded(to, &header, &out),
+            None => self.send_encoded(to, plain, message.as_bytes()),
         };
         if out.capacity() > KEEP_COMPRESSED_CAPACITY {
             out = Vec::new();
@@ -384,14 +382,16 @@ impl<'a> Context<'a> {
                 // rest of the same window size.
                 let mut out = Vec::new();
                 let pool = &mut self.outbound.pool;
-                let compressed = conn_mut(self.conns, id).is_some_and(|conn| {
-                    conn.proto
-                        .compress(message.as_bytes(), &mut out, Some(pool))
-                });
-                let frame = compressed.then(|| {
-                    let header = EncodedHeader::new(true, 0b100, message.opcode(), out.len());
-                    (header, out)
-                });
+                let frame = conn_mut(self.conns, id)
+                    .and_then(|conn| {
+                        conn.proto.compress(
+                            message.opcode(),
+                            message.as_bytes(),
+                            &mut out,
+                            Some(pool),
+                        )
+                    })
+                    .map(|header| (header, out));
                 shared = Some((bits, frame));
             }
             let result = match shared.as_ref().and_then(|(_, frame)| frame.as_ref()) {
