@@ -9,7 +9,7 @@ use mio::net::TcpStream;
 use super::peer_progress;
 use super::tls::{self, FirstByte};
 use crate::handler::ConnectionId;
-use crate::proto::{Connection, Decoder, InBuffer, Limits, Phase};
+use crate::proto::{Connection, Decoder, InBuffer, Limits};
 
 /// One accepted socket.
 #[derive(Debug)]
@@ -201,94 +201,6 @@ impl Conn {
     pub fn has_unsent_output(&self) -> bool {
         self.proto.pending_output_len() > 0
             || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
-    }
-
-    /// Writes `header` then `payload` with one vectored write, as far as the
-    /// socket takes them; returns the bytes written. A failure is recorded
-    /// in `write_failed`.
-    pub fn write_direct(&mut self, header: &[u8], payload: &[u8]) -> usize {
-        let total = header.len() + payload.len();
-        let mut written = 0;
-        while written < total {
-            let (head_rest, body_rest) = if written < header.len() {
-                (&header[written..], payload)
-            } else {
-                (&header[..0], &payload[written - header.len()..])
-            };
-            let parts = [
-                std::io::IoSlice::new(head_rest),
-                std::io::IoSlice::new(body_rest),
-            ];
-            match std::io::Write::write_vectored(&mut self.socket, &parts) {
-                Ok(0) => {
-                    self.write_failed = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    log::debug!("{} {}: write error: {error}", self.id, self.peer);
-                    self.write_failed = true;
-                    break;
-                }
-            }
-        }
-        written
-    }
-
-    /// Writes queued output until the socket would block. A failure is
-    /// recorded in `write_failed` (the caller decides when to drop the
-    /// connection, never in the middle of handling its input).
-    pub fn write_pending(&mut self) {
-        if self.tls.is_some() {
-            self.write_pending_tls();
-            return;
-        }
-        while !self.write_failed && self.proto.pending_output_len() > 0 {
-            match std::io::Write::write(&mut self.socket, self.proto.pending_output()) {
-                Ok(0) => self.write_failed = true,
-                Ok(n) => self.proto.consume_output(n),
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    log::debug!("{} {}: write error: {error}", self.id, self.peer);
-                    self.write_failed = true;
-                }
-            }
-        }
-    }
-}
-
-impl Conn {
-    /// [`Conn::write_pending`] through TLS; a closed connection's last
-    /// bytes are followed by close_notify.
-    fn write_pending_tls(&mut self) {
-        let Some(session) = self.tls.as_mut() else {
-            return;
-        };
-        if self.proto.phase() == Phase::Closed
-            && self.proto.pending_output_len() == 0
-            && !self.close_notify_sent
-        {
-            session.send_close_notify();
-            self.close_notify_sent = true;
-        }
-        match tls::write_tls(session, &mut self.socket, self.proto.pending_output()) {
-            Ok(taken) => {
-                self.proto.consume_output(taken);
-                if self.proto.phase() == Phase::Closed
-                    && self.proto.pending_output_len() == 0
-                    && !self.close_notify_sent
-                {
-                    self.write_pending_tls();
-                }
-            }
-            Err(error) => {
-                log::debug!("{} {}: TLS write error: {error}", self.id, self.peer);
-                self.write_failed = true;
-            }
-        }
     }
 }
 

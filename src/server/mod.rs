@@ -6,13 +6,17 @@ mod budget;
 mod config;
 mod conn;
 mod context;
+mod dispatch;
 mod event_loop;
 mod gather;
 mod peer_progress;
+mod read;
 mod shutdown;
 mod stats;
 mod timers;
 pub mod tls;
+mod upgrade;
+mod write;
 
 pub use config::ServerConfig;
 pub use context::Context;
