@@ -101,6 +101,8 @@ const COMPACT_OUTPUT_AFTER: usize = 64 * 1024;
 pub struct Connection {
     phase: Phase,
     scanner: HeadScanner,
+    /// The frame decoder, lent out for each read ([`Connection::take_decoder`]).
+    decoder: Decoder,
     out: Vec<u8>,
     out_pos: usize,
     /// A frame boundary in `out`, for [`Connection::shed`]: at or after
@@ -155,6 +157,7 @@ impl Connection {
         Connection {
             phase: Phase::Handshaking,
             scanner: HeadScanner::default(),
+            decoder: Decoder::new(limits),
             out: Vec::new(),
             out_pos: 0,
             frame_mark: 0,
@@ -182,7 +185,12 @@ impl Connection {
     /// Compresses outgoing messages of at least `min_size` bytes, as agreed
     /// by permessage-deflate: with at most `window_bits`, and with
     /// `no_context_takeover` each message compressed on its own.
-    pub fn enable_deflate(&mut self, window_bits: u8, no_context_takeover: bool, min_size: usize) {
+    pub(super) fn enable_deflate(
+        &mut self,
+        window_bits: u8,
+        no_context_takeover: bool,
+        min_size: usize,
+    ) {
         self.deflate = Some(Box::new(OutboundDeflate {
             window_bits,
             no_context_takeover,
@@ -257,12 +265,53 @@ impl Connection {
     }
 
     /// The incremental scanner for the request head.
-    pub fn head_scanner(&mut self) -> &mut HeadScanner {
+    pub(super) fn head_scanner(&mut self) -> &mut HeadScanner {
         &mut self.scanner
     }
 
+    /// Inflates incoming messages compressed with permessage-deflate, as
+    /// agreed: the peer compresses with at most `window_bits`, and with
+    /// `no_context_takeover` each message on its own.
+    pub(super) fn enable_inflate(&mut self, window_bits: u8, no_context_takeover: bool) {
+        self.decoder
+            .enable_inflate(window_bits, no_context_takeover);
+    }
+
+    /// Lends the frame decoder out for one read: pass it to
+    /// [`Connection::receive`], then give it back with
+    /// [`Connection::restore_decoder`]. What `receive` returns borrows the
+    /// lent decoder and the input, not the connection, so the application
+    /// may send on this connection while it holds a message (single-frame
+    /// messages stay borrowed from the input, never copied).
+    pub fn take_decoder(&mut self) -> Decoder {
+        std::mem::take(&mut self.decoder)
+    }
+
+    /// Gives back the decoder lent by [`Connection::take_decoder`].
+    pub fn restore_decoder(&mut self, decoder: Decoder) {
+        self.decoder = decoder;
+    }
+
+    /// Whether a complete compressed message is only partly inflated: call
+    /// [`Connection::receive`] again (no new bytes needed) to go on.
+    pub fn inflating(&self) -> bool {
+        self.decoder.inflating()
+    }
+
+    /// Bytes held for a fragmented message not yet complete (and for a
+    /// compressed one, what it holds to inflate).
+    pub fn partial_message_len(&self) -> usize {
+        self.decoder.partial_message_len()
+    }
+
+    /// Drops the decoder's state and memory: nothing more is decoded (the
+    /// connection is closed, or being dropped for the buffer budget).
+    pub fn discard_decoder(&mut self) {
+        self.decoder = Decoder::default();
+    }
+
     /// Completes the handshake: queues `101 Switching Protocols` and opens.
-    pub fn accept(
+    pub(super) fn accept(
         &mut self,
         accept_key: &str,
         protocol: Option<&str>,
@@ -594,9 +643,11 @@ impl Connection {
         self.out.capacity()
     }
 
-    /// Frees the output buffer if nothing is queued, and the compressor:
-    /// a fresh one only forgets history, which the peer never relies on.
+    /// Frees the output buffer if nothing is queued, the compressor (a
+    /// fresh one only forgets history, which the peer never relies on) and
+    /// what the decoder can give back.
     pub fn release_idle_memory(&mut self) {
+        self.decoder.release_idle_memory();
         if self.pending_output_len() == 0 {
             self.out = Vec::new();
             self.out_pos = 0;
@@ -739,14 +790,30 @@ mod tests {
     use super::*;
     use crate::proto::decoder::tests::client_frame;
     use crate::proto::frame::parse_header;
+    use crate::proto::handshake::HEADER_SLOTS;
+    use crate::proto::opening::Head;
+
+    /// Opens `conn` the way a client does, from the first byte: a request
+    /// head, classified and accepted as the driver does.
+    fn open(conn: &mut Connection, limits: &Limits, now: Instant) {
+        let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\n\r\n";
+        let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+        let Head::Upgrade(request, upgrade) = conn.handle_head(head, &mut slots, limits) else {
+            panic!("the test's request head is an upgrade");
+        };
+        conn.accept_upgrade(&request, &upgrade, None, Vec::new(), None, now);
+    }
 
     fn open_connection(now: Instant) -> (Connection, Decoder) {
         let limits = Limits::default();
         let mut conn = Connection::new(&limits, now);
-        conn.accept("key=", None, &[], now);
+        open(&mut conn, &limits, now);
         let n = conn.pending_output_len();
         conn.consume_output(n);
-        (conn, Decoder::new(&limits))
+        let decoder = conn.take_decoder();
+        (conn, decoder)
     }
 
     /// Parses the server's queued output into (opcode, payload) frames.
@@ -1041,9 +1108,10 @@ mod tests {
             ..Limits::default()
         };
         let mut conn = Connection::new(&limits, now);
-        conn.accept("key=", None, &[], now);
+        open(&mut conn, &limits, now);
         conn.consume_output(conn.pending_output_len());
-        (conn, Decoder::new(&limits))
+        let decoder = conn.take_decoder();
+        (conn, decoder)
     }
 
     #[test]
@@ -1111,9 +1179,9 @@ mod tests {
             ..Limits::default()
         };
         let mut conn = Connection::new(&limits, start);
-        conn.accept("key=", None, &[], start);
+        open(&mut conn, &limits, start);
         conn.consume_output(conn.pending_output_len());
-        let mut decoder = Decoder::new(&limits);
+        let mut decoder = conn.take_decoder();
         let mut held = Vec::new();
         let first = client_frame(0x01, b"part one, ");
         assert!(feed(&mut conn, &mut decoder, &mut held, &first, start).is_empty());
@@ -1185,7 +1253,7 @@ mod tests {
             ..Limits::default()
         };
         let mut conn = Connection::new(&limits, now);
-        conn.accept("k", None, &[], now);
+        open(&mut conn, &limits, now);
         conn.consume_output(conn.pending_output_len());
         let chunk = [0u8; 300];
         let mut sent = 0;
@@ -1356,7 +1424,7 @@ mod tests {
         };
         // The 101 response, five bytes of it written.
         let mut conn = Connection::new(&Limits::default(), now);
-        conn.accept("key=", None, &[], now);
+        open(&mut conn, &Limits::default(), now);
         let head = conn.pending_output()[5..].to_vec();
         conn.consume_output(5);
         conn.send(Message::Text("dropped"), now).unwrap();

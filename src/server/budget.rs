@@ -14,7 +14,7 @@ use slab::Slab;
 
 use super::conn::Conn;
 use super::stats::ServerStats;
-use crate::proto::{CloseCode, Decoder, InBuffer};
+use crate::proto::{CloseCode, InBuffer};
 
 /// Why a connection closed for the budget's sake tells its peer.
 const NOT_READING: &str = "peer is not reading; server buffers full";
@@ -108,7 +108,7 @@ impl BufferBudget {
                 (CloseCode::MESSAGE_TOO_BIG, TOO_MUCH_INPUT)
             };
             conn.inbuf = InBuffer::default();
-            conn.decoder = Decoder::default();
+            conn.proto.discard_decoder();
             let action = if conn.budget_shed || !conn.proto.opened() {
                 conn.proto.consume_output(output);
                 conn.proto.abort(now);

@@ -9,7 +9,7 @@ use mio::net::TcpStream;
 use super::peer_progress;
 use super::tls::{self, FirstByte};
 use crate::handler::ConnectionId;
-use crate::proto::{Connection, Decoder, InBuffer, Limits};
+use crate::proto::{Connection, InBuffer, Limits};
 
 /// One accepted socket.
 #[derive(Debug)]
@@ -19,7 +19,6 @@ pub(crate) struct Conn {
     pub id: ConnectionId,
     pub proto: Connection,
     pub inbuf: InBuffer,
-    pub decoder: Decoder,
     /// WRITABLE is registered (only while output is pending).
     pub writable_interest: bool,
     /// Reading stopped because too much output is queued.
@@ -101,7 +100,6 @@ impl Conn {
             id,
             proto: Connection::new(limits, now),
             inbuf: InBuffer::default(),
-            decoder: Decoder::new(limits),
             writable_interest: false,
             read_paused: false,
             read_closed: false,
@@ -130,7 +128,7 @@ impl Conn {
     /// Bytes held, not capacity: what the peer makes the server keep.
     #[inline]
     pub fn held_bytes(&self) -> usize {
-        self.proto.pending_output_len() + self.inbuf.len() + self.decoder.partial_message_len()
+        self.proto.pending_output_len() + self.inbuf.len() + self.proto.partial_message_len()
     }
 
     /// Puts this connection, in `slot`, on the loop's list to flush, once.

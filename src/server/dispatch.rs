@@ -30,14 +30,13 @@ impl<H: Handler> Core<H> {
                 self.inflate_queue.pop_front();
                 continue;
             };
-            if matches!(conn.proto.phase(), Phase::Open | Phase::Closing)
-                && conn.decoder.inflating()
+            if matches!(conn.proto.phase(), Phase::Open | Phase::Closing) && conn.proto.inflating()
             {
                 self.process_frames(slot, &mut [], now);
                 if self
                     .conns
                     .get(slot)
-                    .is_some_and(|conn| conn.decoder.inflating())
+                    .is_some_and(|conn| conn.proto.inflating())
                 {
                     self.after_io(slot, now);
                     return None;
@@ -48,7 +47,7 @@ impl<H: Handler> Core<H> {
             conn.inflate_queued = false;
             if conn.proto.phase() == Phase::Closed {
                 // Failed while inflating, or closed while waiting.
-                conn.decoder = Default::default();
+                conn.proto.discard_decoder();
             }
             let mut inbuf = mem::take(&mut conn.inbuf);
             if !inbuf.is_empty() {
@@ -87,7 +86,7 @@ impl<H: Handler> Core<H> {
     /// recording echoes for a gathered write (see `write`); returns how
     /// many bytes were used.
     pub(super) fn process_frames(&mut self, slot: usize, buf: &mut [u8], now: Instant) -> usize {
-        let mut decoder = mem::take(&mut self.conns[slot].decoder);
+        let mut decoder = self.conns[slot].proto.take_decoder();
         let mut pos = 0;
         let len = buf.len();
         if self.conns[slot].tls.is_none() {
@@ -135,7 +134,7 @@ impl<H: Handler> Core<H> {
                 }
             }
         }
-        self.conns[slot].decoder = decoder;
+        self.conns[slot].proto.restore_decoder(decoder);
         self.gather.finish(self.conns.get_mut(slot), buf);
         pos
     }

@@ -35,9 +35,7 @@ use super::stats::ServerStats;
 use super::timers::Timers;
 use super::write::{EARLY_WRITE_ALONE, EARLY_WRITE_SHARED, GATHER_EARLY_WRITE_ALONE};
 use crate::handler::{ConnectionId, Handler};
-use crate::proto::{
-    CloseCode, CloseReport, Decoder, InBuffer, Phase, TimeoutAction, frame::MAX_HEADER_LEN,
-};
+use crate::proto::{CloseCode, CloseReport, InBuffer, Phase, TimeoutAction, frame::MAX_HEADER_LEN};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -542,8 +540,8 @@ impl<H: Handler> Core<H> {
         if closed {
             conn.inbuf = InBuffer::default();
             conn.read_paused = false;
-            if conn.decoder.partial_message_len() > 0 {
-                conn.decoder = Decoder::default();
+            if conn.proto.partial_message_len() > 0 {
+                conn.proto.discard_decoder();
             }
         }
         if conn.in_handshake && conn.proto.opened() {
@@ -618,7 +616,6 @@ impl<H: Handler> Core<H> {
         }
         // A timer only fires on a quiet connection: give its buffers back.
         conn.inbuf.release_if_empty();
-        conn.decoder.release_idle_memory();
         conn.proto.release_idle_memory();
         if conn.proto.pong_overdue(now) && conn.took_output_since_ping() {
             // Slow, not dead: its pong is behind our output or unread.

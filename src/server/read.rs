@@ -132,7 +132,7 @@ impl<H: Handler> Core<H> {
             };
             // A connection with a message left to inflate is not read until
             // it is done (`inflate_next` reads it then).
-            if conn.read_paused || conn.read_closed || conn.deferred || conn.decoder.inflating() {
+            if conn.read_paused || conn.read_closed || conn.deferred || conn.proto.inflating() {
                 return Outcome::Live;
             }
             let discard = conn.proto.phase() == Phase::Closed;

@@ -8,11 +8,8 @@ use std::time::Instant;
 use super::context::Context;
 use super::event_loop::Core;
 use crate::handler::Handler;
-use crate::proto::HttpResponse;
-use crate::proto::extensions::negotiate_permessage_deflate;
-use crate::proto::handshake::{
-    HEADER_SLOTS, header_slots, offered_protocols, parse_request, validate_upgrade, wants_upgrade,
-};
+use crate::proto::handshake::HEADER_SLOTS;
+use crate::proto::{Head, HttpResponse};
 
 impl<H: Handler> Core<H> {
     /// The context for a callback about the request on `slot`, which knows
@@ -77,55 +74,40 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// Hands the request head in `buf` (all input held so far) to the
+    /// protocol, and a complete request to the handler; returns the bytes
+    /// used (0 while the head is incomplete or the request deferred).
     pub(super) fn process_handshake(&mut self, slot: usize, buf: &[u8], now: Instant) -> usize {
-        let limits = &self.config.limits;
-        let conn = &mut self.conns[slot];
-        let head_len = match conn
-            .proto
-            .head_scanner()
-            .find_end(buf, limits.max_request_head)
-        {
-            Ok(None) => return 0,
-            Ok(Some(len)) => len,
-            Err(error) => {
-                self.refuse(slot, &HttpResponse::from(error), &error.to_string(), now);
-                return buf.len();
-            }
-        };
         let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-        let slot_count = header_slots(limits);
-        let request = match parse_request(&buf[..head_len], &mut slots[..slot_count]) {
-            Ok(request) => request,
-            Err(error) => {
+        let head = self.conns[slot]
+            .proto
+            .handle_head(buf, &mut slots, &self.config.limits);
+        let (request, upgrade) = match head {
+            Head::NeedMore => return 0,
+            Head::Invalid(error) => {
                 self.refuse(slot, &HttpResponse::from(error), &error.to_string(), now);
                 return buf.len();
             }
-        };
-        if !wants_upgrade(&request) {
-            let (handler, mut ctx) = self.request_context(slot, true, now);
-            let response = handler.on_http(&mut ctx, &request);
-            if self.take_deferred(slot) {
-                return 0;
-            }
-            self.stats.http_requests += 1;
-            let conn = &mut self.conns[slot];
-            log::debug!(
-                "{} {}: {} {} -> {}",
-                conn.id,
-                conn.peer,
-                request.method,
-                request.target,
-                response.status
-            );
-            conn.proto.respond(&response, now);
-            return buf.len();
-        }
-        let accept_key = match validate_upgrade(&request) {
-            Ok(key) => key,
-            Err(error) => {
-                self.refuse(slot, &HttpResponse::from(error), &error.to_string(), now);
+            Head::Http(request) => {
+                let (handler, mut ctx) = self.request_context(slot, true, now);
+                let response = handler.on_http(&mut ctx, &request);
+                if self.take_deferred(slot) {
+                    return 0;
+                }
+                self.stats.http_requests += 1;
+                let conn = &mut self.conns[slot];
+                log::debug!(
+                    "{} {}: {} {} -> {}",
+                    conn.id,
+                    conn.peer,
+                    request.method,
+                    request.target,
+                    response.status
+                );
+                conn.proto.respond(&response, now);
                 return buf.len();
             }
+            Head::Upgrade(request, upgrade) => (request, upgrade),
         };
         if self.open_websockets >= self.config.max_connections || self.shutdown_deadline.is_some() {
             let response = HttpResponse::text(503, "server at its connection limit\n");
@@ -133,49 +115,34 @@ impl<H: Handler> Core<H> {
             return buf.len();
         }
         let (handler, mut ctx) = self.request_context(slot, true, now);
-        let upgrade = handler.on_upgrade(&mut ctx, &request);
+        let answer = handler.on_upgrade(&mut ctx, &request);
         if self.take_deferred(slot) {
             return 0;
         }
-        let accept = match upgrade {
+        let accept = match answer {
             Ok(accept) => accept,
             Err(response) => {
                 self.refuse(slot, &response, "refused by the application", now);
                 return buf.len();
             }
         };
-        // permessage-deflate is the server's business, not the handler's.
-        let mut headers = accept.headers;
-        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("sec-websocket-extensions"));
-        let deflate = self.config.deflate.as_ref().and_then(|config| {
-            let (params, response) = negotiate_permessage_deflate(&request, config)?;
-            headers.push(("Sec-WebSocket-Extensions".to_owned(), response));
-            Some((params, config.min_compress_size))
-        });
         let conn = &mut self.conns[slot];
-        let protocol = accept.protocol.filter(|chosen| {
-            let offered = offered_protocols(&request).any(|p| p == chosen);
-            if !offered {
-                log::warn!(
-                    "{}: application chose subprotocol {chosen:?}, which was not offered",
-                    conn.id
-                );
-            }
-            offered
-        });
-        conn.proto
-            .accept(&accept_key, protocol.as_deref(), &headers, now);
-        if let Some((params, min_compress_size)) = deflate {
+        let accepted = conn.proto.accept_upgrade(
+            &request,
+            &upgrade,
+            accept.protocol.as_deref(),
+            accept.headers,
+            self.config.deflate.as_ref(),
+            now,
+        );
+        if let Some(chosen) = accepted.unoffered_protocol {
+            log::warn!(
+                "{}: application chose subprotocol {chosen:?}, which was not offered",
+                conn.id
+            );
+        }
+        if accepted.compressed {
             self.stats.compressed_upgrades += 1;
-            conn.decoder.enable_inflate(
-                params.client_max_window_bits,
-                params.client_no_context_takeover,
-            );
-            conn.proto.enable_deflate(
-                params.server_max_window_bits,
-                params.server_no_context_takeover,
-                min_compress_size,
-            );
         }
         let id = conn.id;
         log::debug!("{id} {}: open {}", conn.peer, request.target);
@@ -183,7 +150,7 @@ impl<H: Handler> Core<H> {
         self.stats.upgrades += 1;
         let (handler, mut ctx) = self.request_context(slot, false, now);
         handler.on_open(&mut ctx, id, &request);
-        head_len
+        upgrade.head_len()
     }
 
     pub(super) fn refuse(&mut self, slot: usize, response: &HttpResponse, why: &str, now: Instant) {
