@@ -3,6 +3,34 @@
 //! Sans-IO: the driver hands in received bytes and the current time, and
 //! takes out the bytes to write. Control frames (ping, pong, close) are
 //! answered here; data messages are handed back for the application.
+//!
+//! The surface, in the order a driver calls it (`server` is the one in
+//! this crate; the fuzz target `connection` is another):
+//!
+//! 1. **Opening** (while [`Phase::Handshaking`]): each read's bytes, all
+//!    held so far, go to [`Connection::handle_head`] until it finds the
+//!    request head; the driver asks the application, then calls
+//!    [`Connection::accept_upgrade`] or [`Connection::respond`]
+//!    (see `opening`).
+//! 2. **Input** (once open): for each read, [`Connection::handle_peer_activity`],
+//!    then [`Connection::take_decoder`] lends the decoder;
+//!    [`Connection::handle_input`] is called until it needs more bytes,
+//!    each [`Received::Message`] going to the application (which may send
+//!    meanwhile: the message borrows the lent decoder and the input, not
+//!    the connection); [`Connection::restore_decoder`] ends the read.
+//! 3. **Application commands**, at any time: [`Connection::compress`] then
+//!    [`Connection::send_encoded`] (or [`Connection::send`]),
+//!    [`Connection::close`], [`Connection::shed`], [`Connection::abort`].
+//!    A driver that writes a frame itself may do so only while
+//!    [`Connection::can_write_directly`], and then hands over what the
+//!    socket did not take: [`Connection::send_encoded_after_direct_write`],
+//!    or [`Connection::queue_ahead`] for frames written from elsewhere.
+//! 4. **Output**: [`Connection::poll_output`] is what to write next;
+//!    [`Connection::consume_output`] what the socket took.
+//! 5. **Time**: [`Connection::poll_timeout`] is when to call
+//!    [`Connection::handle_timeout`] next (re-read after every call above).
+//! 6. **Events for the application**: [`Connection::poll_close_report`]
+//!    once, after the connection reached [`Phase::Closed`].
 
 use std::time::{Duration, Instant};
 
@@ -51,7 +79,7 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// What one call to [`Connection::receive`] produced.
+/// What one call to [`Connection::handle_input`] produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received<'a> {
     /// A whole message for the application; the count is input bytes used.
@@ -278,8 +306,8 @@ impl Connection {
     }
 
     /// Lends the frame decoder out for one read: pass it to
-    /// [`Connection::receive`], then give it back with
-    /// [`Connection::restore_decoder`]. What `receive` returns borrows the
+    /// [`Connection::handle_input`], then give it back with
+    /// [`Connection::restore_decoder`]. What `handle_input` returns borrows the
     /// lent decoder and the input, not the connection, so the application
     /// may send on this connection while it holds a message (single-frame
     /// messages stay borrowed from the input, never copied).
@@ -293,7 +321,7 @@ impl Connection {
     }
 
     /// Whether a complete compressed message is only partly inflated: call
-    /// [`Connection::receive`] again (no new bytes needed) to go on.
+    /// [`Connection::handle_input`] again (no new bytes needed) to go on.
     pub fn inflating(&self) -> bool {
         self.decoder.inflating()
     }
@@ -343,7 +371,7 @@ impl Connection {
     /// Records that the peer was heard from at `now`: bytes arrived, or (the
     /// driver's judgment) it took output since the keepalive ping. Keeps
     /// keepalive satisfied.
-    pub fn note_received(&mut self, now: Instant) {
+    pub fn handle_peer_activity(&mut self, now: Instant) {
         self.last_received = now;
         self.ping_sent_at = None;
     }
@@ -351,7 +379,7 @@ impl Connection {
     /// Decodes the next frame from `input` with `decoder`, answering
     /// control frames. The result borrows `decoder` and `input`, not `self`,
     /// so the application may send on this connection while holding it.
-    pub fn receive<'d>(
+    pub fn handle_input<'d>(
         &mut self,
         decoder: &'d mut Decoder,
         input: &'d mut [u8],
@@ -548,7 +576,7 @@ impl Connection {
     }
 
     /// Bytes waiting to be written.
-    pub fn pending_output(&self) -> &[u8] {
+    pub fn poll_output(&self) -> &[u8] {
         &self.out[self.out_pos..]
     }
 
@@ -557,7 +585,7 @@ impl Connection {
         self.out.len() - self.out_pos
     }
 
-    /// Records that `n` bytes of [`Connection::pending_output`] were written.
+    /// Records that `n` bytes of [`Connection::poll_output`] were written.
     pub fn consume_output(&mut self, n: usize) {
         self.out_pos = (self.out_pos + n).min(self.out.len());
         if self.out_pos == self.out.len() {
@@ -658,8 +686,8 @@ impl Connection {
         }
     }
 
-    /// The next instant [`Connection::on_timeout`] has work to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// The next instant [`Connection::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Handshaking => self.deadline,
             Phase::Open => {
@@ -701,8 +729,8 @@ impl Connection {
     }
 
     /// Runs whatever timer has expired by `now`.
-    pub fn on_timeout(&mut self, now: Instant) -> TimeoutAction {
-        match self.next_deadline() {
+    pub fn handle_timeout(&mut self, now: Instant) -> TimeoutAction {
+        match self.poll_timeout() {
             Some(deadline) if deadline <= now => {}
             _ => return TimeoutAction::None,
         }
@@ -738,7 +766,7 @@ impl Connection {
 
     /// Once, after the WebSocket opened and then reached [`Phase::Closed`]:
     /// how it ended, for the application's close callback.
-    pub fn take_close_report(&mut self) -> Option<CloseReport> {
+    pub fn poll_close_report(&mut self) -> Option<CloseReport> {
         if !self.opened || self.close_reported || self.phase != Phase::Closed {
             return None;
         }
@@ -819,7 +847,7 @@ mod tests {
     /// Parses the server's queued output into (opcode, payload) frames.
     fn written_frames(conn: &mut Connection) -> Vec<(OpCode, Vec<u8>)> {
         let mut frames = Vec::new();
-        let mut out = conn.pending_output().to_vec();
+        let mut out = conn.poll_output().to_vec();
         conn.consume_output(out.len());
         while !out.is_empty() {
             let h = parse_header(&out, 0).unwrap().unwrap();
@@ -850,7 +878,7 @@ mod tests {
         let mut messages = Vec::new();
         let mut pos = 0;
         loop {
-            match conn.receive(decoder, &mut held[pos..], now) {
+            match conn.handle_input(decoder, &mut held[pos..], now) {
                 Received::Message(m, used) => {
                     messages.push(String::from_utf8_lossy(m.as_bytes()).into_owned());
                     pos += used;
@@ -907,7 +935,7 @@ mod tests {
         conn.send(Message::Text("short"), now).unwrap();
         let long = "a long and repetitive message ".repeat(20);
         conn.send(Message::Text(&long), now).unwrap();
-        let out = conn.pending_output().to_vec();
+        let out = conn.poll_output().to_vec();
         let short = parse_header(&out, RSV1).unwrap().unwrap();
         assert_eq!(short.rsv, 0, "below the threshold: plain");
         let rest = &out[short.header_len + short.payload_len as usize..];
@@ -949,12 +977,12 @@ mod tests {
             written_frames(&mut conn),
             [(OpCode::Close, 4001u16.to_be_bytes().to_vec())]
         );
-        let report = conn.take_close_report().unwrap();
+        let report = conn.poll_close_report().unwrap();
         assert_eq!(
             (report.code, report.reason.as_str()),
             (CloseCode(4001), "done")
         );
-        assert_eq!(conn.take_close_report(), None, "reported exactly once");
+        assert_eq!(conn.poll_close_report(), None, "reported exactly once");
         assert_eq!(
             conn.send(Message::Text("late"), now),
             Err(SendError::NotOpen)
@@ -971,7 +999,7 @@ mod tests {
         let (mut conn, mut decoder) = open_connection(now);
         receive_all(&mut conn, &mut decoder, client_frame(0x88, b""), now);
         assert_eq!(written_frames(&mut conn), [(OpCode::Close, vec![])]);
-        assert_eq!(conn.take_close_report().unwrap().code, CloseCode::NO_STATUS);
+        assert_eq!(conn.poll_close_report().unwrap().code, CloseCode::NO_STATUS);
     }
 
     #[test]
@@ -1014,7 +1042,7 @@ mod tests {
                 code,
                 "{input:x?}"
             );
-            assert_eq!(conn.take_close_report().unwrap().code, CloseCode(code));
+            assert_eq!(conn.poll_close_report().unwrap().code, CloseCode(code));
         }
     }
 
@@ -1037,7 +1065,7 @@ mod tests {
             written_frames(&mut conn).is_empty(),
             "no second close frame"
         );
-        conn.take_close_report().unwrap().code
+        conn.poll_close_report().unwrap().code
     }
 
     #[test]
@@ -1059,14 +1087,14 @@ mod tests {
         let now = Instant::now();
         let (mut conn, _) = open_connection(now);
         conn.close(CloseCode::NORMAL, "", now);
-        let deadline = conn.next_deadline().unwrap();
+        let deadline = conn.poll_timeout().unwrap();
         assert_eq!(deadline, now + Limits::default().close_timeout);
         assert_eq!(
-            conn.on_timeout(deadline - Duration::from_millis(1)),
+            conn.handle_timeout(deadline - Duration::from_millis(1)),
             TimeoutAction::None
         );
-        assert_eq!(conn.on_timeout(deadline), TimeoutAction::Drop);
-        assert_eq!(conn.take_close_report().unwrap().code, CloseCode::ABNORMAL);
+        assert_eq!(conn.handle_timeout(deadline), TimeoutAction::Drop);
+        assert_eq!(conn.poll_close_report().unwrap().code, CloseCode::ABNORMAL);
     }
 
     #[test]
@@ -1075,12 +1103,12 @@ mod tests {
         let limits = Limits::default();
         let (mut conn, _) = open_connection(now);
         let ping_at = now + limits.ping_interval;
-        assert_eq!(conn.next_deadline(), Some(ping_at));
-        assert_eq!(conn.on_timeout(ping_at), TimeoutAction::Flush);
+        assert_eq!(conn.poll_timeout(), Some(ping_at));
+        assert_eq!(conn.handle_timeout(ping_at), TimeoutAction::Flush);
         assert_eq!(written_frames(&mut conn), [(OpCode::Ping, vec![])]);
         let give_up = ping_at + limits.pong_timeout;
-        assert_eq!(conn.next_deadline(), Some(give_up));
-        assert_eq!(conn.on_timeout(give_up), TimeoutAction::Flush);
+        assert_eq!(conn.poll_timeout(), Some(give_up));
+        assert_eq!(conn.handle_timeout(give_up), TimeoutAction::Flush);
         assert_eq!(
             written_frames(&mut conn),
             [(OpCode::Close, close_payload(1011, "keepalive timeout"))]
@@ -1094,10 +1122,10 @@ mod tests {
         let limits = Limits::default();
         let (mut conn, _) = open_connection(now);
         let ping_at = now + limits.ping_interval;
-        conn.on_timeout(ping_at);
-        conn.note_received(ping_at + Duration::from_secs(1));
+        conn.handle_timeout(ping_at);
+        conn.handle_peer_activity(ping_at + Duration::from_secs(1));
         assert_eq!(
-            conn.next_deadline(),
+            conn.poll_timeout(),
             Some(ping_at + Duration::from_secs(1) + limits.ping_interval)
         );
     }
@@ -1124,15 +1152,18 @@ mod tests {
         // A byte a second: the keepalive is satisfied, the frame is not.
         for (i, byte) in wire[..9].iter().enumerate() {
             let now = start + i as u32 * second;
-            conn.note_received(now);
+            conn.handle_peer_activity(now);
             assert!(feed(&mut conn, &mut decoder, &mut held, &[*byte], now).is_empty());
-            assert_eq!(conn.next_deadline(), Some(start + 10 * second));
+            assert_eq!(conn.poll_timeout(), Some(start + 10 * second));
         }
         assert_eq!(
-            conn.on_timeout(start + 10 * second - Duration::from_millis(1)),
+            conn.handle_timeout(start + 10 * second - Duration::from_millis(1)),
             TimeoutAction::None
         );
-        assert_eq!(conn.on_timeout(start + 10 * second), TimeoutAction::Flush);
+        assert_eq!(
+            conn.handle_timeout(start + 10 * second),
+            TimeoutAction::Flush
+        );
         assert_eq!(
             written_frames(&mut conn),
             [(OpCode::Close, close_payload(1008, "frame timeout"))]
@@ -1153,19 +1184,22 @@ mod tests {
         let mut held = Vec::new();
         assert!(feed(&mut conn, &mut decoder, &mut held, &wire[..4], start).is_empty());
         let now = start + 9 * second;
-        conn.note_received(now);
+        conn.handle_peer_activity(now);
         let got = feed(&mut conn, &mut decoder, &mut held, &wire[4..], now);
         assert_eq!(got, ["in time"]);
         // Only the keepalive is left, counted from the last byte.
         let keepalive = start + 9 * second + Limits::default().ping_interval;
-        assert_eq!(conn.next_deadline(), Some(keepalive));
-        assert_eq!(conn.on_timeout(start + 10 * second), TimeoutAction::None);
+        assert_eq!(conn.poll_timeout(), Some(keepalive));
+        assert_eq!(
+            conn.handle_timeout(start + 10 * second),
+            TimeoutAction::None
+        );
         assert_eq!(conn.phase(), Phase::Open);
         // The next frame's clock starts at its own first byte.
         let later = start + 20 * second;
         assert!(feed(&mut conn, &mut decoder, &mut held, &wire[..3], later).is_empty());
-        assert_eq!(conn.next_deadline(), Some(later + 10 * second));
-        assert_eq!(conn.on_timeout(later + 9 * second), TimeoutAction::None);
+        assert_eq!(conn.poll_timeout(), Some(later + 10 * second));
+        assert_eq!(conn.handle_timeout(later + 9 * second), TimeoutAction::None);
         assert_eq!(conn.phase(), Phase::Open);
     }
 
@@ -1196,16 +1230,19 @@ mod tests {
         let deadline = start + 10 * second;
         // Our keepalive pings after 3 s of silence; the peer answers, and
         // pings us too, and still sends nothing of the message.
-        assert_eq!(conn.on_timeout(start + 3 * second), TimeoutAction::Flush);
+        assert_eq!(
+            conn.handle_timeout(start + 3 * second),
+            TimeoutAction::Flush
+        );
         for (at, control) in [(4, 0x8A), (6, 0x89), (8, 0x8A), (9, 0x89)] {
             let now = start + at * second;
-            conn.note_received(now);
+            conn.handle_peer_activity(now);
             let frame = client_frame(control, b"still here");
             assert!(feed(&mut conn, &mut decoder, &mut held, &frame, now).is_empty());
         }
         let just_before = deadline - Duration::from_millis(1);
-        assert_eq!(conn.on_timeout(just_before), TimeoutAction::None);
-        assert_eq!(conn.on_timeout(deadline), TimeoutAction::Flush);
+        assert_eq!(conn.handle_timeout(just_before), TimeoutAction::None);
+        assert_eq!(conn.handle_timeout(deadline), TimeoutAction::Flush);
         let frames = written_frames(&mut conn);
         let ops: Vec<OpCode> = frames.iter().map(|(op, _)| *op).collect();
         assert_eq!(
@@ -1227,8 +1264,11 @@ mod tests {
         let now = start + 9 * second;
         let got = feed(&mut conn, &mut decoder, &mut held, &last, now);
         assert_eq!(got, ["part one, two"]);
-        conn.note_received(now);
-        assert_eq!(conn.on_timeout(start + 10 * second), TimeoutAction::None);
+        conn.handle_peer_activity(now);
+        assert_eq!(
+            conn.handle_timeout(start + 10 * second),
+            TimeoutAction::None
+        );
         assert_eq!(conn.phase(), Phase::Open);
     }
 
@@ -1238,11 +1278,11 @@ mod tests {
         let limits = Limits::default();
         let mut conn = Connection::new(&limits, now);
         assert_eq!(
-            conn.on_timeout(now + limits.handshake_timeout),
+            conn.handle_timeout(now + limits.handshake_timeout),
             TimeoutAction::Drop
         );
         assert_eq!(conn.phase(), Phase::Closed);
-        assert_eq!(conn.take_close_report(), None);
+        assert_eq!(conn.poll_close_report(), None);
     }
 
     #[test]
@@ -1298,7 +1338,7 @@ mod tests {
         );
         // What is left is exactly the unwritten tail: the last byte of each
         // of the last 10,000 frames, all payload bytes (1).
-        assert!(conn.pending_output().iter().all(|&b| b == 1));
+        assert!(conn.poll_output().iter().all(|&b| b == 1));
     }
 
     #[test]
@@ -1312,11 +1352,7 @@ mod tests {
             let (mut conn, _) = open_connection(now);
             assert!(conn.can_write_directly());
             conn.send_encoded_after_direct_write(&header, &payload, written);
-            assert_eq!(
-                conn.pending_output(),
-                &whole[written..],
-                "written {written}"
-            );
+            assert_eq!(conn.poll_output(), &whole[written..], "written {written}");
         }
         let (mut conn, _) = open_connection(now);
         conn.send(Message::Text("queued"), now).unwrap();
@@ -1328,7 +1364,7 @@ mod tests {
         let now = Instant::now();
         let (mut conn, _) = open_connection(now);
         conn.queue_ahead(&[b"first"]);
-        assert_eq!(conn.pending_output(), b"first");
+        assert_eq!(conn.poll_output(), b"first");
         conn.send(Message::Binary(b"later"), now).unwrap();
         // Part of the pending output went out; what comes ahead of the rest
         // must not come ahead of that part.
@@ -1337,7 +1373,7 @@ mod tests {
         let mut expected = b"ABCrst".to_vec();
         expected.extend_from_slice(&[0x82, 5]);
         expected.extend_from_slice(b"later");
-        assert_eq!(conn.pending_output(), &expected[..]);
+        assert_eq!(conn.poll_output(), &expected[..]);
     }
 
     /// A connection with `frames` binary frames of 1000 bytes (1004 on
@@ -1348,7 +1384,7 @@ mod tests {
         for i in 0..frames {
             conn.send(Message::Binary(&[i as u8; 1000]), now).unwrap();
         }
-        let queued = conn.pending_output().to_vec();
+        let queued = conn.poll_output().to_vec();
         conn.consume_output(written / 2);
         conn.consume_output(written - written / 2);
         (conn, queued)
@@ -1386,9 +1422,9 @@ mod tests {
             assert_eq!(dropped, queued.len() - in_flight_end, "written {written}");
             let mut expected = queued[written..in_flight_end].to_vec();
             expected.extend(close_frame(1008, "not reading"));
-            assert_eq!(conn.pending_output(), &expected[..], "written {written}");
+            assert_eq!(conn.poll_output(), &expected[..], "written {written}");
             assert_eq!(conn.phase(), Phase::Closed);
-            assert_eq!(conn.take_close_report().unwrap().code, CloseCode(1008));
+            assert_eq!(conn.poll_close_report().unwrap().code, CloseCode(1008));
             assert!(
                 conn.output_capacity() < 64 * 1024,
                 "the dropped bytes are freed"
@@ -1403,14 +1439,14 @@ mod tests {
         let (mut conn, _) = with_written_output(3, 10, now);
         conn.close(CloseCode::GOING_AWAY, "bye", now);
         conn.shed(CloseCode::POLICY_VIOLATION, "not reading", now);
-        let pending = conn.pending_output().to_vec();
+        let pending = conn.poll_output().to_vec();
         assert_eq!(&pending[1004 - 10..], &close_frame(1008, "not reading")[..]);
         // A close frame already on the wire in part: nothing is added.
         let (mut conn, _) = open_connection(now);
         conn.close(CloseCode::GOING_AWAY, "bye", now);
         conn.consume_output(1);
         assert_eq!(conn.shed(CloseCode::POLICY_VIOLATION, "x", now), 0);
-        assert_eq!(conn.pending_output(), &close_frame(1001, "bye")[1..]);
+        assert_eq!(conn.poll_output(), &close_frame(1001, "bye")[1..]);
     }
 
     #[test]
@@ -1420,12 +1456,12 @@ mod tests {
             conn.shed(CloseCode::MESSAGE_TOO_BIG, "too big", now);
             let mut expected = kept.to_vec();
             expected.extend(close_frame(1009, "too big"));
-            assert_eq!(conn.pending_output(), &expected[..]);
+            assert_eq!(conn.poll_output(), &expected[..]);
         };
         // The 101 response, five bytes of it written.
         let mut conn = Connection::new(&Limits::default(), now);
         open(&mut conn, &Limits::default(), now);
-        let head = conn.pending_output()[5..].to_vec();
+        let head = conn.poll_output()[5..].to_vec();
         conn.consume_output(5);
         conn.send(Message::Text("dropped"), now).unwrap();
         expect_after_shed(&mut conn, &head);

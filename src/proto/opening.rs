@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(upgrade.head_len(), head.len());
         let headers = vec![("Sec-WebSocket-Extensions".to_owned(), "mine".to_owned())];
         let accepted = conn.accept_upgrade(&request, &upgrade, protocol, headers, deflate, now);
-        let answer = String::from_utf8(conn.pending_output().to_vec()).unwrap();
+        let answer = String::from_utf8(conn.poll_output().to_vec()).unwrap();
         conn.consume_output(answer.len());
         (conn, accepted, answer)
     }
@@ -221,7 +221,7 @@ mod tests {
         let mut input = client_frame(0xC1, &compressed);
         let now = Instant::now();
         let mut decoder = conn.take_decoder();
-        let got = match conn.receive(&mut decoder, &mut input, now) {
+        let got = match conn.handle_input(&mut decoder, &mut input, now) {
             Received::Message(Message::Text(text), _) => text.to_owned(),
             other => panic!("{other:?}"),
         };
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(got, "hello hello hello");
         // Outbound: messages go out compressed.
         conn.send(Message::Text(&got), now).unwrap();
-        let header = parse_header(conn.pending_output(), RSV1).unwrap().unwrap();
+        let header = parse_header(conn.poll_output(), RSV1).unwrap().unwrap();
         assert_eq!(header.rsv, RSV1);
         // Without an offer, or without the server's consent: off.
         let plain = format!("{UPGRADE}\r\n");

@@ -7,8 +7,8 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::budget::BufferBudget;
-use super::conn::Conn;
 use super::gather::Gather;
+use super::socket::Socket;
 use super::stats::ServerStats;
 use super::write::{self, Route};
 use crate::handler::ConnectionId;
@@ -26,7 +26,7 @@ type SharedCompression = (u8, Option<(EncodedHeader, Vec<u8>)>);
 /// The connection `id` names, if it still exists (same slot, same
 /// generation). A free function so callers can borrow other parts of the
 /// context alongside it.
-fn conn_mut(conns: &mut Slab<Conn>, id: ConnectionId) -> Option<&mut Conn> {
+fn conn_mut(conns: &mut Slab<Socket>, id: ConnectionId) -> Option<&mut Socket> {
     conns
         .get_mut(id.index as usize)
         .filter(|conn| conn.id.generation == id.generation)
@@ -77,7 +77,7 @@ pub(crate) struct HeldMessage {
 /// and an echo of 4 KiB or more to the connection whose read is being
 /// processed is written from that read: `write` decides which.
 pub struct Context<'a> {
-    pub(crate) conns: &'a mut Slab<Conn>,
+    pub(crate) conns: &'a mut Slab<Socket>,
     pub(crate) flush_list: &'a mut Vec<usize>,
     pub(crate) stats: &'a mut ServerStats,
     pub(crate) outbound: &'a mut Outbound,

@@ -6,12 +6,12 @@
 use std::mem;
 use std::time::Instant;
 
-use super::event_loop::{Core, Outcome};
+use super::event_loop::{Driver, Outcome};
 use super::read::KEEP_INBUF_CAPACITY;
 use crate::handler::Handler;
 use crate::proto::{Phase, Received};
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Driver<H> {
     /// Gives the first connection of the inflation queue its next slice. Once
     /// its message is whole (and delivered) it leaves the queue, and what
     /// it sent meanwhile is processed: held input first, then the socket;
@@ -95,7 +95,7 @@ impl<H: Handler> Core<H> {
         loop {
             let conn = &mut self.conns[slot];
             let id = conn.id;
-            match conn.proto.receive(&mut decoder, &mut buf[pos..], now) {
+            match conn.proto.handle_input(&mut decoder, &mut buf[pos..], now) {
                 Received::Message(message, used) => {
                     pos += used;
                     self.stats.messages_in += 1;

@@ -8,7 +8,7 @@
 //! once (`write`), and run due timers. WRITABLE interest is registered only
 //! while output is pending.
 //!
-//! Connections are removed in one place, [`Core::settle`]: reading,
+//! Connections are removed in one place, [`Driver::settle`]: reading,
 //! flushing and timers return an [`Outcome`], and the loop settles it.
 
 use std::collections::VecDeque;
@@ -26,11 +26,11 @@ use slab::Slab;
 use super::addresses::{AddressTable, HandshakeQueue, Refusal};
 use super::budget::BufferBudget;
 use super::config::ServerConfig;
-use super::conn::Conn;
 use super::context::{Context, Deferrals, HeldOutput, Outbound};
 use super::gather::Gather;
 use super::read::{READ_CHUNK, calls_for_read};
 use super::shutdown::{Notifier, ShutdownHandle};
+use super::socket::Socket;
 use super::stats::ServerStats;
 use super::timers::Timers;
 use super::write::{EARLY_WRITE_ALONE, EARLY_WRITE_SHARED, GATHER_EARLY_WRITE_ALONE};
@@ -53,7 +53,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const EVICTABLE_HANDSHAKE_AGE: Duration = Duration::from_secs(1);
 
 /// What handling a connection's event left it as: the loop settles it
-/// ([`Core::settle`]), the one place a connection is removed.
+/// ([`Driver::settle`]), the one place a connection is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub(super) enum Outcome {
@@ -74,16 +74,16 @@ pub struct Server<H: Handler> {
     notifier: Notifier,
     scratch: Vec<u8>,
     last_activity: Instant,
-    core: Core<H>,
+    driver: Driver<H>,
 }
 
 /// Everything but the poller, listener and scratch buffer, so the loop can
-/// lend the scratch buffer to the core while it works.
-pub(super) struct Core<H: Handler> {
+/// lend the scratch buffer to the driver while it works.
+pub(super) struct Driver<H: Handler> {
     pub(super) handler: H,
     pub(super) config: ServerConfig,
     pub(super) registry: Registry,
-    pub(super) conns: Slab<Conn>,
+    pub(super) conns: Slab<Socket>,
     pub(super) timers: Timers,
     pub(super) flush_list: Vec<usize>,
     pub(super) read_again: Vec<usize>,
@@ -153,7 +153,7 @@ impl<H: Handler> Server<H> {
             buffer_budget: budget.limit() as u64,
             ..ServerStats::default()
         };
-        let core = Core {
+        let driver = Driver {
             handler,
             registry: poll.registry().try_clone()?,
             conns: Slab::new(),
@@ -193,7 +193,7 @@ impl<H: Handler> Server<H> {
             },
             scratch: vec![0; SCRATCH_SIZE],
             last_activity: Instant::now(),
-            core,
+            driver,
         })
     }
 
@@ -209,26 +209,26 @@ impl<H: Handler> Server<H> {
 
     /// The application, e.g. to inspect it after [`Server::run`] returns.
     pub fn handler(&self) -> &H {
-        &self.core.handler
+        &self.driver.handler
     }
 
     /// Runs the loop until a graceful shutdown completes.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut failure = None;
-        self.core.handler.on_start(self.notifier.clone());
+        self.driver.handler.on_start(self.notifier.clone());
         loop {
             let now = Instant::now();
-            if let Some(deadline) = self.core.shutdown_deadline
-                && (now >= deadline || self.core.all_delivered())
+            if let Some(deadline) = self.driver.shutdown_deadline
+                && (now >= deadline || self.driver.all_delivered())
             {
                 break;
             }
-            let timeout = if self.core.read_again.is_empty()
-                && self.core.inflate_queue.is_empty()
-                && self.core.deferrals.resumed.is_empty()
+            let timeout = if self.driver.read_again.is_empty()
+                && self.driver.inflate_queue.is_empty()
+                && self.driver.deferrals.resumed.is_empty()
             {
-                self.core
+                self.driver
                     .next_wakeup()
                     .map(|at| at.saturating_duration_since(now))
             } else {
@@ -246,18 +246,18 @@ impl<H: Handler> Server<H> {
             if !events.is_empty() {
                 self.last_activity = now;
             }
-            (self.core.early_write, self.core.gather_early_write) =
-                if self.core.several_to_read(&events) {
+            (self.driver.early_write, self.driver.gather_early_write) =
+                if self.driver.several_to_read(&events) {
                     (EARLY_WRITE_SHARED, usize::MAX)
                 } else {
                     (EARLY_WRITE_ALONE, GATHER_EARLY_WRITE_ALONE)
                 };
-            for slot in mem::take(&mut self.core.read_again) {
-                let outcome = self.core.on_readable(slot, &mut self.scratch, now, false);
-                self.core.settle(slot, outcome, now);
+            for slot in mem::take(&mut self.driver.read_again) {
+                let outcome = self.driver.on_readable(slot, &mut self.scratch, now, false);
+                self.driver.settle(slot, outcome, now);
             }
-            if let Some((slot, outcome)) = self.core.inflate_next(&mut self.scratch, now) {
-                self.core.settle(slot, outcome, now);
+            if let Some((slot, outcome)) = self.driver.inflate_next(&mut self.scratch, now) {
+                self.driver.settle(slot, outcome, now);
             }
             for event in events.iter() {
                 match event.token() {
@@ -272,9 +272,9 @@ impl<H: Handler> Server<H> {
                     }
                     WAKER => {
                         if self.notifier.take_pending() {
-                            let (handler, mut ctx) = self.core.context(now);
+                            let (handler, mut ctx) = self.driver.context(now);
                             handler.on_notify(&mut ctx);
-                            self.core.resume_deferred(now);
+                            self.driver.resume_deferred(now);
                         }
                         if self.shutdown.is_requested() {
                             self.begin_shutdown(now);
@@ -287,23 +287,23 @@ impl<H: Handler> Server<H> {
                             // the data, no further edge will announce it:
                             // read on until the read that reports it.
                             let outcome =
-                                self.core
+                                self.driver
                                     .on_readable(slot, &mut self.scratch, now, !closing);
-                            self.core.settle(slot, outcome, now);
+                            self.driver.settle(slot, outcome, now);
                         }
                         if event.is_writable() {
-                            let outcome = self.core.flush(slot);
-                            self.core.settle(slot, outcome, now);
+                            let outcome = self.driver.flush(slot);
+                            self.driver.settle(slot, outcome, now);
                         }
                     }
                 }
             }
-            self.core.resume_deferred(now);
-            self.core.flush_all(now);
-            self.core.run_timers(now);
-            self.core.flush_all(now);
+            self.driver.resume_deferred(now);
+            self.driver.flush_all(now);
+            self.driver.run_timers(now);
+            self.driver.flush_all(now);
             if self
-                .core
+                .driver
                 .accept_paused_until
                 .is_some_and(|until| now >= until)
             {
@@ -311,9 +311,9 @@ impl<H: Handler> Server<H> {
             }
         }
         let now = Instant::now();
-        let remaining: Vec<usize> = self.core.conns.iter().map(|(slot, _)| slot).collect();
+        let remaining: Vec<usize> = self.driver.conns.iter().map(|(slot, _)| slot).collect();
         for slot in remaining {
-            self.core.settle(slot, Outcome::Done, now);
+            self.driver.settle(slot, Outcome::Done, now);
         }
         if let Some(error) = failure {
             return Err(error);
@@ -331,7 +331,7 @@ impl<H: Handler> Server<H> {
         timeout: Option<Duration>,
         now: Instant,
     ) -> io::Result<()> {
-        let spin = self.core.config.busy_poll;
+        let spin = self.driver.config.busy_poll;
         if !spin.is_zero()
             && timeout != Some(Duration::ZERO)
             && now.duration_since(self.last_activity) < spin
@@ -353,19 +353,19 @@ impl<H: Handler> Server<H> {
 
     fn accept_all(&mut self, now: Instant) {
         if self
-            .core
+            .driver
             .accept_paused_until
             .is_some_and(|until| now < until)
         {
             return;
         }
-        self.core.accept_paused_until = None;
+        self.driver.accept_paused_until = None;
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
         loop {
             match listener.accept() {
-                Ok((socket, peer)) => self.core.add_connection(socket, peer, now),
+                Ok((socket, peer)) => self.driver.add_connection(socket, peer, now),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error)
                     if matches!(
@@ -376,7 +376,7 @@ impl<H: Handler> Server<H> {
                     // EMFILE/ENFILE/ENOBUFS and the like: the backlog stays
                     // where it is; try again shortly instead of spinning.
                     log::warn!("accept failed: {error}; pausing accepts for {ACCEPT_BACKOFF:?}");
-                    self.core.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    self.driver.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     break;
                 }
             }
@@ -384,7 +384,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
-        if self.core.shutdown_deadline.is_some() {
+        if self.driver.shutdown_deadline.is_some() {
             return;
         }
         if let Some(mut listener) = self.listener.take() {
@@ -392,13 +392,13 @@ impl<H: Handler> Server<H> {
         }
         log::info!(
             "shutting down: closing {} connection(s) with 1001",
-            self.core.conns.len()
+            self.driver.conns.len()
         );
-        self.core.begin_shutdown(now);
+        self.driver.begin_shutdown(now);
     }
 }
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Driver<H> {
     fn next_wakeup(&self) -> Option<Instant> {
         [
             self.timers.next(),
@@ -482,7 +482,7 @@ impl<H: Handler> Core<H> {
                 }
             },
         };
-        entry.insert(Conn::new(socket, peer, id, &self.config.limits, tls, now));
+        entry.insert(Socket::new(socket, peer, id, &self.config.limits, tls, now));
         self.addresses.add(peer.ip());
         let conns = &self.conns;
         self.handshakes
@@ -549,7 +549,7 @@ impl<H: Handler> Core<H> {
             self.addresses.handshake_done(conn.peer.ip());
         }
         let over_budget = self.budget.update(conn);
-        if let Some(report) = conn.proto.take_close_report() {
+        if let Some(report) = conn.proto.poll_close_report() {
             let id = conn.id;
             self.deliver_close(id, report, now);
         }
@@ -580,7 +580,7 @@ impl<H: Handler> Core<H> {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if let Some(deadline) = conn.proto.next_deadline()
+        if let Some(deadline) = conn.proto.poll_timeout()
             && conn.timer_at.is_none_or(|armed| deadline < armed)
         {
             self.timers.schedule(deadline, slot, conn.id.generation);
@@ -619,11 +619,11 @@ impl<H: Handler> Core<H> {
         conn.proto.release_idle_memory();
         if conn.proto.pong_overdue(now) && conn.took_output_since_ping() {
             // Slow, not dead: its pong is behind our output or unread.
-            conn.proto.note_received(now);
+            conn.proto.handle_peer_activity(now);
         }
         let awaiting_pong = conn.proto.awaiting_pong();
         let failed_before = conn.proto.failure().is_some();
-        let action = conn.proto.on_timeout(now);
+        let action = conn.proto.handle_timeout(now);
         if !failed_before && let Some((code, reason)) = conn.proto.failure() {
             log::debug!("{} {}: closing with {code}: {reason}", conn.id, conn.peer);
         }
@@ -667,18 +667,18 @@ impl<H: Handler> Core<H> {
             return;
         }
         let mut conn = self.conns.remove(slot);
-        let _ = self.registry.deregister(&mut conn.socket);
+        let _ = self.registry.deregister(&mut conn.stream);
         self.budget.forget(&conn);
         self.addresses.remove(conn.peer.ip(), conn.in_handshake);
         conn.proto.abort(now);
-        if let Some(report) = conn.proto.take_close_report() {
+        if let Some(report) = conn.proto.poll_close_report() {
             self.deliver_close(conn.id, report, now);
         }
     }
 }
 
 /// Whether `id` names a connection still counted as a handshake.
-fn in_handshake(conns: &Slab<Conn>, id: ConnectionId) -> bool {
+fn in_handshake(conns: &Slab<Socket>, id: ConnectionId) -> bool {
     conns
         .get(id.index as usize)
         .is_some_and(|conn| conn.id.generation == id.generation && conn.in_handshake)

@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use super::conn::Conn;
+use super::socket::Socket;
 use super::write::write_gathered;
 use crate::proto::EncodedHeader;
 
@@ -102,7 +102,7 @@ impl Gather {
     /// the rest is queued ahead of the connection's other output.
     /// Recording goes on; the caller records only while the output buffer
     /// is empty, so anything queued here stops it until that is written.
-    pub fn write(&mut self, conn: Option<&mut Conn>, input: &[u8]) {
+    pub fn write(&mut self, conn: Option<&mut Socket>, input: &[u8]) {
         if let Some(conn) = conn
             && !self.entries.is_empty()
         {
@@ -113,7 +113,7 @@ impl Gather {
     }
 
     /// [`Gather::write`], and recording ends.
-    pub fn finish(&mut self, conn: Option<&mut Conn>, input: &[u8]) {
+    pub fn finish(&mut self, conn: Option<&mut Socket>, input: &[u8]) {
         self.write(conn, input);
         self.slot = None;
     }

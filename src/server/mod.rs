@@ -4,7 +4,6 @@
 mod addresses;
 mod budget;
 mod config;
-mod conn;
 mod context;
 mod dispatch;
 mod event_loop;
@@ -12,6 +11,7 @@ mod gather;
 mod peer_progress;
 mod read;
 mod shutdown;
+mod socket;
 mod stats;
 mod timers;
 pub mod tls;

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use mio::Events;
 
-use super::event_loop::{Core, Outcome, SIGNALS};
+use super::event_loop::{Driver, Outcome, SIGNALS};
 use super::write::write_tls_alert;
 use crate::handler::Handler;
 use crate::proto::{HttpResponse, Phase, frame};
@@ -70,7 +70,7 @@ fn completes_within(frame_len: Option<u64>, room: usize) -> bool {
 /// (grown by earlier frames): the buffer grows as bytes arrive, not to the
 /// length the peer declared, so 15 bytes declaring 16 MiB cost 15 bytes,
 /// not a chunk-sized buffer. An empty buffer asks for
-/// `last_fill` (see [`Conn::last_fill`]; the caller keeps it within the
+/// `last_fill` (see [`Socket::last_fill`]; the caller keeps it within the
 /// room the buffer already has), so a stream of equal large frames is read a whole
 /// frame per call, like the peers that size their reads by the header.
 fn own_read_size(held_len: usize, frame_len: Option<u64>, last_fill: usize, room: usize) -> usize {
@@ -88,7 +88,7 @@ fn own_read_size(held_len: usize, frame_len: Option<u64>, last_fill: usize, room
         .max(READ_CHUNK.min(cap))
 }
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Driver<H> {
     /// Whether this batch will read from more than one connection: the
     /// unpaused ones in `read_again` and those with a read event, each
     /// counted once.
@@ -195,7 +195,7 @@ impl<H: Handler> Core<H> {
             match result {
                 Ok(0) => return self.on_eof(slot, now),
                 Ok(n) => {
-                    conn.proto.note_received(now);
+                    conn.proto.handle_peer_activity(now);
                     // A TCP read that returns less than asked emptied the
                     // receive queue: the next arrival raises a new edge, so
                     // the usual extra read that ends in EAGAIN is skipped.

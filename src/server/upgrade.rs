@@ -6,16 +6,16 @@ use std::mem;
 use std::time::Instant;
 
 use super::context::Context;
-use super::event_loop::Core;
+use super::event_loop::Driver;
 use crate::handler::Handler;
 use crate::proto::handshake::HEADER_SLOTS;
 use crate::proto::{Head, HttpResponse};
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Driver<H> {
     /// The context for a callback about the request on `slot`, which knows
     /// the peer's address and whether it came over TLS.
     /// With `deferrable`, the callback may put the request off (see
-    /// [`Context::defer`]); the caller checks [`Core::take_deferred`].
+    /// [`Context::defer`]); the caller checks [`Driver::take_deferred`].
     pub(super) fn request_context(
         &mut self,
         slot: usize,

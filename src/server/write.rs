@@ -13,7 +13,7 @@
 //!    what the socket did not.
 //! 3. **Queued**: everything else is copied into the connection's output
 //!    buffer ([`crate::proto::Connection`]) and written by the loop's flush
-//!    after the batch (or early, see [`Core::write_early`]), through rustls
+//!    after the batch (or early, see [`Driver::write_early`]), through rustls
 //!    on a TLS connection.
 //!
 //! **The ordering rule**: a frame may bypass the output buffer only while
@@ -29,9 +29,9 @@ use std::time::Instant;
 
 use mio::{Interest, Token};
 
-use super::conn::Conn;
-use super::event_loop::{Core, Outcome};
+use super::event_loop::{Driver, Outcome};
 use super::gather::{GATHER_MIN, Gather, Gathered};
+use super::socket::Socket;
 use super::tls;
 use crate::handler::Handler;
 use crate::proto::{EncodedHeader, Phase, SendError};
@@ -79,7 +79,7 @@ pub(crate) enum Route {
 /// The ordering rule: whether a frame for `conn` may bypass its output
 /// buffer, because nothing is queued there ahead of it (and its socket did
 /// not fail).
-fn may_bypass(conn: &Conn) -> bool {
+fn may_bypass(conn: &Socket) -> bool {
     conn.proto.can_write_directly() && !conn.write_failed
 }
 
@@ -87,7 +87,7 @@ fn may_bypass(conn: &Conn) -> bool {
 /// decides; `lone` says whether `slot`'s read ended with the message being
 /// handled. Returns the way taken and whether the frame was accepted.
 pub(crate) fn send_frame(
-    conn: &mut Conn,
+    conn: &mut Socket,
     slot: usize,
     header: &EncodedHeader,
     payload: &[u8],
@@ -154,16 +154,16 @@ fn write_until_blocked<'a, W: Write>(
 
 /// Records a failed write on `conn`: the next flush removes it (never in
 /// the middle of handling its input).
-fn write_failed(conn: &mut Conn, error: &io::Error) {
+fn write_failed(conn: &mut Socket, error: &io::Error) {
     log::debug!("{} {}: write error: {error}", conn.id, conn.peer);
     conn.write_failed = true;
 }
 
 /// Writes `header` then `payload` with vectored writes, as far as the
 /// socket takes them; returns the bytes written.
-fn write_direct(conn: &mut Conn, header: &[u8], payload: &[u8]) -> usize {
+fn write_direct(conn: &mut Socket, header: &[u8], payload: &[u8]) -> usize {
     let total = header.len() + payload.len();
-    let (written, error) = write_until_blocked(&mut conn.socket, total, |skip, slices| {
+    let (written, error) = write_until_blocked(&mut conn.stream, total, |skip, slices| {
         if skip < header.len() {
             slices[0] = IoSlice::new(&header[skip..]);
             slices[1] = IoSlice::new(payload);
@@ -182,7 +182,7 @@ fn write_direct(conn: &mut Conn, header: &[u8], payload: &[u8]) -> usize {
 /// Writes `conn`'s queued output until the socket would block (through
 /// rustls on TLS, with close_notify after a closed connection's last
 /// bytes).
-pub(super) fn write_queued(conn: &mut Conn) {
+pub(super) fn write_queued(conn: &mut Socket) {
     if conn.tls.is_some() {
         write_queued_tls(conn);
         return;
@@ -190,8 +190,8 @@ pub(super) fn write_queued(conn: &mut Conn) {
     if conn.write_failed {
         return;
     }
-    let pending = conn.proto.pending_output();
-    let (written, error) = write_until_blocked(&mut conn.socket, pending.len(), |skip, slices| {
+    let pending = conn.proto.poll_output();
+    let (written, error) = write_until_blocked(&mut conn.stream, pending.len(), |skip, slices| {
         slices[0] = IoSlice::new(&pending[skip..]);
         1
     });
@@ -202,7 +202,7 @@ pub(super) fn write_queued(conn: &mut Conn) {
 }
 
 /// [`write_queued`] through TLS.
-fn write_queued_tls(conn: &mut Conn) {
+fn write_queued_tls(conn: &mut Socket) {
     let Some(session) = conn.tls.as_mut() else {
         return;
     };
@@ -213,7 +213,7 @@ fn write_queued_tls(conn: &mut Conn) {
         session.send_close_notify();
         conn.close_notify_sent = true;
     }
-    match tls::write_tls(session, &mut conn.socket, conn.proto.pending_output()) {
+    match tls::write_tls(session, &mut conn.stream, conn.proto.poll_output()) {
         Ok(taken) => {
             conn.proto.consume_output(taken);
             if conn.proto.phase() == Phase::Closed
@@ -232,9 +232,9 @@ fn write_queued_tls(conn: &mut Conn) {
 
 /// Best effort after a TLS failure: the alert rustls queued, and nothing
 /// else.
-pub(super) fn write_tls_alert(conn: &mut Conn) {
+pub(super) fn write_tls_alert(conn: &mut Socket) {
     if let Some(session) = conn.tls.as_mut() {
-        let _ = tls::write_tls(session, &mut conn.socket, &[]);
+        let _ = tls::write_tls(session, &mut conn.stream, &[]);
     }
 }
 
@@ -287,15 +287,15 @@ fn write_gathered_to<'a, W: Write>(
 /// Writes gathered `entries` (payloads in `input`) to `conn` until the
 /// socket would block, then queues what is left ahead of its pending
 /// output.
-pub(super) fn write_gathered(conn: &mut Conn, entries: &[Gathered], input: &[u8]) {
-    match write_gathered_to(&mut conn.socket, entries, input) {
+pub(super) fn write_gathered(conn: &mut Socket, entries: &[Gathered], input: &[u8]) {
+    match write_gathered_to(&mut conn.stream, entries, input) {
         Ok(rest) if rest.is_empty() => {}
         Ok(rest) => conn.proto.queue_ahead(&rest),
         Err(error) => write_failed(conn, &error),
     }
 }
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Driver<H> {
     /// Writes the connection whose read is being processed before the end
     /// of the batch once enough waits: first the frames gathered from the
     /// read, then its output buffer (unless gathered frames still wait,
@@ -356,7 +356,7 @@ impl<H: Handler> Core<H> {
             };
             match self
                 .registry
-                .reregister(&mut conn.socket, Token(slot), interest)
+                .reregister(&mut conn.stream, Token(slot), interest)
             {
                 Ok(()) => conn.writable_interest = want_writable,
                 // Left as it was, so the next flush tries again.
@@ -367,7 +367,7 @@ impl<H: Handler> Core<H> {
             // Closing TCP from our side first (RFC 6455 §7.1.1); keep
             // reading until the peer's FIN so unread input cannot turn the
             // close into a reset that destroys the close frame in flight.
-            let _ = conn.socket.shutdown(Shutdown::Write);
+            let _ = conn.stream.shutdown(Shutdown::Write);
             conn.write_shutdown = true;
             if conn.read_closed {
                 return Outcome::Done;

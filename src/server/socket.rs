@@ -1,4 +1,4 @@
-//! The driver's record of one accepted socket: the socket, its protocol
+//! The driver's record of one accepted socket: the TCP stream, its protocol
 //! state, its receive buffer and the I/O flags the loop needs.
 
 use std::net::SocketAddr;
@@ -13,8 +13,8 @@ use crate::proto::{Connection, InBuffer, Limits};
 
 /// One accepted socket.
 #[derive(Debug)]
-pub(crate) struct Conn {
-    pub socket: TcpStream,
+pub(crate) struct Socket {
+    pub stream: TcpStream,
     pub peer: SocketAddr,
     pub id: ConnectionId,
     pub proto: Connection,
@@ -59,7 +59,7 @@ pub(crate) struct Conn {
     /// queued, if the system tells.
     pub progress_at_ping: Option<PingProgress>,
     /// This connection's share of the server's buffered bytes, as last
-    /// reported to the budget (see [`Conn::held_bytes`]).
+    /// reported to the budget (see [`Socket::held_bytes`]).
     pub accounted: usize,
     /// Closed for the buffer budget already: if it still holds too much,
     /// it is dropped next time.
@@ -85,7 +85,7 @@ pub(crate) struct PingProgress {
 /// output queued beyond this was ahead of the ping.
 const PING_ON_THE_WIRE: u64 = 64;
 
-impl Conn {
+impl Socket {
     pub fn new(
         socket: TcpStream,
         peer: SocketAddr,
@@ -93,9 +93,9 @@ impl Conn {
         limits: &Limits,
         tls: Option<Box<rustls::ServerConnection>>,
         now: Instant,
-    ) -> Conn {
-        Conn {
-            socket,
+    ) -> Socket {
+        Socket {
+            stream: socket,
             peer,
             id,
             proto: Connection::new(limits, now),
@@ -146,9 +146,9 @@ impl Conn {
         // The queue is read first: an acknowledgment landing between the
         // two reads then makes the queue look longer, never shorter.
         let queued = self.proto.pending_output_len() as u64
-            + peer_progress::bytes_unacknowledged(&self.socket);
+            + peer_progress::bytes_unacknowledged(&self.stream);
         self.progress_at_ping =
-            peer_progress::bytes_acknowledged(&self.socket).map(|acknowledged| PingProgress {
+            peer_progress::bytes_acknowledged(&self.stream).map(|acknowledged| PingProgress {
                 acknowledged,
                 queued,
             });
@@ -165,7 +165,7 @@ impl Conn {
     pub fn took_output_since_ping(&self) -> bool {
         let (Some(at_ping), Some(now)) = (
             self.progress_at_ping,
-            peer_progress::bytes_acknowledged(&self.socket),
+            peer_progress::bytes_acknowledged(&self.stream),
         ) else {
             return false;
         };
@@ -177,10 +177,10 @@ impl Conn {
     /// text on the TLS port when `plaintext_on_tls_port` is set.
     pub fn read_into(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let Some(session) = self.tls.as_mut() else {
-            return std::io::Read::read(&mut self.socket, buf);
+            return std::io::Read::read(&mut self.stream, buf);
         };
         if !self.tls_checked {
-            match tls::peek_first_byte(&self.socket)? {
+            match tls::peek_first_byte(&self.stream)? {
                 FirstByte::NotYet => return Err(std::io::ErrorKind::WouldBlock.into()),
                 FirstByte::Closed => return Ok(0),
                 FirstByte::Tls => self.tls_checked = true,
@@ -191,7 +191,7 @@ impl Conn {
                 }
             }
         }
-        tls::read_plaintext(session, &mut self.socket, buf)
+        tls::read_plaintext(session, &mut self.stream, buf)
     }
 
     /// Whether anything waits to go out: queued frames, or TLS records
@@ -211,8 +211,8 @@ mod tests {
     /// per-connection budget.
     #[test]
     fn an_idle_connection_record_stays_small() {
-        let size = std::mem::size_of::<Conn>();
-        println!("size_of::<Conn>() = {size}");
-        assert!(size <= 512, "Conn grew to {size} bytes");
+        let size = std::mem::size_of::<Socket>();
+        println!("size_of::<Socket>() = {size}");
+        assert!(size <= 512, "Socket grew to {size} bytes");
     }
 }
