@@ -311,11 +311,13 @@ impl Connection {
     /// lent decoder and the input, not the connection, so the application
     /// may send on this connection while it holds a message (single-frame
     /// messages stay borrowed from the input, never copied).
+    #[inline]
     pub fn take_decoder(&mut self) -> Decoder {
         std::mem::take(&mut self.decoder)
     }
 
     /// Gives back the decoder lent by [`Connection::take_decoder`].
+    #[inline]
     pub fn restore_decoder(&mut self, decoder: Decoder) {
         self.decoder = decoder;
     }

@@ -662,8 +662,18 @@ impl<H: Handler> Driver<H> {
     /// The one place a connection is removed: settles what handling it
     /// left it as. A finished connection is dropped, its close report
     /// delivered if one is owed.
+    #[inline]
     pub(super) fn settle(&mut self, slot: usize, outcome: Outcome, now: Instant) {
-        if outcome == Outcome::Live || !self.conns.contains(slot) {
+        if outcome == Outcome::Done {
+            self.remove(slot, now);
+        }
+    }
+
+    /// Drops the connection in `slot`, if any; only [`Driver::settle`]
+    /// calls it.
+    #[inline(never)]
+    fn remove(&mut self, slot: usize, now: Instant) {
+        if !self.conns.contains(slot) {
             return;
         }
         let mut conn = self.conns.remove(slot);

@@ -124,17 +124,19 @@ pub(crate) fn send_frame(
 
 /// Writes the bytes `fill` lists to `sink` until all `total` went out or
 /// the sink would block: `fill(skip, slices)` puts the bytes from offset
-/// `skip` on into `slices` and returns how many it used. Returns the bytes
-/// written and the error that stopped it, if one did. The one
-/// write-until-`WouldBlock` loop of the plain-TCP paths.
-fn write_until_blocked<'a, W: Write>(
+/// `skip` on into at most `N` `slices` and returns how many it used.
+/// Returns the bytes written and the error that stopped it, if one did.
+/// The one write-until-`WouldBlock` loop of the plain-TCP paths; `N` is
+/// a constant so that a one-piece write sets up one slice, not
+/// [`MAX_SLICES`].
+fn write_until_blocked<'a, W: Write, const N: usize>(
     sink: &mut W,
     total: usize,
-    mut fill: impl FnMut(usize, &mut [IoSlice<'a>]) -> usize,
+    mut fill: impl FnMut(usize, &mut [IoSlice<'a>; N]) -> usize,
 ) -> (usize, Option<io::Error>) {
     let mut written = 0;
     while written < total {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut slices = [IoSlice::new(&[]); N];
         let count = fill(written, &mut slices);
         // One piece: a plain write, the syscall it always was.
         let result = match &slices[..count] {
@@ -163,16 +165,17 @@ fn write_failed(conn: &mut Socket, error: &io::Error) {
 /// socket takes them; returns the bytes written.
 fn write_direct(conn: &mut Socket, header: &[u8], payload: &[u8]) -> usize {
     let total = header.len() + payload.len();
-    let (written, error) = write_until_blocked(&mut conn.stream, total, |skip, slices| {
-        if skip < header.len() {
-            slices[0] = IoSlice::new(&header[skip..]);
-            slices[1] = IoSlice::new(payload);
-            2
-        } else {
-            slices[0] = IoSlice::new(&payload[skip - header.len()..]);
-            1
-        }
-    });
+    let (written, error) =
+        write_until_blocked(&mut conn.stream, total, |skip, slices: &mut [_; 2]| {
+            if skip < header.len() {
+                slices[0] = IoSlice::new(&header[skip..]);
+                slices[1] = IoSlice::new(payload);
+                2
+            } else {
+                slices[0] = IoSlice::new(&payload[skip - header.len()..]);
+                1
+            }
+        });
     if let Some(error) = error {
         write_failed(conn, &error);
     }
@@ -187,15 +190,21 @@ pub(super) fn write_queued(conn: &mut Socket) {
         write_queued_tls(conn);
         return;
     }
-    if conn.write_failed {
+    let pending = conn.proto.poll_output();
+    if conn.write_failed || pending.is_empty() {
         return;
     }
-    let pending = conn.proto.poll_output();
-    let (written, error) = write_until_blocked(&mut conn.stream, pending.len(), |skip, slices| {
-        slices[0] = IoSlice::new(&pending[skip..]);
-        1
-    });
-    conn.proto.consume_output(written);
+    let (written, error) = write_until_blocked(
+        &mut conn.stream,
+        pending.len(),
+        |skip, slices: &mut [_; 1]| {
+            slices[0] = IoSlice::new(&pending[skip..]);
+            1
+        },
+    );
+    if written > 0 {
+        conn.proto.consume_output(written);
+    }
     if let Some(error) = error {
         write_failed(conn, &error);
     }
@@ -270,14 +279,15 @@ fn write_gathered_to<'a, W: Write>(
         .iter()
         .map(|entry| entry.header.as_bytes().len() + entry.payload.len())
         .sum();
-    let (written, error) = write_until_blocked(sink, total, |skip, slices| {
-        let mut count = 0;
-        for piece in pieces(entries, input, skip).take(slices.len()) {
-            slices[count] = IoSlice::new(piece);
-            count += 1;
-        }
-        count
-    });
+    let (written, error) =
+        write_until_blocked(sink, total, |skip, slices: &mut [_; MAX_SLICES]| {
+            let mut count = 0;
+            for piece in pieces(entries, input, skip).take(slices.len()) {
+                slices[count] = IoSlice::new(piece);
+                count += 1;
+            }
+            count
+        });
     match error {
         Some(error) => Err(error),
         None => Ok(pieces(entries, input, written).collect()),
@@ -545,10 +555,11 @@ mod tests {
                 per_call,
                 calls,
             };
-            let (written, error) = write_until_blocked(&mut sink, bytes.len(), |skip, slices| {
-                slices[0] = IoSlice::new(&bytes[skip..]);
-                1
-            });
+            let (written, error) =
+                write_until_blocked(&mut sink, bytes.len(), |skip, slices: &mut [_; 1]| {
+                    slices[0] = IoSlice::new(&bytes[skip..]);
+                    1
+                });
             assert!(error.is_none());
             assert_eq!(sink.taken, bytes[..written]);
             assert_eq!(written, bytes.len().min(per_call.saturating_mul(calls)));
