@@ -67,6 +67,43 @@ struct FileConfig {
     deflate: DeflateFile,
     #[serde(default)]
     tls: TlsFile,
+    #[serde(default)]
+    interpreters: InterpretersFile,
+}
+
+/// `[interpreters.*]`: how the child-process interpreters start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InterpretersFile {
+    #[serde(default)]
+    python: PythonFile,
+    #[serde(default)]
+    sh: ShellFile,
+    #[serde(default)]
+    spark: SparkFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PythonFile {
+    command: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShellFile {
+    command: Option<String>,
+    working_dir: Option<PathBuf>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SparkFile {
+    spark_home: Option<PathBuf>,
+    master: Option<String>,
+    #[serde(default)]
+    conf: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +170,7 @@ struct SecurityFile {
     password_checks_pending: Option<usize>,
     password_checks_per_second: Option<u32>,
     ticket_idle_timeout: Option<String>,
+    allow_anonymous_code: Option<bool>,
     #[serde(default)]
     users: Vec<UserFile>,
 }
@@ -414,14 +452,11 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         notebook.notebook_dir = dir.clone();
     }
     if let Some(name) = &n.default_interpreter {
-        if interpreter::info(name).is_none() {
+        if interpreter::resolve(name).is_none() {
             let known: Vec<&str> = interpreter::BUILT_IN.iter().map(|i| i.name).collect();
             return Err(error(
                 "notebook.default_interpreter",
-                format!(
-                    "{name:?} is not a built-in interpreter ({})",
-                    known.join(", ")
-                ),
+                format!("{name:?} is not an interpreter ({})", known.join(", ")),
             ));
         }
         notebook.default_interpreter = name.clone();
@@ -550,6 +585,9 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     if let Some(dir) = overrides.notebook_dir {
         notebook.notebook_dir = dir;
     }
+    interpreters(&file.interpreters, &mut notebook)?;
+    notebook.allow_anonymous_code = s.allow_anonymous_code.unwrap_or(false);
+    notebook.listens_on_loopback = server.listen.ip().is_loopback();
     Ok(Settings {
         server,
         echo,
@@ -558,12 +596,108 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     })
 }
 
+/// Applies `[interpreters.*]`.
+fn interpreters(file: &InterpretersFile, notebook: &mut NotebookConfig) -> Result<(), ConfigError> {
+    let children = &mut notebook.interpreters;
+    let command = |key: &str, value: &Option<String>, target: &mut String| {
+        if let Some(value) = value {
+            if value.trim().is_empty() {
+                return Err(error(key, "must name a program"));
+            }
+            *target = value.clone();
+        }
+        Ok(())
+    };
+    command(
+        "interpreters.python.command",
+        &file.python.command,
+        &mut children.python,
+    )?;
+    command(
+        "interpreters.sh.command",
+        &file.sh.command,
+        &mut children.shell,
+    )?;
+    if let Some(dir) = &file.sh.working_dir {
+        children.shell_dir = Some(dir.clone());
+    }
+    duration(
+        "interpreters.sh.timeout",
+        &file.sh.timeout,
+        &mut children.shell_timeout,
+    )?;
+    if let Some(home) = &file.spark.spark_home {
+        children.spark_home = Some(home.clone());
+    }
+    command(
+        "interpreters.spark.master",
+        &file.spark.master,
+        &mut children.spark_master,
+    )?;
+    children.spark_conf = file
+        .spark
+        .conf
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn from_text(text: &str) -> Result<Settings, ConfigError> {
         resolve(parse(text)?, Overrides::default())
+    }
+
+    #[test]
+    fn interpreter_settings_are_applied() {
+        let settings = from_text(
+            r#"
+            [notebook]
+            default_interpreter = "spark"
+            [security]
+            allow_anonymous_code = true
+            [interpreters.python]
+            command = "/opt/py/bin/python3"
+            [interpreters.sh]
+            command = "sh"
+            working_dir = "/srv/work"
+            timeout = "30s"
+            [interpreters.spark]
+            spark_home = "/opt/spark"
+            master = "spark://head:7077"
+            conf = { "spark.executor.memory" = "2g" }
+            "#,
+        )
+        .unwrap();
+        let n = &settings.notebook;
+        assert_eq!(n.default_interpreter, "spark");
+        assert!(n.allow_anonymous_code);
+        assert!(n.listens_on_loopback);
+        let i = &n.interpreters;
+        assert_eq!(i.python, "/opt/py/bin/python3");
+        assert_eq!(
+            (i.shell.as_str(), i.shell_timeout),
+            ("sh", Duration::from_secs(30))
+        );
+        assert_eq!(
+            i.shell_dir.as_deref(),
+            Some(std::path::Path::new("/srv/work"))
+        );
+        assert_eq!(
+            i.spark_home.as_deref(),
+            Some(std::path::Path::new("/opt/spark"))
+        );
+        assert_eq!(i.spark_master, "spark://head:7077");
+        assert_eq!(
+            i.spark_conf,
+            [("spark.executor.memory".to_owned(), "2g".to_owned())]
+        );
+        let exposed = from_text("listen = \"0.0.0.0:8081\"").unwrap();
+        assert!(!exposed.notebook.listens_on_loopback);
+        assert!(from_text("[interpreters.python]\ncommand = \" \"").is_err());
     }
 
     #[test]
@@ -793,7 +927,7 @@ mod tests {
                 "deflate.client_max_window_bits",
             ),
             (
-                "[notebook]\ndefault_interpreter = \"spark\"",
+                "[notebook]\ndefault_interpreter = \"scala\"",
                 "notebook.default_interpreter",
             ),
             (

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::proto::{CloseCode, HttpRequest, HttpResponse, Message};
-use crate::server::{Context, Notifier};
+use crate::server::{Context, Notifier, SourceId};
 
 /// Names one WebSocket connection for as long as it lives. A slot reused by
 /// a later connection gets a new generation, so a stale id never reaches
@@ -64,6 +64,18 @@ pub trait Handler {
     /// The [`Notifier`] was used: collect whatever the other threads
     /// produced and send it.
     fn on_notify(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
+    /// A file descriptor watched with [`Context::watch`] is ready: read
+    /// (or write) it until `WouldBlock`, or stop early and ask for another
+    /// call with [`Context::call_again`].
+    fn on_source_ready(&mut self, ctx: &mut Context<'_>, source: SourceId) {
+        let _ = (ctx, source);
+    }
+
+    /// The time asked for with [`Context::wake_at`] has come.
+    fn on_alarm(&mut self, ctx: &mut Context<'_>) {
         let _ = ctx;
     }
 

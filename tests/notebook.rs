@@ -238,7 +238,7 @@ fn note_lifecycle_with_every_reply_and_audience() {
 
     alice.send_op(
         "RUN_PARAGRAPH",
-        json!({ "id": second, "paragraph": "%python print(1)" }),
+        json!({ "id": second, "paragraph": "%nosuch print(1)" }),
     );
     let updates = run_updates(&mut alice);
     assert_eq!(statuses(&updates).last(), Some(&"ERROR"));
@@ -260,7 +260,11 @@ fn note_lifecycle_with_every_reply_and_audience() {
         .iter()
         .map(|b| b["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["md", "sql"]);
+    // Groups, as Zeppelin lists them (this machine has python3 and bash).
+    assert_eq!(names, ["md", "sql", "python", "sh", "spark"]);
+    let spark = &bindings[4]["interpreters"];
+    assert_eq!(spark[1]["name"], "sql", "{spark}");
+    assert_eq!(spark[2]["name"], "pyspark", "{spark}");
 
     alice.send_op(
         "EDITOR_SETTING",

@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::NotebookConfig;
 use super::auth::{TicketCheck, Tickets};
 use super::envelope::{self, Request};
-use super::interpreter::{MarkdownInterpreter, SqlInterpreter, SqlLimits};
+use super::interpreter::{
+    ChildInterpreter, Kind, MarkdownInterpreter, SqlInterpreter, SqlLimits, StreamUpdate,
+};
 use super::jobs::{Jobs, RunLimits, Runner};
 use super::notes::Notes;
 use super::passwords::PasswordChecks;
@@ -18,7 +20,10 @@ use super::security::Security;
 use super::watchers::Watchers;
 use crate::handler::{Accept, ConnectionId, Handler};
 use crate::proto::{HttpRequest, HttpResponse, Message};
-use crate::server::{Context, Notifier};
+use crate::server::{Context, Notifier, SourceId};
+
+/// How long streamed output collects before it is sent to watchers.
+const STREAM_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The notebook server application.
 pub struct NotebookHandler {
@@ -40,6 +45,8 @@ pub struct NotebookHandler {
     durability_barriers: VecDeque<(u64, u64)>,
     /// Note writes that failed (for `/metrics`).
     pub(super) failed_writes: u64,
+    /// The interpreter groups whose programs were found at start-up.
+    pub(super) available: Vec<&'static str>,
 }
 
 impl NotebookHandler {
@@ -71,6 +78,13 @@ impl NotebookHandler {
                 interrupt: Some(Box::new(move || sql_cancel.cancel())),
             },
         ];
+        let mut child_settings = config.interpreters.clone();
+        child_settings.log_dir = config.notebook_dir.clone();
+        child_settings.max_output = config.max_result_bytes;
+        let children = [Kind::Python, Kind::Shell, Kind::Spark, Kind::PySpark]
+            .into_iter()
+            .map(|kind| ChildInterpreter::new(kind, child_settings.clone()))
+            .collect();
         let run_limits = RunLimits {
             per_principal: config.max_runs_per_user,
             total: config.max_runs,
@@ -89,13 +103,14 @@ impl NotebookHandler {
             config,
             notes,
             watchers: Watchers::default(),
-            jobs: Jobs::new(runners, run_limits),
+            jobs: Jobs::with_children(runners, children, run_limits),
             passwords,
             op_counts: BTreeMap::new(),
             run_counts: BTreeMap::new(),
             refusal_counts: BTreeMap::new(),
             durability_barriers: VecDeque::new(),
             failed_writes: 0,
+            available: super::interpreter::available_groups(&child_settings),
         })
     }
 
@@ -238,6 +253,59 @@ impl NotebookHandler {
         }
     }
 
+    /// Sends what running paragraphs printed since the last batch to
+    /// their notes' watchers, as Zeppelin does: `PARAGRAPH_UPDATE_OUTPUT`
+    /// for a result message they have not seen, `PARAGRAPH_APPEND_OUTPUT`
+    /// for more of one they have.
+    fn stream_output(&mut self, ctx: &mut Context<'_>) {
+        for (job, updates) in self.jobs.take_stream_updates() {
+            for update in updates {
+                let (op, data) = match update {
+                    StreamUpdate::Replace { index, kind, data } => (
+                        "PARAGRAPH_UPDATE_OUTPUT",
+                        serde_json::json!({
+                            "noteId": job.note_id, "paragraphId": job.paragraph_id,
+                            "index": index, "type": kind, "data": data,
+                        }),
+                    ),
+                    StreamUpdate::Append { index, data } => (
+                        "PARAGRAPH_APPEND_OUTPUT",
+                        serde_json::json!({
+                            "noteId": job.note_id, "paragraphId": job.paragraph_id,
+                            "index": index, "data": data,
+                        }),
+                    ),
+                };
+                self.to_watchers(ctx, &job.note_id, &[job.requester], op, &data, None);
+            }
+        }
+    }
+
+    /// Asks the loop for an alarm when the jobs next need one: a batch of
+    /// streamed output, or a child interpreter's deadline.
+    fn arm_alarm(&self, ctx: &mut Context<'_>) {
+        if self.jobs.has_stream_updates() {
+            ctx.wake_at(ctx.now() + STREAM_BATCH);
+        }
+        if let Some(at) = self.jobs.next_deadline() {
+            ctx.wake_at(at);
+        }
+    }
+
+    /// Records the runs child interpreters ended and starts the next.
+    fn collect_runs(&mut self, ctx: &mut Context<'_>) {
+        let mut ended = false;
+        while let Some(finished) = self.jobs.take_finished() {
+            if !ended {
+                // What streamed before the end goes first.
+                self.stream_output(ctx);
+                ended = true;
+            }
+            self.finish_run(ctx, finished);
+        }
+        self.run_next(ctx);
+    }
+
     /// Answers the sender with `reply` (ERROR_INFO, SESSION_LOGOUT or
     /// AUTH_INFO) saying `info`, and counts it.
     fn refuse(
@@ -263,10 +331,26 @@ impl Handler for NotebookHandler {
         ctx.hold_output();
         self.collect_writes(ctx);
         self.collect_password_checks(ctx);
-        while let Some(finished) = self.jobs.take_finished() {
-            self.finish_run(ctx, finished);
+        self.collect_runs(ctx);
+        self.arm_alarm(ctx);
+        self.settle_output(ctx);
+    }
+
+    fn on_source_ready(&mut self, ctx: &mut Context<'_>, source: SourceId) {
+        ctx.hold_output();
+        if self.jobs.on_source_ready(ctx, source) {
+            self.collect_runs(ctx);
         }
-        self.run_next(ctx);
+        self.arm_alarm(ctx);
+        self.settle_output(ctx);
+    }
+
+    fn on_alarm(&mut self, ctx: &mut Context<'_>) {
+        ctx.hold_output();
+        self.jobs.on_alarm(ctx);
+        self.stream_output(ctx);
+        self.collect_runs(ctx);
+        self.arm_alarm(ctx);
         self.settle_output(ctx);
     }
 
@@ -293,6 +377,7 @@ impl Handler for NotebookHandler {
                 "binary messages are not part of the protocol; send JSON text",
             ),
         }
+        self.arm_alarm(ctx);
         self.settle_output(ctx);
     }
 

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use super::interpreter::{Interpreter, Interpreters, parse_directive, resolve};
+use super::interpreter::{
+    ChildInterpreter, Interpreter, Interpreters, LoopIo, Reaper, StreamUpdate, parse_directive,
+    resolve,
+};
 use super::model::Results;
 use crate::handler::ConnectionId;
 use crate::server::Notifier;
@@ -314,6 +317,8 @@ struct Lane {
     interpreter: Option<Box<dyn Interpreter>>,
     to_thread: Option<mpsc::Sender<Work>>,
     thread: Option<JoinHandle<()>>,
+    /// A child-process interpreter, driven on the loop instead of a thread.
+    child: Option<ChildInterpreter>,
 }
 
 /// The lanes, one per interpreter, and the runs they hold.
@@ -323,6 +328,10 @@ pub struct Jobs {
     held: Held,
     reports: mpsc::Receiver<Report>,
     report_sender: mpsc::Sender<Report>,
+    /// Runs of child interpreters that ended, until taken.
+    child_ended: VecDeque<Finished>,
+    /// Kills children left behind if the server dies.
+    reaper: Reaper,
 }
 
 impl Jobs {
@@ -330,26 +339,50 @@ impl Jobs {
     /// takes paragraphs whose interpreter none of them is (they end with
     /// "Interpreter name not found").
     pub fn new(runners: Vec<Runner>, limits: RunLimits) -> Jobs {
+        Jobs::with_children(runners, Vec::new(), limits)
+    }
+
+    /// Like [`Jobs::new`], plus a lane per child-process interpreter,
+    /// driven on the loop (see [`Jobs::dispatch_on`]).
+    pub fn with_children(
+        runners: Vec<Runner>,
+        children: Vec<ChildInterpreter>,
+        limits: RunLimits,
+    ) -> Jobs {
         let (report_sender, reports) = mpsc::channel();
-        let lanes = runners
+        let lane = |name, interrupt, interpreter, child| Lane {
+            name,
+            waiting: Waiting::default(),
+            running: None,
+            run_state: Arc::new(AtomicU8::new(IDLE)),
+            interrupt,
+            interpreter,
+            to_thread: None,
+            thread: None,
+            child,
+        };
+        let mut lanes: Vec<Lane> = runners
             .into_iter()
-            .map(|runner| Lane {
-                name: runner.interpreter.name(),
-                waiting: Waiting::default(),
-                running: None,
-                run_state: Arc::new(AtomicU8::new(IDLE)),
-                interrupt: runner.interrupt,
-                interpreter: Some(runner.interpreter),
-                to_thread: None,
-                thread: None,
+            .map(|runner| {
+                lane(
+                    runner.interpreter.name(),
+                    runner.interrupt,
+                    Some(runner.interpreter),
+                    None,
+                )
             })
             .collect();
+        for child in children {
+            lanes.push(lane(child.kind().name(), None, None, Some(child)));
+        }
         Jobs {
             lanes,
             limits,
             held: Held::default(),
             reports,
             report_sender,
+            child_ended: VecDeque::new(),
+            reaper: Reaper::default(),
         }
     }
 
@@ -427,7 +460,7 @@ impl Jobs {
     /// has it, `None` if there are no lanes.
     fn lane_for(&self, text: &str, default_group: &str) -> Option<usize> {
         let name = parse_directive(text).name.unwrap_or(default_group);
-        let wanted = resolve(name).map(|info| info.name);
+        let wanted = resolve(name).map(|info| info.lane);
         self.lanes
             .iter()
             .position(|lane| Some(lane.name) == wanted)
@@ -508,8 +541,153 @@ impl Jobs {
         Ok(())
     }
 
+    /// Starts a run on its lane: on the lane's thread, or, for a child
+    /// interpreter, by writing it to the child (started first if needed).
+    /// Gives the job back, with why, if it cannot start.
+    pub fn dispatch_on(
+        &mut self,
+        ready: Ready,
+        io: &mut dyn LoopIo,
+    ) -> Result<(), (Box<Job>, String)> {
+        let is_child = self
+            .lanes
+            .get(ready.lane)
+            .is_some_and(|lane| lane.child.is_some());
+        if !is_child {
+            return self
+                .dispatch(ready)
+                .map_err(|job| (job, "the interpreter thread is not running".to_owned()));
+        }
+        let Ready {
+            job,
+            lane,
+            text,
+            default_group,
+        } = ready;
+        let directive = parse_directive(&text);
+        let name = directive.name.unwrap_or(&default_group);
+        let key = resolve(name).map_or(name, |info| info.name);
+        let Some(lane) = self.lanes.get_mut(lane) else {
+            return Err((Box::new(job), "no such interpreter".to_owned()));
+        };
+        let Some(child) = lane.child.as_mut() else {
+            return Err((Box::new(job), "no such interpreter".to_owned()));
+        };
+        if let Err(why) = child.start(io, &mut self.reaper, key, directive.script) {
+            return Err((Box::new(job), why));
+        }
+        self.held.add(&job);
+        lane.running = Some(job);
+        Ok(())
+    }
+
+    /// A watched pipe is ready: the child interpreter it belongs to reads
+    /// or writes it. Whether it was one of theirs.
+    pub fn on_source_ready(
+        &mut self,
+        io: &mut dyn LoopIo,
+        source: crate::server::SourceId,
+    ) -> bool {
+        let reaper = &mut self.reaper;
+        let Some(index) = self
+            .lanes
+            .iter()
+            .position(|lane| lane.child.as_ref().is_some_and(|c| c.owns(source)))
+        else {
+            return false;
+        };
+        if let Some(child) = self.lanes[index].child.as_mut() {
+            child.on_ready(io, reaper, source);
+        }
+        self.collect_child_ends();
+        true
+    }
+
+    /// Escalates cancels, enforces time limits and reaps exiting children.
+    pub fn on_alarm(&mut self, io: &mut dyn LoopIo) {
+        let now = io.now();
+        for lane in &mut self.lanes {
+            if let Some(child) = lane.child.as_mut()
+                && child.next_deadline().is_some_and(|at| at <= now)
+            {
+                child.on_alarm(io, &mut self.reaper);
+            }
+        }
+        self.collect_child_ends();
+    }
+
+    /// When [`Jobs::on_alarm`] next has something to do.
+    pub fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.lanes
+            .iter()
+            .filter_map(|lane| lane.child.as_ref()?.next_deadline())
+            .min()
+    }
+
+    /// Whether running child interpreters printed since the last
+    /// [`Jobs::take_stream_updates`].
+    pub fn has_stream_updates(&self) -> bool {
+        self.lanes
+            .iter()
+            .any(|lane| lane.child.as_ref().is_some_and(|c| c.has_updates()))
+    }
+
+    /// What running paragraphs printed since the last call: (job, updates).
+    pub fn take_stream_updates(&mut self) -> Vec<(Job, Vec<StreamUpdate>)> {
+        let mut all = Vec::new();
+        for lane in &mut self.lanes {
+            if let (Some(child), Some(job)) = (lane.child.as_mut(), lane.running.as_ref()) {
+                let updates = child.take_updates();
+                if !updates.is_empty() {
+                    all.push((job.clone(), updates));
+                }
+            }
+        }
+        all
+    }
+
+    /// Ends the child interpreter `name` (its run, if any, ends as ABORT);
+    /// the next run starts it again. Whether there is such an interpreter.
+    pub fn restart(&mut self, name: &str, io: &mut dyn LoopIo) -> bool {
+        let Some(lane) = self
+            .lanes
+            .iter_mut()
+            .find(|lane| lane.name == name && lane.child.is_some())
+        else {
+            return false;
+        };
+        if let Some(child) = lane.child.as_mut() {
+            child.stop(Some(io), &mut self.reaper);
+        }
+        self.collect_child_ends();
+        true
+    }
+
+    /// Moves the runs child interpreters ended to the finished queue.
+    fn collect_child_ends(&mut self) {
+        for lane in &mut self.lanes {
+            let Some(child) = lane.child.as_mut() else {
+                continue;
+            };
+            let Some(end) = child.take_ended() else {
+                continue;
+            };
+            if let Some(job) = lane.running.take() {
+                self.held.remove(&job);
+                self.child_ended.push_back(Finished {
+                    job,
+                    results: end.results,
+                    cancelled: end.cancelled,
+                });
+            }
+        }
+    }
+
     /// Collects a finished run, if a lane's thread produced one.
     pub fn take_finished(&mut self) -> Option<Finished> {
+        if let Some(finished) = self.child_ended.pop_front() {
+            return Some(finished);
+        }
         loop {
             let report = self.reports.try_recv().ok()?;
             let Some(job) = self
@@ -553,6 +731,12 @@ impl Jobs {
             if let Some(job) = lane.running.as_mut()
                 && job.paragraph_id == paragraph_id
             {
+                if let Some(child) = lane.child.as_mut() {
+                    if child.cancel(std::time::Instant::now()) {
+                        job.answer_cancel(canceller, msg_id);
+                    }
+                    continue;
+                }
                 if cancel_run(&lane.run_state, lane.interrupt.as_ref()) {
                     job.answer_cancel(canceller, msg_id);
                 } else {
@@ -574,7 +758,11 @@ impl Jobs {
                 .as_ref()
                 .is_some_and(|job| job.note_id == note_id)
             {
-                cancel_run(&lane.run_state, lane.interrupt.as_ref());
+                if let Some(child) = lane.child.as_mut() {
+                    child.cancel(std::time::Instant::now());
+                } else {
+                    cancel_run(&lane.run_state, lane.interrupt.as_ref());
+                }
             }
         }
     }

@@ -87,6 +87,16 @@ pub struct NotebookConfig {
     /// Paragraph runs all principals together may have queued or running;
     /// more are refused with ERROR_INFO. Default 10,000.
     pub max_runs: usize,
+    /// How the child-process interpreters (`%python`, `%sh`, `%spark`,
+    /// `%spark.sql`, `%pyspark`) start (`[interpreters.*]`).
+    pub interpreters: interpreter::ChildSettings,
+    /// Run code-running interpreters for anonymous users even when the
+    /// server listens beyond loopback (`security.allow_anonymous_code`).
+    /// Default off.
+    pub allow_anonymous_code: bool,
+    /// The server listens on a loopback address only: code-running
+    /// interpreters are then open to anonymous users. Default on.
+    pub listens_on_loopback: bool,
 }
 
 impl Default for NotebookConfig {
@@ -110,6 +120,9 @@ impl Default for NotebookConfig {
             password_checks_per_second: passwords::DEFAULT_CHECKS_PER_SECOND,
             max_runs_per_user: jobs::DEFAULT_MAX_RUNS_PER_USER,
             max_runs: jobs::DEFAULT_MAX_RUNS,
+            interpreters: interpreter::ChildSettings::default(),
+            allow_anonymous_code: false,
+            listens_on_loopback: true,
         }
     }
 }

@@ -469,22 +469,38 @@ impl NotebookHandler {
         Ok(())
     }
 
+    /// The interpreter groups whose programs this machine has, each with
+    /// its interpreters, in Zeppelin's binding shape.
     fn interpreter_bindings(&self, ctx: &mut Context<'_>, conn: ConnectionId) {
-        let bindings: Vec<Value> = BUILT_IN
-            .iter()
-            .map(|info| {
-                json!({
-                    "id": info.name,
-                    "name": info.name,
+        let mut bindings: Vec<Value> = Vec::new();
+        for info in BUILT_IN {
+            if !self.available.contains(&info.group) {
+                continue;
+            }
+            let name = info
+                .name
+                .strip_prefix(info.group)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .unwrap_or(info.name);
+            let interpreter = json!({
+                "name": name,
+                "defaultInterpreter": name == info.group,
+                "editor": { "language": info.language, "editOnDblClick": info.edit_on_double_click },
+            });
+            match bindings.iter_mut().find(|b| b["id"] == info.group) {
+                Some(binding) => {
+                    if let Some(list) = binding["interpreters"].as_array_mut() {
+                        list.push(interpreter);
+                    }
+                }
+                None => bindings.push(json!({
+                    "id": info.group,
+                    "name": info.group,
                     "selected": true,
-                    "interpreters": [{
-                        "name": info.name,
-                        "defaultInterpreter": true,
-                        "editor": { "language": info.language, "editOnDblClick": info.edit_on_double_click },
-                    }],
-                })
-            })
-            .collect();
+                    "interpreters": [interpreter],
+                })),
+            }
+        }
         Self::send(
             ctx,
             conn,
@@ -584,6 +600,24 @@ impl NotebookHandler {
         }
     }
 
+    /// Why a paragraph may not run here, if it may not: code-running
+    /// interpreters (Python, shell, Spark) run as the server's user, so an
+    /// anonymous user may run them only when the server listens on
+    /// loopback, unless `security.allow_anonymous_code` says otherwise.
+    fn code_refusal(&self, text: &str, default_group: &str) -> Option<String> {
+        let name = parse_directive(text).name.unwrap_or(default_group);
+        let info = interpreter::resolve(name)?;
+        let config = &self.config;
+        let open = config.listens_on_loopback || config.allow_anonymous_code;
+        if !info.runs_code || open || !config.anonymous_allowed {
+            return None;
+        }
+        Some(format!(
+            "%{} runs code as the server's user, and this server listens beyond loopback with anonymous access on: configure users ([[security.users]], security.anonymous = false) or set security.allow_anonymous_code = true",
+            info.name
+        ))
+    }
+
     /// Marks a paragraph PENDING and queues it on its interpreter's lane.
     /// A blank one finishes at once with no results, and its batch goes
     /// on with the next paragraph.
@@ -605,6 +639,12 @@ impl NotebookHandler {
             let Some(paragraph) = note.paragraphs.iter().find(|p| p.id == job.paragraph_id) else {
                 return;
             };
+            if let Some(refusal) =
+                self.code_refusal(&paragraph.text, &note.default_interpreter_group)
+            {
+                self.set_status(ctx, &job, Status::Error, Some(error_results(refusal)));
+                return;
+            }
             if !paragraph.text.trim().is_empty() {
                 let queued =
                     self.jobs
@@ -646,9 +686,8 @@ impl NotebookHandler {
             if !self.set_status(ctx, &ready.job, Status::Running, None) {
                 continue;
             }
-            if let Err(job) = self.jobs.dispatch(ready) {
-                let results = error_results("the interpreter thread is not running");
-                self.set_status(ctx, &job, Status::Error, Some(results));
+            if let Err((job, why)) = self.jobs.dispatch_on(ready, ctx) {
+                self.set_status(ctx, &job, Status::Error, Some(error_results(why)));
             }
         }
     }

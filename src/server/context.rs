@@ -1,14 +1,18 @@
 //! What a handler may do from inside a callback: send to any connection,
 //! broadcast, close.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::Instant;
 
+use mio::Registry;
 use slab::Slab;
 
 use super::budget::BufferBudget;
 use super::gather::Gather;
 use super::socket::Socket;
+use super::sources::{SourceId, Sources, Watch};
 use super::stats::ServerStats;
 use super::write::{self, Route};
 use crate::handler::ConnectionId;
@@ -99,6 +103,9 @@ pub struct Context<'a> {
     pub(crate) held: &'a mut HeldOutput,
     /// The server-wide bound on buffered bytes, kept up to date per send.
     pub(crate) budget: &'a mut BufferBudget,
+    /// The poller, to watch the application's own file descriptors.
+    pub(crate) registry: &'a Registry,
+    pub(crate) sources: &'a mut Sources,
 }
 
 impl<'a> Context<'a> {
@@ -215,6 +222,36 @@ impl<'a> Context<'a> {
             payload: message.as_bytes().to_vec(),
         });
         true
+    }
+
+    /// Has the loop watch `fd` (a child's pipe, a pidfd), edge-triggered:
+    /// [`crate::Handler::on_source_ready`] is called when it becomes
+    /// readable or writable, and then not again until the handler has read
+    /// or written it up to `WouldBlock`, or asked with
+    /// [`Context::call_again`]. The handler keeps owning `fd` (it must be
+    /// non-blocking) and must [`Context::unwatch`] it before closing it.
+    pub fn watch(&mut self, fd: RawFd, watch: Watch) -> io::Result<SourceId> {
+        self.sources.watch(self.registry, fd, watch)
+    }
+
+    /// Stops watching a source; unknown ids are ignored.
+    pub fn unwatch(&mut self, id: SourceId) {
+        self.sources.unwatch(self.registry, id);
+    }
+
+    /// Calls [`crate::Handler::on_source_ready`] for `id` again on the
+    /// loop's next turn: for a handler that stopped reading before
+    /// `WouldBlock` so that one busy source cannot hold the loop.
+    pub fn call_again(&mut self, id: SourceId) {
+        if self.sources.is_watched(id) && !self.sources.again.contains(&id) {
+            self.sources.again.push(id);
+        }
+    }
+
+    /// Calls [`crate::Handler::on_alarm`] once at or after `at` (the
+    /// earliest of the times asked for wins), e.g. to batch output.
+    pub fn wake_at(&mut self, at: Instant) {
+        self.sources.wake_at(at);
     }
 
     /// The server's counters, for metrics.

@@ -31,6 +31,7 @@ use super::gather::Gather;
 use super::read::{READ_CHUNK, calls_for_read};
 use super::shutdown::{Notifier, ShutdownHandle};
 use super::socket::Socket;
+use super::sources::{SOURCE_TOKEN_BASE, SourceId, Sources};
 use super::stats::ServerStats;
 use super::timers::Timers;
 use super::write::{EARLY_WRITE_ALONE, EARLY_WRITE_SHARED, GATHER_EARLY_WRITE_ALONE};
@@ -116,6 +117,8 @@ pub(super) struct Driver<H: Handler> {
     pub(super) budget: BufferBudget,
     pub(super) addresses: AddressTable,
     pub(super) handshakes: HandshakeQueue,
+    /// The application's own file descriptors and its alarm.
+    pub(super) sources: Sources,
 }
 
 impl<H: Handler> Server<H> {
@@ -176,6 +179,7 @@ impl<H: Handler> Server<H> {
             budget,
             addresses,
             handshakes: HandshakeQueue::default(),
+            sources: Sources::default(),
             config,
         };
         Ok(Server {
@@ -227,6 +231,7 @@ impl<H: Handler> Server<H> {
             let timeout = if self.driver.read_again.is_empty()
                 && self.driver.inflate_queue.is_empty()
                 && self.driver.deferrals.resumed.is_empty()
+                && self.driver.sources.again.is_empty()
             {
                 self.driver
                     .next_wakeup()
@@ -259,6 +264,9 @@ impl<H: Handler> Server<H> {
             if let Some((slot, outcome)) = self.driver.inflate_next(&mut self.scratch, now) {
                 self.driver.settle(slot, outcome, now);
             }
+            for source in mem::take(&mut self.driver.sources.again) {
+                self.driver.on_source_ready(source, now);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
@@ -278,6 +286,11 @@ impl<H: Handler> Server<H> {
                         }
                         if self.shutdown.is_requested() {
                             self.begin_shutdown(now);
+                        }
+                    }
+                    Token(token) if token >= SOURCE_TOKEN_BASE => {
+                        if let Some(source) = self.driver.sources.id_for(token) {
+                            self.driver.on_source_ready(source, now);
                         }
                     }
                     Token(slot) => {
@@ -301,6 +314,11 @@ impl<H: Handler> Server<H> {
             self.driver.resume_deferred(now);
             self.driver.flush_all(now);
             self.driver.run_timers(now);
+            if self.driver.sources.take_due_alarm(now) {
+                let (handler, mut ctx) = self.driver.context(now);
+                handler.on_alarm(&mut ctx);
+                self.driver.resume_deferred(now);
+            }
             self.driver.flush_all(now);
             if self
                 .driver
@@ -404,10 +422,18 @@ impl<H: Handler> Driver<H> {
             self.timers.next(),
             self.accept_paused_until,
             self.shutdown_deadline,
+            self.sources.alarm,
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Tells the handler a watched source is ready.
+    fn on_source_ready(&mut self, source: SourceId, now: Instant) {
+        let (handler, mut ctx) = self.context(now);
+        handler.on_source_ready(&mut ctx, source);
+        self.resume_deferred(now);
     }
 
     /// Whether every connection has had its last byte written and its
@@ -437,6 +463,8 @@ impl<H: Handler> Driver<H> {
                 holding: false,
                 held: &mut self.held,
                 budget: &mut self.budget,
+                registry: &self.registry,
+                sources: &mut self.sources,
             },
         )
     }

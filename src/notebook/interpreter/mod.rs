@@ -1,9 +1,11 @@
 //! Interpreters, selected by a paragraph's leading `%name` directive.
 
+mod child;
 mod markdown;
 mod output;
 mod sql;
 
+pub use child::{ChildInterpreter, ChildSettings, Kind, LoopIo, Reaper, RunEnd, StreamUpdate};
 pub use markdown::MarkdownInterpreter;
 pub use output::{CappedResults, DEFAULT_MAX_RESULT_BYTES};
 pub use sql::{
@@ -21,48 +23,122 @@ pub trait Interpreter: Send {
     fn run(&mut self, script: &str) -> Results;
 }
 
-/// What the editor needs to know about a built-in interpreter.
+/// What the editor needs to know about an interpreter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterpreterInfo {
-    /// The `%name`.
+    /// Its name: the `%name` that selects it (`spark.sql` for Spark SQL).
     pub name: &'static str,
+    /// Its Zeppelin interpreter group (`spark` for `spark.sql`).
+    pub group: &'static str,
+    /// The lane that runs it: interpreters sharing a process share a lane.
+    pub lane: &'static str,
     /// The editor's language mode.
     pub language: &'static str,
     /// Rendered output: the editor opens on double click.
     pub edit_on_double_click: bool,
     /// Whether the editor offers completion.
     pub completion_support: bool,
+    /// It runs as a child process: arbitrary code (see
+    /// `security.allow_anonymous_code`).
+    pub runs_code: bool,
 }
 
-/// The built-in interpreters, in the order they are listed to clients.
+const fn info_of(
+    name: &'static str,
+    group: &'static str,
+    lane: &'static str,
+    language: &'static str,
+    runs_code: bool,
+) -> InterpreterInfo {
+    InterpreterInfo {
+        name,
+        group,
+        lane,
+        language,
+        edit_on_double_click: false,
+        completion_support: false,
+        runs_code,
+    }
+}
+
+/// Every interpreter, in the order they are listed to clients.
 pub const BUILT_IN: &[InterpreterInfo] = &[
     InterpreterInfo {
-        name: "md",
-        language: "markdown",
         edit_on_double_click: true,
-        completion_support: false,
+        ..info_of("md", "md", "md", "markdown", false)
     },
     InterpreterInfo {
-        name: "sql",
-        language: "sql",
-        edit_on_double_click: false,
         completion_support: true,
+        ..info_of("sql", "sql", "sql", "sql", false)
     },
+    info_of("python", "python", "python", "python", true),
+    info_of("sh", "sh", "sh", "sh", true),
+    info_of("spark", "spark", "spark", "scala", true),
+    info_of("spark.sql", "spark", "spark", "sql", true),
+    info_of("pyspark", "spark", "pyspark", "python", true),
 ];
 
-/// The built-in interpreter called `name`, if any.
+/// Zeppelin's `group.interpreter` spellings of the names above.
+const ALIASES: &[(&str, &str)] = &[
+    ("md.md", "md"),
+    ("sql.sql", "sql"),
+    ("python.python", "python"),
+    ("sh.sh", "sh"),
+    ("spark.spark", "spark"),
+    ("spark.scala", "spark"),
+    ("spark.pyspark", "pyspark"),
+];
+
+/// The interpreter called `name`, if any.
 pub fn info(name: &str) -> Option<&'static InterpreterInfo> {
     BUILT_IN.iter().find(|i| i.name == name)
 }
 
-/// The built-in interpreter a directive's name selects: `md` or, in
-/// Zeppelin's `group.interpreter` form, `md.md` (each built-in group holds
-/// the one interpreter of its name, so `sql.x` selects nothing).
+/// The interpreter a directive's name selects: `md`, or in Zeppelin's
+/// `group.interpreter` form `md.md`, `spark.sql`, `spark.pyspark`.
 pub fn resolve(name: &str) -> Option<&'static InterpreterInfo> {
-    match name.split_once('.') {
-        None => info(name),
-        Some((group, interpreter)) => info(group).filter(|found| found.name == interpreter),
+    info(name).or_else(|| {
+        ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == name)
+            .and_then(|(_, target)| info(target))
+    })
+}
+
+/// The interpreter groups whose programs this machine has: `md` and
+/// `sql` always; `python` and `sh` when their commands are found; `spark`
+/// when a Spark home is configured or set, or Python is there to find
+/// `pyspark` with.
+pub fn available_groups(settings: &ChildSettings) -> Vec<&'static str> {
+    let python = program_exists(&settings.python);
+    let spark = settings.spark_home.is_some()
+        || std::env::var_os("SPARK_HOME").is_some_and(|home| !home.is_empty())
+        || python;
+    let mut groups = vec!["md", "sql"];
+    for (group, found) in [
+        ("python", python),
+        ("sh", program_exists(&settings.shell)),
+        ("spark", spark),
+    ] {
+        if found {
+            groups.push(group);
+        }
     }
+    groups
+}
+
+/// Whether `program` names an executable file, directly or on `PATH`.
+fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &std::path::Path| {
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
 }
 
 /// The interpreter instances the job thread runs paragraphs with.
@@ -84,7 +160,7 @@ impl Interpreters {
         let Some(found) = resolve(name) else {
             return not_found();
         };
-        match self.all.iter_mut().find(|i| i.name() == found.name) {
+        match self.all.iter_mut().find(|i| i.name() == found.lane) {
             Some(interpreter) => interpreter.run(directive.script),
             None => not_found(),
         }
@@ -167,8 +243,10 @@ mod tests {
         assert_eq!(name("md.md"), Some("md"));
         assert_eq!(name("sql.sql"), Some("sql"));
         assert_eq!(name("sql.x"), None);
-        assert_eq!(name("spark.sql"), None);
-        assert_eq!(name("python"), None);
+        assert_eq!(name("spark.sql"), Some("spark.sql"));
+        assert_eq!(name("spark.pyspark"), Some("pyspark"));
+        assert_eq!(name("python.python"), Some("python"));
+        assert_eq!(name("python.x"), None);
         assert_eq!(name(""), None);
         let mut interpreters = Interpreters::new(vec![Box::new(MarkdownInterpreter)]);
         assert_eq!(interpreters.run("%md.md **x**", "md").code, "SUCCESS");
