@@ -120,6 +120,9 @@ fuzz_target!(|data: &[u8]| {
                 conn.handle_timeout(now);
             }
             5 => {
+                // The writer never writes the output buffer while
+                // recorded frames wait: they go first.
+                write_recorded(&mut conn, &mut recorded, usize::from(arg) * 16, &mut wire);
                 let n = (usize::from(arg) * 16).min(conn.pending_output_len());
                 wire.extend_from_slice(&conn.poll_output()[..n]);
                 conn.consume_output(n);
