@@ -419,3 +419,45 @@ fn code_interpreters_are_refused_to_anonymous_users_beyond_loopback() {
     let done = run(&mut client, &paragraph, "%sh echo ran");
     assert_eq!(output(&done), "ran\n", "{done}");
 }
+
+#[test]
+fn a_missing_interpreter_program_is_a_clear_error() {
+    let dir = temp_dir("missing");
+    let mut notebook = NotebookConfig::default();
+    notebook.interpreters.python = "/nonexistent/python3".to_owned();
+    notebook.interpreters.shell = "/nonexistent/bash".to_owned();
+    let server = start(&dir, notebook);
+    let mut client = JsonClient::open(server.addr);
+    let (_, paragraph) = new_note(&mut client, "missing");
+    let done = run(&mut client, &paragraph, "%python 1");
+    assert_eq!(done["status"], "ERROR", "{done}");
+    let text = output(&done);
+    assert!(
+        text.contains("python interpreter is not available") && text.contains("install Python 3"),
+        "{text}"
+    );
+    let done = run(&mut client, &paragraph, "%sh echo 1");
+    assert!(
+        output(&done).contains("sh interpreter is not available"),
+        "{done}"
+    );
+    client.send_op("GET_INTERPRETER_BINDINGS", json!({}));
+    let bindings = client.expect("INTERPRETER_BINDINGS")["interpreterBindings"].clone();
+    let names: Vec<&str> = bindings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"python") && !names.contains(&"sh"),
+        "{names:?}"
+    );
+    client.send_op("LIST_CONFIGURATIONS", json!({}));
+    let configurations = client.expect("CONFIGURATIONS_INFO")["configurations"].clone();
+    let listed = configurations["wsloop.interpreters"].as_str().unwrap();
+    assert!(
+        listed.starts_with("md,sql") && !listed.contains("python"),
+        "{listed}"
+    );
+}

@@ -163,6 +163,8 @@ impl NotebookHandler {
             "wsloop.sql.database": config.sql_database.display().to_string(),
             "wsloop.sql.timeout.ms": config.sql_timeout.as_millis().to_string(),
             "wsloop.version": env!("CARGO_PKG_VERSION"),
+            "wsloop.interpreters": self.available.join(","),
+            "wsloop.spark.master": config.interpreters.spark_master,
         });
         Self::send(
             ctx,

@@ -137,3 +137,38 @@ def test_pyspark_runs_python_with_a_spark_session(server):
         paragraph = run("%spark.pyspark z.show(df.selectExpr('id', 'id * 2 as twice').limit(2))")
         assert paragraph["status"] == "FINISHED", paragraph
         assert paragraph["results"]["msg"][0] == {"type": "TABLE", "data": "id\ttwice\n0\t0\n1\t2\n"}
+
+
+def test_cancel_stops_spark_jobs_and_the_interpreters_stay_usable(server):
+    import time
+
+    with connect(f"ws://{server}/ws", origin=f"http://{server}", open_timeout=5) as ws:
+        def send(op, data):
+            ws.send(json.dumps({"op": op, "data": data, "principal": "anonymous",
+                                "ticket": "anonymous", "roles": "[]"}))
+
+        for pid, slow, after in [
+            ("cancel-scala", "%spark sc.parallelize(1 to 2, 2).map { x => Thread.sleep(120000); x }.count()",
+             "%spark sc.version"),
+            # Spark does not stop a task inside a Python worker: the
+            # paragraph ends at once, the task's sleep runs out after.
+            ("cancel-pyspark", "%pyspark\nimport time\nsc.parallelize([1, 2], 2).map(lambda x: time.sleep(15) or x).count()",
+             "%pyspark spark.range(2).count()"),
+        ]:
+            started = time.monotonic()
+            send("RUN_PARAGRAPH", {"id": pid, "paragraph": after})
+            assert run_to_end(ws, pid)[0]["status"] == "FINISHED"
+            print(pid, "warm-up took", time.monotonic() - started)
+            send("RUN_PARAGRAPH", {"id": pid, "paragraph": slow})
+            time.sleep(5)  # the job is running on the executors
+            asked = time.monotonic()
+            send("CANCEL_PARAGRAPH", {"id": pid})
+            paragraph, _, _ = run_to_end(ws, pid)
+            assert paragraph["status"] == "ABORT", paragraph
+            assert time.monotonic() - asked < 5, time.monotonic() - asked
+            print(pid, "cancel took", time.monotonic() - asked, text_of(paragraph)[-300:])
+            started = time.monotonic()
+            send("RUN_PARAGRAPH", {"id": pid, "paragraph": after})
+            paragraph, _, _ = run_to_end(ws, pid)
+            print(pid, "next run took", time.monotonic() - started)
+            assert paragraph["status"] == "FINISHED", paragraph

@@ -59,9 +59,13 @@ fn marker(nonce: &str) -> String {
     format!("\u{1}WSLOOP-{nonce} ")
 }
 
-/// The line that tells when the REPL is up.
+/// The line that tells when the REPL is up. It also makes a cancel
+/// (SIGINT, which Spark's REPL turns into cancelling its jobs) interrupt
+/// the jobs' running tasks, so their executor slots free at once.
 pub fn ready_line(nonce: &str) -> String {
-    format!("println(\"\\u0001WSLOOP-{nonce} Ready\")\n")
+    format!(
+        "sc.setLocalProperty(\"spark.job.interruptOnCancel\", \"true\"); println(\"\\u0001WSLOOP-{nonce} Ready\")\n"
+    )
 }
 
 /// The line that interprets `code` as one unit and prints its status.
@@ -115,6 +119,8 @@ for _key, _value in {conf}:
     _builder = _builder.config(_key, _value)
 spark = _builder.getOrCreate()
 sc = spark.sparkContext
+# A cancel (SIGINT: pyspark cancels the jobs) also interrupts their tasks.
+sc.setInterruptOnCancel(True)
 del _builder
 "#
     )
