@@ -34,6 +34,7 @@ use super::socket::Socket;
 use super::sources::{SOURCE_TOKEN_BASE, SourceId, Sources};
 use super::stats::ServerStats;
 use super::timers::Timers;
+use super::tls::TlsState;
 use super::write::{EARLY_WRITE_ALONE, EARLY_WRITE_SHARED, GATHER_EARLY_WRITE_ALONE};
 use crate::handler::{ConnectionId, Handler};
 use crate::proto::{CloseCode, CloseReport, InBuffer, Phase, TimeoutAction, frame::MAX_HEADER_LEN};
@@ -502,7 +503,7 @@ impl<H: Handler> Driver<H> {
         let tls = match &self.config.tls {
             None => None,
             Some(config) => match rustls::ServerConnection::new(config.clone()) {
-                Ok(session) => Some(Box::new(session)),
+                Ok(session) => Some(Box::new(TlsState::new(session))),
                 Err(error) => {
                     log::warn!("{peer}: TLS session: {error}");
                     let _ = self.registry.deregister(&mut socket);

@@ -297,7 +297,7 @@ impl<H: Handler> Driver<H> {
             conn.proto.abort(now);
         }
         // A TLS peer that closed first is still owed our close_notify.
-        let owes_close_notify = conn.tls.is_some() && !conn.close_notify_sent;
+        let owes_close_notify = conn.tls.as_ref().is_some_and(|tls| !tls.close_notify_sent);
         if conn.write_shutdown || !(conn.has_unsent_output() || owes_close_notify) {
             Outcome::Done
         } else {

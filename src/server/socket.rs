@@ -7,7 +7,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use super::peer_progress;
-use super::tls::{self, FirstByte};
+use super::tls::{self, FirstByte, TlsState};
 use crate::handler::ConnectionId;
 use crate::proto::{Connection, InBuffer, Limits};
 
@@ -47,14 +47,10 @@ pub(crate) struct Socket {
     /// A write failed (peer reset): the next flush removes the connection.
     pub write_failed: bool,
     /// TLS state, on a TLS listener.
-    pub tls: Option<Box<rustls::ServerConnection>>,
-    /// The first byte was checked to be a TLS handshake record.
-    pub tls_checked: bool,
+    pub tls: Option<Box<TlsState>>,
     /// A client spoke something other than TLS to the TLS port: it gets a
     /// plain-text HTTP refusal (TLS state dropped) and is closed.
     pub plaintext_on_tls_port: bool,
-    /// close_notify was queued after the last bytes of a closed connection.
-    pub close_notify_sent: bool,
     /// What the peer had taken when the outstanding keepalive ping was
     /// queued, if the system tells.
     pub progress_at_ping: Option<PingProgress>,
@@ -91,7 +87,7 @@ impl Socket {
         peer: SocketAddr,
         id: ConnectionId,
         limits: &Limits,
-        tls: Option<Box<rustls::ServerConnection>>,
+        tls: Option<Box<TlsState>>,
         now: Instant,
     ) -> Socket {
         Socket {
@@ -111,9 +107,7 @@ impl Socket {
             timer_at: None,
             write_failed: false,
             tls,
-            tls_checked: false,
             plaintext_on_tls_port: false,
-            close_notify_sent: false,
             progress_at_ping: None,
             accounted: 0,
             budget_shed: false,
@@ -176,14 +170,14 @@ impl Socket {
     /// end of the stream; on TLS, `InvalidData` is a TLS failure, or plain
     /// text on the TLS port when `plaintext_on_tls_port` is set.
     pub fn read_into(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let Some(session) = self.tls.as_mut() else {
+        let Some(state) = self.tls.as_mut() else {
             return std::io::Read::read(&mut self.stream, buf);
         };
-        if !self.tls_checked {
+        if !state.checked {
             match tls::peek_first_byte(&self.stream)? {
                 FirstByte::NotYet => return Err(std::io::ErrorKind::WouldBlock.into()),
                 FirstByte::Closed => return Ok(0),
-                FirstByte::Tls => self.tls_checked = true,
+                FirstByte::Tls => state.checked = true,
                 FirstByte::NotTls => {
                     self.plaintext_on_tls_port = true;
                     self.tls = None;
@@ -191,14 +185,17 @@ impl Socket {
                 }
             }
         }
-        tls::read_plaintext(session, &mut self.stream, buf)
+        tls::read_plaintext(&mut state.session, &mut self.stream, buf)
     }
 
     /// Whether anything waits to go out: queued frames, or TLS records
     /// (handshake messages, alerts, encrypted data) not yet written.
     pub fn has_unsent_output(&self) -> bool {
         self.proto.pending_output_len() > 0
-            || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.session.wants_write())
     }
 }
 

@@ -212,22 +212,26 @@ pub(super) fn write_queued(conn: &mut Socket) {
 
 /// [`write_queued`] through TLS.
 fn write_queued_tls(conn: &mut Socket) {
-    let Some(session) = conn.tls.as_mut() else {
+    let Some(state) = conn.tls.as_mut() else {
         return;
     };
     if conn.proto.phase() == Phase::Closed
         && conn.proto.pending_output_len() == 0
-        && !conn.close_notify_sent
+        && !state.close_notify_sent
     {
-        session.send_close_notify();
-        conn.close_notify_sent = true;
+        state.session.send_close_notify();
+        state.close_notify_sent = true;
     }
-    match tls::write_tls(session, &mut conn.stream, conn.proto.poll_output()) {
+    match tls::write_tls(
+        &mut state.session,
+        &mut conn.stream,
+        conn.proto.poll_output(),
+    ) {
         Ok(taken) => {
             conn.proto.consume_output(taken);
             if conn.proto.phase() == Phase::Closed
                 && conn.proto.pending_output_len() == 0
-                && !conn.close_notify_sent
+                && !state.close_notify_sent
             {
                 write_queued_tls(conn);
             }
@@ -242,8 +246,8 @@ fn write_queued_tls(conn: &mut Socket) {
 /// Best effort after a TLS failure: the alert rustls queued, and nothing
 /// else.
 pub(super) fn write_tls_alert(conn: &mut Socket) {
-    if let Some(session) = conn.tls.as_mut() {
-        let _ = tls::write_tls(session, &mut conn.stream, &[]);
+    if let Some(state) = conn.tls.as_mut() {
+        let _ = tls::write_tls(&mut state.session, &mut conn.stream, &[]);
     }
 }
 
