@@ -30,7 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def start_server(binary, notebook_dir):
     process = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--notebook-dir", notebook_dir, "--log-level", "warn"],
+        [binary, "--listen", "127.0.0.1:0", "--notebook-dir", notebook_dir, "--log-level", "info"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     for line in process.stderr:

@@ -3,7 +3,7 @@
 //! Every problem is reported with the key it concerns.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +32,69 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Every problem found in a configuration (at least one when returned as
+/// an error): a file with several bad values reports them all at once.
+/// A syntax or type error stops the reading, so it comes alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// Keeps the problem of a failed check; gives the value of one that
+    /// passed.
+    fn note<T>(&mut self, checked: Result<T, ConfigError>) -> Option<T> {
+        checked.map_err(|problem| self.0.push(problem)).ok()
+    }
+
+    fn push(&mut self, problem: ConfigError) {
+        self.0.push(problem);
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(problem: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![problem])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One problem per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A listening address: `IP:PORT`, or `HOST:PORT` with a host name
+/// resolved at start-up (an IPv4 address preferred, as `localhost` is
+/// usually reached at 127.0.0.1).
+pub fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let not_an_address =
+        || format!("{text:?} is not an address like \"127.0.0.1:8081\" or \"localhost:8081\"");
+    if !text.contains(':') {
+        return Err(not_an_address());
+    }
+    let found: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{}: {e}", not_an_address()))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
 
 fn error(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -280,15 +343,17 @@ fn deflate(
 }
 
 /// Reads `path` (if given) and applies `overrides` on top.
-pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Settings, ConfigError> {
+pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Settings, ConfigErrors> {
     let file = match path {
         None => FileConfig::default(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| error(path.display().to_string(), format!("cannot read: {e}")))?;
-            parse(&text).map_err(|e| ConfigError {
-                key: format!("{}: {}", path.display(), e.key),
-                problem: e.problem,
+            parse(&text).map_err(|e| {
+                ConfigErrors(vec![ConfigError {
+                    key: format!("{}: {}", path.display(), e.key),
+                    problem: e.problem,
+                }])
             })?
         }
     };
@@ -310,36 +375,36 @@ fn parse(text: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
-fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigError> {
+fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErrors> {
+    // Every problem is collected, so a file with several is fixed in one go.
+    let mut problems = ConfigErrors::default();
     let mut server = ServerConfig {
         handle_signals: true,
         ..ServerConfig::default()
     };
-    if let Some(listen) = &file.listen {
-        server.listen = listen.parse().map_err(|_| {
-            error(
-                "listen",
-                format!("{listen:?} is not an address like \"127.0.0.1:8081\""),
-            )
-        })?;
+    if let Some(listen) = &file.listen
+        && let Some(address) = problems.note(listen_address(listen).map_err(|e| error("listen", e)))
+    {
+        server.listen = address;
     }
-    if let Some(text) = &file.busy_poll {
-        server.busy_poll = humantime::parse_duration(text).map_err(|e| {
+    if let Some(text) = &file.busy_poll
+        && let Some(poll) = problems.note(humantime::parse_duration(text).map_err(|e| {
             error(
                 "busy_poll",
                 format!("{text:?} is not a duration like \"50us\" or \"0s\" ({e})"),
             )
-        })?;
+        }))
+    {
+        server.busy_poll = poll;
     }
-    let log_level = match &file.log_level {
-        Some(level) => Some(level.parse::<log::LevelFilter>().map_err(|_| {
+    let log_level = file.log_level.as_ref().and_then(|level| {
+        problems.note(level.parse::<log::LevelFilter>().map_err(|_| {
             error(
                 "log_level",
                 format!("{level:?} is not one of off, error, warn, info, debug, trace"),
             )
-        })?),
-        None => None,
-    };
+        }))
+    });
 
     let echo = overrides.echo || file.echo.unwrap_or(false);
     let l = &file.limits;
@@ -349,99 +414,103 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
         // messages that large); the notebook's own messages are far smaller.
         limits.max_message_size = crate::notebook::DEFAULT_MAX_MESSAGE_SIZE;
     }
-    size(
+    problems.note(size(
         "limits.max_connections",
         l.max_connections,
         &mut server.max_connections,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "limits.max_buffered_total",
         l.max_buffered_total,
         &mut server.max_buffered_total,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "limits.max_connections_per_address",
         l.max_connections_per_address,
         &mut server.max_connections_per_address,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "limits.max_handshakes_per_address",
         l.max_handshakes_per_address,
         &mut server.max_handshakes_per_address,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "limits.max_request_head",
         l.max_request_head,
         &mut limits.max_request_head,
-    )?;
-    size("limits.max_headers", l.max_headers, &mut limits.max_headers)?;
+    ));
+    problems.note(size(
+        "limits.max_headers",
+        l.max_headers,
+        &mut limits.max_headers,
+    ));
     if limits.max_headers > HEADER_SLOTS {
-        return Err(error(
+        problems.push(error(
             "limits.max_headers",
             format!("must be at most {HEADER_SLOTS}"),
         ));
     }
-    size(
+    problems.note(size(
         "limits.max_frame_size",
         l.max_frame_size,
         &mut limits.max_frame_size,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "limits.max_message_size",
         l.max_message_size,
         &mut limits.max_message_size,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "limits.max_fragments",
         l.max_fragments,
         &mut limits.max_fragments,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "limits.write_buffer_soft",
         l.write_buffer_soft,
         &mut limits.write_buffer_soft,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "limits.write_buffer_hard",
         l.write_buffer_hard,
         &mut limits.write_buffer_hard,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "limits.inflate_slice",
         l.inflate_slice,
         &mut limits.inflate_slice,
-    )?;
+    ));
     if limits.write_buffer_soft > limits.write_buffer_hard {
-        return Err(error(
+        problems.push(error(
             "limits.write_buffer_soft",
             "must not exceed limits.write_buffer_hard",
         ));
     }
-    duration(
+    problems.note(duration(
         "limits.handshake_timeout",
         &l.handshake_timeout,
         &mut limits.handshake_timeout,
-    )?;
-    duration(
+    ));
+    problems.note(duration(
         "limits.frame_timeout",
         &l.frame_timeout,
         &mut limits.frame_timeout,
-    )?;
-    duration(
+    ));
+    problems.note(duration(
         "limits.ping_interval",
         &l.ping_interval,
         &mut limits.ping_interval,
-    )?;
-    duration(
+    ));
+    problems.note(duration(
         "limits.pong_timeout",
         &l.pong_timeout,
         &mut limits.pong_timeout,
-    )?;
-    duration(
+    ));
+    problems.note(duration(
         "limits.close_timeout",
         &l.close_timeout,
         &mut limits.close_timeout,
-    )?;
+    ));
 
     let mut notebook = NotebookConfig {
         max_message_size: server.limits.max_message_size,
@@ -454,7 +523,7 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     if let Some(name) = &n.default_interpreter {
         if interpreter::resolve(name).is_none() {
             let known: Vec<&str> = interpreter::BUILT_IN.iter().map(|i| i.name).collect();
-            return Err(error(
+            problems.push(error(
                 "notebook.default_interpreter",
                 format!("{name:?} is not an interpreter ({})", known.join(", ")),
             ));
@@ -466,52 +535,60 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
         {
-            return Err(error(
+            problems.push(error(
                 "notebook.sql_database",
                 "must stay inside the notebook directory (no '..')",
             ));
         }
         notebook.sql_database = database.clone();
     }
-    duration(
+    problems.note(duration(
         "notebook.sql_timeout",
         &n.sql_timeout,
         &mut notebook.sql_timeout,
-    )?;
-    size("notebook.max_notes", n.max_notes, &mut notebook.max_notes)?;
-    size(
+    ));
+    problems.note(size(
+        "notebook.max_notes",
+        n.max_notes,
+        &mut notebook.max_notes,
+    ));
+    problems.note(size(
         "notebook.sql_max_value_bytes",
         n.sql_max_value_bytes,
         &mut notebook.sql_max_value_bytes,
-    )?;
+    ));
     if notebook.sql_max_value_bytes > SQLITE_MAX_LENGTH {
-        return Err(error(
+        problems.push(error(
             "notebook.sql_max_value_bytes",
             format!("must be at most {SQLITE_MAX_LENGTH} (SQLite's own limit)"),
         ));
     }
-    size(
+    problems.note(size(
         "notebook.sql_max_heap_bytes",
         n.sql_max_heap_bytes,
         &mut notebook.sql_max_heap_bytes,
-    )?;
+    ));
     if notebook.sql_max_heap_bytes < MIN_SQL_HEAP {
-        return Err(error(
+        problems.push(error(
             "notebook.sql_max_heap_bytes",
             format!("must be at least {MIN_SQL_HEAP} (SQLite needs a few MiB to work)"),
         ));
     }
-    size(
+    problems.note(size(
         "notebook.max_result_bytes",
         n.max_result_bytes,
         &mut notebook.max_result_bytes,
-    )?;
-    size(
+    ));
+    problems.note(size(
         "notebook.max_runs_per_user",
         n.max_runs_per_user,
         &mut notebook.max_runs_per_user,
-    )?;
-    size("notebook.max_runs", n.max_runs, &mut notebook.max_runs)?;
+    ));
+    problems.note(size(
+        "notebook.max_runs",
+        n.max_runs,
+        &mut notebook.max_runs,
+    ));
 
     let s = &file.security;
     if let Some(anonymous) = s.anonymous {
@@ -522,61 +599,71 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     }
     if let Some(hosts) = &s.allowed_hosts {
         if let Some(bad) = hosts.iter().find(|h| h.is_empty() || h.contains('/')) {
-            return Err(error(
+            problems.push(error(
                 "security.allowed_hosts",
                 format!("{bad:?} is not a host name (no scheme or path: \"notes.example.com\")"),
             ));
         }
         notebook.allowed_hosts = hosts.clone();
     }
-    size(
+    problems.note(size(
         "security.password_checks_pending",
         s.password_checks_pending,
         &mut notebook.password_checks_pending,
-    )?;
+    ));
     if let Some(rate) = s.password_checks_per_second {
         if rate == 0 {
-            return Err(error(
+            problems.push(error(
                 "security.password_checks_per_second",
                 "must be at least 1",
             ));
         }
         notebook.password_checks_per_second = rate;
     }
-    duration(
+    problems.note(duration(
         "security.ticket_idle_timeout",
         &s.ticket_idle_timeout,
         &mut notebook.ticket_idle_timeout,
-    )?;
+    ));
     for (index, user) in s.users.iter().enumerate() {
         let key = format!("security.users[{index}]");
         if user.name.is_empty() || user.name == "anonymous" || user.name.contains(':') {
-            return Err(error(
+            problems.push(error(
                 format!("{key}.name"),
                 "must be non-empty, not \"anonymous\", without ':'",
             ));
         }
         if s.users[..index].iter().any(|u| u.name == user.name) {
-            return Err(error(
+            problems.push(error(
                 format!("{key}.name"),
                 format!("{:?} is listed twice", user.name),
             ));
         }
         let parsed = User::new(&user.name, &user.password_hash, user.roles.clone())
-            .map_err(|e| error(format!("{key}.password_hash"), e))?;
-        notebook.users.push(parsed);
+            .map_err(|e| error(format!("{key}.password_hash"), e));
+        if let Some(parsed) = problems.note(parsed) {
+            notebook.users.push(parsed);
+        }
     }
 
-    server.deflate = deflate(&file.deflate, overrides.deflate, echo)?;
+    server.deflate = problems
+        .note(deflate(&file.deflate, overrides.deflate, echo))
+        .flatten();
     let cert = overrides.tls_cert.or_else(|| file.tls.cert.clone());
     let key = overrides.tls_key.or_else(|| file.tls.key.clone());
     server.tls = match (cert, key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
-            Some(load_tls_config(&cert, &key).map_err(|e| error("tls", e.to_string()))?)
+            problems.note(load_tls_config(&cert, &key).map_err(|e| error("tls", e.to_string())))
         }
-        (Some(_), None) => return Err(error("tls.key", "a certificate needs its key")),
-        (None, Some(_)) => return Err(error("tls.cert", "a key needs its certificate")),
+        (Some(_), None) => {
+            problems.push(error("tls.key", "a certificate needs its key"));
+            None
+        }
+        (None, Some(_)) => {
+            problems.push(error("tls.cert", "a key needs its certificate"));
+            None
+        }
     };
 
     if let Some(listen) = overrides.listen {
@@ -585,9 +672,12 @@ fn resolve(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigErr
     if let Some(dir) = overrides.notebook_dir {
         notebook.notebook_dir = dir;
     }
-    interpreters(&file.interpreters, &mut notebook)?;
+    problems.note(interpreters(&file.interpreters, &mut notebook));
     notebook.allow_anonymous_code = s.allow_anonymous_code.unwrap_or(false);
     notebook.listens_on_loopback = server.listen.ip().is_loopback();
+    if !problems.0.is_empty() {
+        return Err(problems);
+    }
     Ok(Settings {
         server,
         echo,
@@ -647,8 +737,9 @@ fn interpreters(file: &InterpretersFile, notebook: &mut NotebookConfig) -> Resul
 mod tests {
     use super::*;
 
+    /// The first problem, for tests about one key.
     fn from_text(text: &str) -> Result<Settings, ConfigError> {
-        resolve(parse(text)?, Overrides::default())
+        resolve(parse(text)?, Overrides::default()).map_err(|mut e| e.0.remove(0))
     }
 
     #[test]
@@ -968,6 +1059,39 @@ mod tests {
             let err = from_text(text).unwrap_err();
             assert_eq!(err.key, key, "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_not_only_the_first() {
+        let text = "listen = \"nowhere\"\n[limits]\nping_interval = \"often\"\nmax_connections = 0\n\
+                    [notebook]\ndefault_interpreter = \"cobol\"\n[tls]\ncert = \"c.pem\"\n";
+        let problems = resolve(parse(text).unwrap(), Overrides::default()).unwrap_err();
+        let keys: Vec<&str> = problems.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen",
+                "limits.max_connections",
+                "limits.ping_interval",
+                "notebook.default_interpreter",
+                "tls.key"
+            ],
+            "{problems}"
+        );
+        assert_eq!(problems.to_string().lines().count(), 5, "{problems}");
+    }
+
+    #[test]
+    fn listen_takes_host_names() {
+        let address = listen_address("localhost:8081").unwrap();
+        assert!(address.ip().is_loopback(), "{address}");
+        assert_eq!(address.port(), 8081);
+        assert_eq!(
+            listen_address("[::1]:80").unwrap(),
+            "[::1]:80".parse::<SocketAddr>().unwrap()
+        );
+        assert!(listen_address("localhost").is_err());
+        assert!(listen_address("localhost:http-alt-nonsense").is_err());
     }
 
     #[test]

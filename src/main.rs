@@ -2,7 +2,7 @@
 
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -11,16 +11,24 @@ use wsloop::notebook::{NotebookHandler, security};
 use wsloop::{EchoHandler, Handler, Server};
 
 /// wsloop: a low-latency RFC 6455 WebSocket server on a single-threaded
-/// event loop. Without a subcommand it serves the notebook application
-/// (Zeppelin's op protocol on /ws, the notebook page on /).
+/// event loop. Without a subcommand it serves a notebook (Apache
+/// Zeppelin's op protocol on /ws, the notebook page on /).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "By default `wsloop` serves the notebook page at http://127.0.0.1:8081/ \
+                  (open it in a browser; WebSocket at ws://127.0.0.1:8081/ws) and keeps notes \
+                  and the %sql database in ./notebook. `wsloop --echo` serves the echo \
+                  application instead."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Address to listen on [default: 127.0.0.1:8081].
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on: IP:PORT or HOST:PORT (a host name is resolved
+    /// at start-up) [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR", value_parser = config::listen_address)]
     listen: Option<SocketAddr>,
 
     /// Serve the echo application (every message goes back to its sender,
@@ -88,8 +96,18 @@ fn main() -> ExitCode {
     };
     let settings = match config::load(cli.config.as_deref(), overrides) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("wsloop: invalid configuration: {error}");
+        Err(problems) => {
+            if let [problem] = problems.0.as_slice() {
+                eprintln!("wsloop: invalid configuration: {problem}");
+            } else {
+                eprintln!(
+                    "wsloop: invalid configuration ({} problems):",
+                    problems.0.len()
+                );
+                for problem in &problems.0 {
+                    eprintln!("  {problem}");
+                }
+            }
             return ExitCode::from(2);
         }
     };
@@ -104,6 +122,13 @@ fn main() -> ExitCode {
         return serve(settings, EchoHandler, "echo");
     }
     let dir = settings.notebook.notebook_dir.clone();
+    if let Err(error) = check_writable(&dir) {
+        eprintln!(
+            "wsloop: the notebook directory {} is not writable ({error}): notes could not be saved",
+            dir.display()
+        );
+        return ExitCode::from(1);
+    }
     match NotebookHandler::open(settings.notebook.clone()) {
         Ok(handler) => {
             log::info!(
@@ -121,6 +146,16 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Creates `dir` if missing and writes and removes a probe file in it, so
+/// a directory the server cannot write stops start-up instead of failing
+/// the first note someone creates.
+fn check_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".wsloop-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 fn hash_password() -> ExitCode {

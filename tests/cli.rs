@@ -86,3 +86,100 @@ fn running_out_of_descriptors_backs_off_instead_of_spinning_and_recovers() {
     assert!(status.success(), "{status:?}");
     assert!(log.contains("pausing accepts"), "{log}");
 }
+
+/// Runs `wsloop ARGS` to its end (it must stop by itself); gives its exit
+/// code and standard error.
+fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn listen_takes_a_host_name() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["--echo", "--listen", "localhost:0", "--log-level", "info"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let listening = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break None;
+        }
+        log.push_str(&line);
+        if let Some(rest) = line.split("listening on ws://").nth(1) {
+            break rest.split(['/', ' ']).next().map(str::to_owned);
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let address: std::net::SocketAddr = listening
+        .unwrap_or_else(|| panic!("not listening:\n{log}"))
+        .parse()
+        .unwrap();
+    assert_eq!(address.ip().to_string(), "127.0.0.1", "{log}");
+}
+
+#[test]
+fn help_says_it_serves_a_notebook_and_where() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for wanted in [
+        "notebook",
+        "http://127.0.0.1:8081/",
+        "./notebook",
+        "HOST:PORT",
+    ] {
+        assert!(
+            help.contains(wanted),
+            "{wanted} missing from --help:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn a_notebook_directory_it_cannot_write_stops_start_up() {
+    // /proc exists and takes no new files, even for root.
+    let (code, stderr) = run_to_end(&["--notebook-dir", "/proc", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("/proc is not writable"), "{stderr}");
+}
+
+#[test]
+fn a_config_file_with_several_bad_values_reports_them_all() {
+    let dir = std::env::temp_dir().join(format!("wsloop-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "busy_poll = \"soon\"\n[limits]\nping_interval = \"often\"\nmax_frame_size = 0\n\
+         [notebook]\nsql_timeout = \"forever\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = run_to_end(&["--config", file.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("4 problems"), "{stderr}");
+    for key in [
+        "busy_poll",
+        "limits.ping_interval",
+        "limits.max_frame_size",
+        "notebook.sql_timeout",
+    ] {
+        assert!(stderr.contains(key), "{key} not reported:\n{stderr}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The notebook application over real WebSocket connections: the seed
 //! exchange replayed exactly, every op with its reply and audience,
-//! interpreters, persistence, and bad input.
+//! interpreters, persistence, rearranging (NOTE_RENAME, MOVE_PARAGRAPH),
+//! and bad input.
 
 mod common;
 
@@ -818,4 +819,92 @@ fn one_user_s_queued_queries_hold_neither_markdown_nor_another_user_s_query() {
     drop((alice, other, http));
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn paragraph_ids(note: &Value) -> Vec<String> {
+    note["paragraphs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn rename_into_a_folder_and_move_paragraphs_reach_watchers_and_persist() {
+    let dir = temp_dir("rearranging");
+    let mut server = start(&dir);
+    let mut alice = JsonClient::open(server.addr);
+    let mut bob = JsonClient::open(server.addr);
+
+    alice.send_op("NEW_NOTE", json!({ "name": "draft" }));
+    let note = alice.expect("NEW_NOTE")["note"].clone();
+    let note_id = note["id"].as_str().unwrap().to_owned();
+    alice.expect("NOTES_INFO");
+    bob.expect("NOTES_INFO");
+    bob.send_op("GET_NOTE", json!({ "id": note_id }));
+    bob.expect("NOTE");
+    for index in [1, 2] {
+        alice.send_op(
+            "INSERT_PARAGRAPH",
+            json!({ "noteId": note_id, "index": index }),
+        );
+        alice.expect("PARAGRAPH_ADDED");
+        bob.expect("PARAGRAPH_ADDED");
+    }
+
+    alice.send_op(
+        "NOTE_RENAME",
+        json!({ "id": note_id, "name": "projects/q4/final" }),
+    );
+    let renamed = alice.expect("NOTE")["note"].clone();
+    assert_eq!(
+        (renamed["path"].as_str(), renamed["name"].as_str()),
+        (Some("/projects/q4/final"), Some("final"))
+    );
+    assert_eq!(bob.expect("NOTE")["note"]["path"], "/projects/q4/final");
+    let listed = json!([{ "id": note_id, "path": "/projects/q4/final" }]);
+    assert_eq!(alice.expect("NOTES_INFO")["notes"], listed);
+    assert_eq!(bob.expect("NOTES_INFO")["notes"], listed);
+
+    let ids = paragraph_ids(&renamed);
+    alice.send_op("MOVE_PARAGRAPH", json!({ "id": ids[2], "index": 0 }));
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(
+            client.expect("PARAGRAPH_MOVED"),
+            json!({ "id": ids[2], "index": 0 })
+        );
+    }
+
+    // Refused, and nothing changes: an index past the end, a taken path.
+    alice.send_op("MOVE_PARAGRAPH", json!({ "id": ids[0], "index": 3 }));
+    assert!(
+        alice.expect("ERROR_INFO")["info"]
+            .as_str()
+            .unwrap()
+            .contains("past")
+    );
+    alice.send_op("NEW_NOTE", json!({ "name": "other" }));
+    alice.expect("NEW_NOTE");
+    alice.expect("NOTES_INFO");
+    alice.send_op("NOTE_RENAME", json!({ "id": note_id, "name": "/other" }));
+    assert!(
+        alice.expect("ERROR_INFO")["info"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+
+    drop((alice, bob));
+    server.stop();
+    let server = start(&dir);
+    let mut carol = JsonClient::open(server.addr);
+    carol.send_op("GET_NOTE", json!({ "id": note_id }));
+    let reloaded = carol.expect("NOTE")["note"].clone();
+    assert_eq!(reloaded["path"], "/projects/q4/final");
+    assert_eq!(
+        paragraph_ids(&reloaded),
+        [ids[2].clone(), ids[0].clone(), ids[1].clone()]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

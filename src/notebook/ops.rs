@@ -11,7 +11,7 @@ use super::envelope::{Data, Request};
 use super::ids;
 use super::interpreter::{self, BUILT_IN, parse_directive};
 use super::jobs::{Finished, Job};
-use super::model::{Note, Paragraph, Status};
+use super::model::{Note, Paragraph, Status, name_of};
 use super::store::normalize_note_path;
 use crate::handler::ConnectionId;
 use crate::server::Context;
@@ -48,6 +48,8 @@ const OPS: &[&str] = &[
     "RUN_ALL_PARAGRAPHS",
     "GET_INTERPRETER_BINDINGS",
     "EDITOR_SETTING",
+    "NOTE_RENAME",
+    "MOVE_PARAGRAPH",
 ];
 
 /// Whether `op` is one the server implements.
@@ -128,6 +130,8 @@ impl NotebookHandler {
                 Ok(())
             }
             "EDITOR_SETTING" => self.editor_setting(ctx, call),
+            "NOTE_RENAME" => self.rename_note(ctx, call),
+            "MOVE_PARAGRAPH" => self.move_paragraph(ctx, call),
             other => Err(format!("unknown op {other}")),
         }
     }
@@ -221,6 +225,61 @@ impl NotebookHandler {
         self.jobs.forget_note(id);
         self.watchers.forget_note(id);
         Self::to_everyone(ctx, "NOTES_INFO", &self.notes.notes_info());
+        Ok(())
+    }
+
+    /// Zeppelin's NOTE_RENAME `{id, name}`: `name` is the new path (a
+    /// folder prefix moves the note). Watchers get the NOTE, everyone the
+    /// list.
+    fn rename_note(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call { conn, data, .. } = call;
+        let id = data.string("id")?;
+        let path = normalize_note_path(data.string("name")?).map_err(|e| e.to_string())?;
+        if self
+            .notes
+            .find_by_path(&path)
+            .is_some_and(|other| other.id != id)
+        {
+            return Err(format!("a note at {path} already exists"));
+        }
+        let note = self.notes.update(id, |note| {
+            note.name = name_of(&path).to_owned();
+            note.path = path;
+            Ok(note.for_wire())
+        })?;
+        self.to_watchers(ctx, id, &[conn], "NOTE", &json!({ "note": note }), None);
+        Self::to_everyone(ctx, "NOTES_INFO", &self.notes.notes_info());
+        Ok(())
+    }
+
+    /// Zeppelin's MOVE_PARAGRAPH `{id, index}`: watchers get
+    /// PARAGRAPH_MOVED `{id, index}`.
+    fn move_paragraph(&mut self, ctx: &mut Context<'_>, call: Call<'_>) -> OpResult {
+        let Call { conn, data, .. } = call;
+        let id = data.string("id")?;
+        let wanted = data.opt_index("index")?.ok_or("data.index is missing")?;
+        let note_id = self.target_note(conn, data)?;
+        let index = self.notes.update(&note_id, |note| {
+            let from = note
+                .paragraphs
+                .iter()
+                .position(|p| p.id == id)
+                .ok_or_else(|| format!("paragraph {id} not found in note {}", note.id))?;
+            if wanted >= note.paragraphs.len() {
+                return Err(format!("index {wanted} is past the note's last paragraph"));
+            }
+            let paragraph = note.paragraphs.remove(from);
+            note.paragraphs.insert(wanted, paragraph);
+            Ok(wanted)
+        })?;
+        self.to_watchers(
+            ctx,
+            &note_id,
+            &[conn],
+            "PARAGRAPH_MOVED",
+            &json!({ "id": id, "index": index }),
+            None,
+        );
         Ok(())
     }
 
