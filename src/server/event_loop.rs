@@ -41,8 +41,7 @@ use crate::proto::{CloseCode, CloseReport, InBuffer, Phase, TimeoutAction, frame
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
-/// The lowest of the loop's own tokens: connection slots stay below it.
-pub(super) const SIGNALS: Token = Token(usize::MAX - 3);
+const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Size of the shared read buffer every socket is read into first.
 const SCRATCH_SIZE: usize = 128 * 1024;

@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use mio::Events;
 
-use super::event_loop::{Driver, Outcome, SIGNALS};
+use super::event_loop::{Driver, Outcome};
+use super::sources::SOURCE_TOKEN_BASE;
 use super::write::write_tls_alert;
 use crate::handler::Handler;
 use crate::proto::{HttpResponse, Phase, frame};
@@ -102,8 +103,9 @@ impl<H: Handler> Driver<H> {
             .iter()
             .filter(|event| calls_for_read(event))
             .map(|event| event.token().0)
-            // The loop's own tokens sit at the top of the range.
-            .filter(|&slot| slot < SIGNALS.0);
+            // The loop's own tokens and the application's sources sit
+            // above the connections' slots.
+            .filter(|&slot| slot < SOURCE_TOKEN_BASE);
         let mut first = None;
         for slot in again.chain(readable) {
             match first {
