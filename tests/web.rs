@@ -605,7 +605,7 @@ fn bad_config_files_stop_start_up_naming_the_key() {
         ("origins", "[security]\nallowed_origins = \"*\"\n", "line 2"),
         (
             "interpreter",
-            "[notebook]\ndefault_interpreter = \"spark\"\n",
+            "[notebook]\ndefault_interpreter = \"scala\"\n",
             "notebook.default_interpreter",
         ),
     ];
