@@ -3,6 +3,34 @@
 //! Sans-IO: the driver hands in received bytes and the current time, and
 //! takes out the bytes to write. Control frames (ping, pong, close) are
 //! answered here; data messages are handed back for the application.
+//!
+//! The surface, in the order a driver calls it (`server` is the one in
+//! this crate; the fuzz target `connection` is another):
+//!
+//! 1. **Opening** (while [`Phase::Handshaking`]): each read's bytes, all
+//!    held so far, go to [`Connection::handle_head`] until it finds the
+//!    request head; the driver asks the application, then calls
+//!    [`Connection::accept_upgrade`] or [`Connection::respond`]
+//!    (see `opening`).
+//! 2. **Input** (once open): for each read, [`Connection::handle_peer_activity`],
+//!    then [`Connection::take_decoder`] lends the decoder;
+//!    [`Connection::handle_input`] is called until it needs more bytes,
+//!    each [`Received::Message`] going to the application (which may send
+//!    meanwhile: the message borrows the lent decoder and the input, not
+//!    the connection); [`Connection::restore_decoder`] ends the read.
+//! 3. **Application commands**, at any time: [`Connection::compress`] then
+//!    [`Connection::send_encoded`] (or [`Connection::send`]),
+//!    [`Connection::close`], [`Connection::shed`], [`Connection::abort`].
+//!    A driver that writes a frame itself may do so only while
+//!    [`Connection::can_write_directly`], and then hands over what the
+//!    socket did not take: [`Connection::send_encoded_after_direct_write`],
+//!    or [`Connection::queue_ahead`] for frames written from elsewhere.
+//! 4. **Output**: [`Connection::poll_output`] is what to write next;
+//!    [`Connection::consume_output`] what the socket took.
+//! 5. **Time**: [`Connection::poll_timeout`] is when to call
+//!    [`Connection::handle_timeout`] next (re-read after every call above).
+//! 6. **Events for the application**: [`Connection::poll_close_report`]
+//!    once, after the connection reached [`Phase::Closed`].
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +38,7 @@ use super::close_code::CloseCode;
 use super::decoder::{Decoded, Decoder, Frame};
 use super::deflate::{Deflater, DeflaterPool};
 use super::error::ProtocolError;
-use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, encode_frame, parse_header};
+use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, encode_frame, parse_header};
 use super::handshake::{HeadScanner, write_switching_protocols};
 use super::http::HttpResponse;
 use super::limits::Limits;
@@ -51,7 +79,7 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// What one call to [`Connection::receive`] produced.
+/// What one call to [`Connection::handle_input`] produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received<'a> {
     /// A whole message for the application; the count is input bytes used.
@@ -101,6 +129,8 @@ const COMPACT_OUTPUT_AFTER: usize = 64 * 1024;
 pub struct Connection {
     phase: Phase,
     scanner: HeadScanner,
+    /// The frame decoder, lent out for each read ([`Connection::take_decoder`]).
+    decoder: Decoder,
     out: Vec<u8>,
     out_pos: usize,
     /// A frame boundary in `out`, for [`Connection::shed`]: at or after
@@ -155,6 +185,7 @@ impl Connection {
         Connection {
             phase: Phase::Handshaking,
             scanner: HeadScanner::default(),
+            decoder: Decoder::new(limits),
             out: Vec::new(),
             out_pos: 0,
             frame_mark: 0,
@@ -182,7 +213,12 @@ impl Connection {
     /// Compresses outgoing messages of at least `min_size` bytes, as agreed
     /// by permessage-deflate: with at most `window_bits`, and with
     /// `no_context_takeover` each message compressed on its own.
-    pub fn enable_deflate(&mut self, window_bits: u8, no_context_takeover: bool, min_size: usize) {
+    pub(super) fn enable_deflate(
+        &mut self,
+        window_bits: u8,
+        no_context_takeover: bool,
+        min_size: usize,
+    ) {
         self.deflate = Some(Box::new(OutboundDeflate {
             window_bits,
             no_context_takeover,
@@ -207,23 +243,24 @@ impl Connection {
             .map(|d| d.window_bits)
     }
 
-    /// Compresses `payload` into `out` for a frame with RSV1, if this
-    /// connection compresses messages of its size; `false` means send it
+    /// Compresses `payload` into `out` if this connection compresses
+    /// messages of its size, and returns the header of the frame that
+    /// carries `out` (RSV1 set, `opcode`); `None` means send the payload
     /// as it is. Connections without context takeover borrow a compressor
-    /// from `shared` when given. Once this returns `true` the message must
-    /// be sent: the peer's inflater has to see it to stay in step.
+    /// from `shared` when given. Once this returns a header the message
+    /// must be sent: the peer's inflater has to see it to stay in step.
+    /// The one place an outgoing message is compressed.
     pub fn compress(
         &mut self,
+        opcode: OpCode,
         payload: &[u8],
         out: &mut Vec<u8>,
         shared: Option<&mut DeflaterPool>,
-    ) -> bool {
+    ) -> Option<EncodedHeader> {
         if !self.compresses(payload.len()) {
-            return false;
+            return None;
         }
-        let Some(deflate) = self.deflate.as_mut() else {
-            return false;
-        };
+        let deflate = self.deflate.as_mut()?;
         let reset = deflate.no_context_takeover;
         let deflater = match shared {
             Some(pool) if reset => pool.get(deflate.window_bits),
@@ -234,7 +271,9 @@ impl Connection {
         };
         // Without context takeover nothing depends on this message having
         // been compressed, so an incompressible one goes out as it is.
-        deflater.compress_message(payload, out, reset) && !(reset && out.len() >= payload.len())
+        let compressed = deflater.compress_message(payload, out, reset)
+            && !(reset && out.len() >= payload.len());
+        compressed.then(|| EncodedHeader::new(true, RSV1, opcode, out.len()))
     }
 
     /// The current phase.
@@ -254,12 +293,55 @@ impl Connection {
     }
 
     /// The incremental scanner for the request head.
-    pub fn head_scanner(&mut self) -> &mut HeadScanner {
+    pub(super) fn head_scanner(&mut self) -> &mut HeadScanner {
         &mut self.scanner
     }
 
+    /// Inflates incoming messages compressed with permessage-deflate, as
+    /// agreed: the peer compresses with at most `window_bits`, and with
+    /// `no_context_takeover` each message on its own.
+    pub(super) fn enable_inflate(&mut self, window_bits: u8, no_context_takeover: bool) {
+        self.decoder
+            .enable_inflate(window_bits, no_context_takeover);
+    }
+
+    /// Lends the frame decoder out for one read: pass it to
+    /// [`Connection::handle_input`], then give it back with
+    /// [`Connection::restore_decoder`]. What `handle_input` returns borrows the
+    /// lent decoder and the input, not the connection, so the application
+    /// may send on this connection while it holds a message (single-frame
+    /// messages stay borrowed from the input, never copied).
+    #[inline]
+    pub fn take_decoder(&mut self) -> Decoder {
+        std::mem::take(&mut self.decoder)
+    }
+
+    /// Gives back the decoder lent by [`Connection::take_decoder`].
+    #[inline]
+    pub fn restore_decoder(&mut self, decoder: Decoder) {
+        self.decoder = decoder;
+    }
+
+    /// Whether a complete compressed message is only partly inflated: call
+    /// [`Connection::handle_input`] again (no new bytes needed) to go on.
+    pub fn inflating(&self) -> bool {
+        self.decoder.inflating()
+    }
+
+    /// Bytes held for a fragmented message not yet complete (and for a
+    /// compressed one, what it holds to inflate).
+    pub fn partial_message_len(&self) -> usize {
+        self.decoder.partial_message_len()
+    }
+
+    /// Drops the decoder's state and memory: nothing more is decoded (the
+    /// connection is closed, or being dropped for the buffer budget).
+    pub fn discard_decoder(&mut self) {
+        self.decoder = Decoder::default();
+    }
+
     /// Completes the handshake: queues `101 Switching Protocols` and opens.
-    pub fn accept(
+    pub(super) fn accept(
         &mut self,
         accept_key: &str,
         protocol: Option<&str>,
@@ -313,7 +395,7 @@ impl Connection {
     /// Records that the peer was heard from at `now`: bytes arrived, or (the
     /// driver's judgment) it took output since the keepalive ping. Keeps
     /// keepalive satisfied.
-    pub fn note_received(&mut self, now: Instant) {
+    pub fn handle_peer_activity(&mut self, now: Instant) {
         self.last_received = now;
         self.ping_sent_at = None;
     }
@@ -321,7 +403,7 @@ impl Connection {
     /// Decodes the next frame from `input` with `decoder`, answering
     /// control frames. The result borrows `decoder` and `input`, not `self`,
     /// so the application may send on this connection while holding it.
-    pub fn receive<'d>(
+    pub fn handle_input<'d>(
         &mut self,
         decoder: &'d mut Decoder,
         input: &'d mut [u8],
@@ -434,8 +516,9 @@ impl Connection {
     /// Queues a data message, compressed if permessage-deflate applies.
     pub fn send(&mut self, message: Message<'_>, now: Instant) -> Result<(), SendError> {
         let mut compressed = Vec::new();
-        if self.compress(message.as_bytes(), &mut compressed, None) {
-            let header = EncodedHeader::new(true, 0b100, message.opcode(), compressed.len());
+        if let Some(header) =
+            self.compress(message.opcode(), message.as_bytes(), &mut compressed, None)
+        {
             return self.send_encoded(&header, &compressed, now);
         }
         let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
@@ -517,7 +600,7 @@ impl Connection {
     }
 
     /// Bytes waiting to be written.
-    pub fn pending_output(&self) -> &[u8] {
+    pub fn poll_output(&self) -> &[u8] {
         &self.out[self.out_pos..]
     }
 
@@ -526,7 +609,7 @@ impl Connection {
         self.out.len() - self.out_pos
     }
 
-    /// Records that `n` bytes of [`Connection::pending_output`] were written.
+    /// Records that `n` bytes of [`Connection::poll_output`] were written.
     pub fn consume_output(&mut self, n: usize) {
         self.out_pos = (self.out_pos + n).min(self.out.len());
         if self.out_pos == self.out.len() {
@@ -612,9 +695,11 @@ impl Connection {
         self.out.capacity()
     }
 
-    /// Frees the output buffer if nothing is queued, and the compressor:
-    /// a fresh one only forgets history, which the peer never relies on.
+    /// Frees the output buffer if nothing is queued, the compressor (a
+    /// fresh one only forgets history, which the peer never relies on) and
+    /// what the decoder can give back.
     pub fn release_idle_memory(&mut self) {
+        self.decoder.release_idle_memory();
         if self.pending_output_len() == 0 {
             self.out = Vec::new();
             self.out_pos = 0;
@@ -625,8 +710,8 @@ impl Connection {
         }
     }
 
-    /// The next instant [`Connection::on_timeout`] has work to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// The next instant [`Connection::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Handshaking => self.deadline,
             Phase::Open => {
@@ -668,8 +753,8 @@ impl Connection {
     }
 
     /// Runs whatever timer has expired by `now`.
-    pub fn on_timeout(&mut self, now: Instant) -> TimeoutAction {
-        match self.next_deadline() {
+    pub fn handle_timeout(&mut self, now: Instant) -> TimeoutAction {
+        match self.poll_timeout() {
             Some(deadline) if deadline <= now => {}
             _ => return TimeoutAction::None,
         }
@@ -705,7 +790,7 @@ impl Connection {
 
     /// Once, after the WebSocket opened and then reached [`Phase::Closed`]:
     /// how it ended, for the application's close callback.
-    pub fn take_close_report(&mut self) -> Option<CloseReport> {
+    pub fn poll_close_report(&mut self) -> Option<CloseReport> {
         if !self.opened || self.close_reported || self.phase != Phase::Closed {
             return None;
         }
@@ -757,20 +842,36 @@ mod tests {
     use super::*;
     use crate::proto::decoder::tests::client_frame;
     use crate::proto::frame::parse_header;
+    use crate::proto::handshake::HEADER_SLOTS;
+    use crate::proto::opening::Head;
+
+    /// Opens `conn` the way a client does, from the first byte: a request
+    /// head, classified and accepted as the driver does.
+    fn open(conn: &mut Connection, limits: &Limits, now: Instant) {
+        let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\n\r\n";
+        let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+        let Head::Upgrade(request, upgrade) = conn.handle_head(head, &mut slots, limits) else {
+            panic!("the test's request head is an upgrade");
+        };
+        conn.accept_upgrade(&request, &upgrade, None, Vec::new(), None, now);
+    }
 
     fn open_connection(now: Instant) -> (Connection, Decoder) {
         let limits = Limits::default();
         let mut conn = Connection::new(&limits, now);
-        conn.accept("key=", None, &[], now);
+        open(&mut conn, &limits, now);
         let n = conn.pending_output_len();
         conn.consume_output(n);
-        (conn, Decoder::new(&limits))
+        let decoder = conn.take_decoder();
+        (conn, decoder)
     }
 
     /// Parses the server's queued output into (opcode, payload) frames.
     fn written_frames(conn: &mut Connection) -> Vec<(OpCode, Vec<u8>)> {
         let mut frames = Vec::new();
-        let mut out = conn.pending_output().to_vec();
+        let mut out = conn.poll_output().to_vec();
         conn.consume_output(out.len());
         while !out.is_empty() {
             let h = parse_header(&out, 0).unwrap().unwrap();
@@ -801,7 +902,7 @@ mod tests {
         let mut messages = Vec::new();
         let mut pos = 0;
         loop {
-            match conn.receive(decoder, &mut held[pos..], now) {
+            match conn.handle_input(decoder, &mut held[pos..], now) {
                 Received::Message(m, used) => {
                     messages.push(String::from_utf8_lossy(m.as_bytes()).into_owned());
                     pos += used;
@@ -858,12 +959,12 @@ mod tests {
         conn.send(Message::Text("short"), now).unwrap();
         let long = "a long and repetitive message ".repeat(20);
         conn.send(Message::Text(&long), now).unwrap();
-        let out = conn.pending_output().to_vec();
-        let short = parse_header(&out, 0b100).unwrap().unwrap();
+        let out = conn.poll_output().to_vec();
+        let short = parse_header(&out, RSV1).unwrap().unwrap();
         assert_eq!(short.rsv, 0, "below the threshold: plain");
         let rest = &out[short.header_len + short.payload_len as usize..];
-        let h = parse_header(rest, 0b100).unwrap().unwrap();
-        assert_eq!(h.rsv, 0b100);
+        let h = parse_header(rest, RSV1).unwrap().unwrap();
+        assert_eq!(h.rsv, RSV1);
         assert!((h.payload_len as usize) < long.len() / 4);
         let mut inflated = Vec::new();
         let mut inflater = crate::proto::deflate::Inflater::new(15);
@@ -900,12 +1001,12 @@ mod tests {
             written_frames(&mut conn),
             [(OpCode::Close, 4001u16.to_be_bytes().to_vec())]
         );
-        let report = conn.take_close_report().unwrap();
+        let report = conn.poll_close_report().unwrap();
         assert_eq!(
             (report.code, report.reason.as_str()),
             (CloseCode(4001), "done")
         );
-        assert_eq!(conn.take_close_report(), None, "reported exactly once");
+        assert_eq!(conn.poll_close_report(), None, "reported exactly once");
         assert_eq!(
             conn.send(Message::Text("late"), now),
             Err(SendError::NotOpen)
@@ -922,7 +1023,7 @@ mod tests {
         let (mut conn, mut decoder) = open_connection(now);
         receive_all(&mut conn, &mut decoder, client_frame(0x88, b""), now);
         assert_eq!(written_frames(&mut conn), [(OpCode::Close, vec![])]);
-        assert_eq!(conn.take_close_report().unwrap().code, CloseCode::NO_STATUS);
+        assert_eq!(conn.poll_close_report().unwrap().code, CloseCode::NO_STATUS);
     }
 
     #[test]
@@ -965,7 +1066,7 @@ mod tests {
                 code,
                 "{input:x?}"
             );
-            assert_eq!(conn.take_close_report().unwrap().code, CloseCode(code));
+            assert_eq!(conn.poll_close_report().unwrap().code, CloseCode(code));
         }
     }
 
@@ -988,7 +1089,7 @@ mod tests {
             written_frames(&mut conn).is_empty(),
             "no second close frame"
         );
-        conn.take_close_report().unwrap().code
+        conn.poll_close_report().unwrap().code
     }
 
     #[test]
@@ -1010,14 +1111,14 @@ mod tests {
         let now = Instant::now();
         let (mut conn, _) = open_connection(now);
         conn.close(CloseCode::NORMAL, "", now);
-        let deadline = conn.next_deadline().unwrap();
+        let deadline = conn.poll_timeout().unwrap();
         assert_eq!(deadline, now + Limits::default().close_timeout);
         assert_eq!(
-            conn.on_timeout(deadline - Duration::from_millis(1)),
+            conn.handle_timeout(deadline - Duration::from_millis(1)),
             TimeoutAction::None
         );
-        assert_eq!(conn.on_timeout(deadline), TimeoutAction::Drop);
-        assert_eq!(conn.take_close_report().unwrap().code, CloseCode::ABNORMAL);
+        assert_eq!(conn.handle_timeout(deadline), TimeoutAction::Drop);
+        assert_eq!(conn.poll_close_report().unwrap().code, CloseCode::ABNORMAL);
     }
 
     #[test]
@@ -1026,12 +1127,12 @@ mod tests {
         let limits = Limits::default();
         let (mut conn, _) = open_connection(now);
         let ping_at = now + limits.ping_interval;
-        assert_eq!(conn.next_deadline(), Some(ping_at));
-        assert_eq!(conn.on_timeout(ping_at), TimeoutAction::Flush);
+        assert_eq!(conn.poll_timeout(), Some(ping_at));
+        assert_eq!(conn.handle_timeout(ping_at), TimeoutAction::Flush);
         assert_eq!(written_frames(&mut conn), [(OpCode::Ping, vec![])]);
         let give_up = ping_at + limits.pong_timeout;
-        assert_eq!(conn.next_deadline(), Some(give_up));
-        assert_eq!(conn.on_timeout(give_up), TimeoutAction::Flush);
+        assert_eq!(conn.poll_timeout(), Some(give_up));
+        assert_eq!(conn.handle_timeout(give_up), TimeoutAction::Flush);
         assert_eq!(
             written_frames(&mut conn),
             [(OpCode::Close, close_payload(1011, "keepalive timeout"))]
@@ -1045,10 +1146,10 @@ mod tests {
         let limits = Limits::default();
         let (mut conn, _) = open_connection(now);
         let ping_at = now + limits.ping_interval;
-        conn.on_timeout(ping_at);
-        conn.note_received(ping_at + Duration::from_secs(1));
+        conn.handle_timeout(ping_at);
+        conn.handle_peer_activity(ping_at + Duration::from_secs(1));
         assert_eq!(
-            conn.next_deadline(),
+            conn.poll_timeout(),
             Some(ping_at + Duration::from_secs(1) + limits.ping_interval)
         );
     }
@@ -1059,9 +1160,10 @@ mod tests {
             ..Limits::default()
         };
         let mut conn = Connection::new(&limits, now);
-        conn.accept("key=", None, &[], now);
+        open(&mut conn, &limits, now);
         conn.consume_output(conn.pending_output_len());
-        (conn, Decoder::new(&limits))
+        let decoder = conn.take_decoder();
+        (conn, decoder)
     }
 
     #[test]
@@ -1074,15 +1176,18 @@ mod tests {
         // A byte a second: the keepalive is satisfied, the frame is not.
         for (i, byte) in wire[..9].iter().enumerate() {
             let now = start + i as u32 * second;
-            conn.note_received(now);
+            conn.handle_peer_activity(now);
             assert!(feed(&mut conn, &mut decoder, &mut held, &[*byte], now).is_empty());
-            assert_eq!(conn.next_deadline(), Some(start + 10 * second));
+            assert_eq!(conn.poll_timeout(), Some(start + 10 * second));
         }
         assert_eq!(
-            conn.on_timeout(start + 10 * second - Duration::from_millis(1)),
+            conn.handle_timeout(start + 10 * second - Duration::from_millis(1)),
             TimeoutAction::None
         );
-        assert_eq!(conn.on_timeout(start + 10 * second), TimeoutAction::Flush);
+        assert_eq!(
+            conn.handle_timeout(start + 10 * second),
+            TimeoutAction::Flush
+        );
         assert_eq!(
             written_frames(&mut conn),
             [(OpCode::Close, close_payload(1008, "frame timeout"))]
@@ -1103,19 +1208,22 @@ mod tests {
         let mut held = Vec::new();
         assert!(feed(&mut conn, &mut decoder, &mut held, &wire[..4], start).is_empty());
         let now = start + 9 * second;
-        conn.note_received(now);
+        conn.handle_peer_activity(now);
         let got = feed(&mut conn, &mut decoder, &mut held, &wire[4..], now);
         assert_eq!(got, ["in time"]);
         // Only the keepalive is left, counted from the last byte.
         let keepalive = start + 9 * second + Limits::default().ping_interval;
-        assert_eq!(conn.next_deadline(), Some(keepalive));
-        assert_eq!(conn.on_timeout(start + 10 * second), TimeoutAction::None);
+        assert_eq!(conn.poll_timeout(), Some(keepalive));
+        assert_eq!(
+            conn.handle_timeout(start + 10 * second),
+            TimeoutAction::None
+        );
         assert_eq!(conn.phase(), Phase::Open);
         // The next frame's clock starts at its own first byte.
         let later = start + 20 * second;
         assert!(feed(&mut conn, &mut decoder, &mut held, &wire[..3], later).is_empty());
-        assert_eq!(conn.next_deadline(), Some(later + 10 * second));
-        assert_eq!(conn.on_timeout(later + 9 * second), TimeoutAction::None);
+        assert_eq!(conn.poll_timeout(), Some(later + 10 * second));
+        assert_eq!(conn.handle_timeout(later + 9 * second), TimeoutAction::None);
         assert_eq!(conn.phase(), Phase::Open);
     }
 
@@ -1129,9 +1237,9 @@ mod tests {
             ..Limits::default()
         };
         let mut conn = Connection::new(&limits, start);
-        conn.accept("key=", None, &[], start);
+        open(&mut conn, &limits, start);
         conn.consume_output(conn.pending_output_len());
-        let mut decoder = Decoder::new(&limits);
+        let mut decoder = conn.take_decoder();
         let mut held = Vec::new();
         let first = client_frame(0x01, b"part one, ");
         assert!(feed(&mut conn, &mut decoder, &mut held, &first, start).is_empty());
@@ -1146,16 +1254,19 @@ mod tests {
         let deadline = start + 10 * second;
         // Our keepalive pings after 3 s of silence; the peer answers, and
         // pings us too, and still sends nothing of the message.
-        assert_eq!(conn.on_timeout(start + 3 * second), TimeoutAction::Flush);
+        assert_eq!(
+            conn.handle_timeout(start + 3 * second),
+            TimeoutAction::Flush
+        );
         for (at, control) in [(4, 0x8A), (6, 0x89), (8, 0x8A), (9, 0x89)] {
             let now = start + at * second;
-            conn.note_received(now);
+            conn.handle_peer_activity(now);
             let frame = client_frame(control, b"still here");
             assert!(feed(&mut conn, &mut decoder, &mut held, &frame, now).is_empty());
         }
         let just_before = deadline - Duration::from_millis(1);
-        assert_eq!(conn.on_timeout(just_before), TimeoutAction::None);
-        assert_eq!(conn.on_timeout(deadline), TimeoutAction::Flush);
+        assert_eq!(conn.handle_timeout(just_before), TimeoutAction::None);
+        assert_eq!(conn.handle_timeout(deadline), TimeoutAction::Flush);
         let frames = written_frames(&mut conn);
         let ops: Vec<OpCode> = frames.iter().map(|(op, _)| *op).collect();
         assert_eq!(
@@ -1177,8 +1288,11 @@ mod tests {
         let now = start + 9 * second;
         let got = feed(&mut conn, &mut decoder, &mut held, &last, now);
         assert_eq!(got, ["part one, two"]);
-        conn.note_received(now);
-        assert_eq!(conn.on_timeout(start + 10 * second), TimeoutAction::None);
+        conn.handle_peer_activity(now);
+        assert_eq!(
+            conn.handle_timeout(start + 10 * second),
+            TimeoutAction::None
+        );
         assert_eq!(conn.phase(), Phase::Open);
     }
 
@@ -1188,11 +1302,11 @@ mod tests {
         let limits = Limits::default();
         let mut conn = Connection::new(&limits, now);
         assert_eq!(
-            conn.on_timeout(now + limits.handshake_timeout),
+            conn.handle_timeout(now + limits.handshake_timeout),
             TimeoutAction::Drop
         );
         assert_eq!(conn.phase(), Phase::Closed);
-        assert_eq!(conn.take_close_report(), None);
+        assert_eq!(conn.poll_close_report(), None);
     }
 
     #[test]
@@ -1203,7 +1317,7 @@ mod tests {
             ..Limits::default()
         };
         let mut conn = Connection::new(&limits, now);
-        conn.accept("k", None, &[], now);
+        open(&mut conn, &limits, now);
         conn.consume_output(conn.pending_output_len());
         let chunk = [0u8; 300];
         let mut sent = 0;
@@ -1248,7 +1362,7 @@ mod tests {
         );
         // What is left is exactly the unwritten tail: the last byte of each
         // of the last 10,000 frames, all payload bytes (1).
-        assert!(conn.pending_output().iter().all(|&b| b == 1));
+        assert!(conn.poll_output().iter().all(|&b| b == 1));
     }
 
     #[test]
@@ -1262,11 +1376,7 @@ mod tests {
             let (mut conn, _) = open_connection(now);
             assert!(conn.can_write_directly());
             conn.send_encoded_after_direct_write(&header, &payload, written);
-            assert_eq!(
-                conn.pending_output(),
-                &whole[written..],
-                "written {written}"
-            );
+            assert_eq!(conn.poll_output(), &whole[written..], "written {written}");
         }
         let (mut conn, _) = open_connection(now);
         conn.send(Message::Text("queued"), now).unwrap();
@@ -1278,7 +1388,7 @@ mod tests {
         let now = Instant::now();
         let (mut conn, _) = open_connection(now);
         conn.queue_ahead(&[b"first"]);
-        assert_eq!(conn.pending_output(), b"first");
+        assert_eq!(conn.poll_output(), b"first");
         conn.send(Message::Binary(b"later"), now).unwrap();
         // Part of the pending output went out; what comes ahead of the rest
         // must not come ahead of that part.
@@ -1287,7 +1397,7 @@ mod tests {
         let mut expected = b"ABCrst".to_vec();
         expected.extend_from_slice(&[0x82, 5]);
         expected.extend_from_slice(b"later");
-        assert_eq!(conn.pending_output(), &expected[..]);
+        assert_eq!(conn.poll_output(), &expected[..]);
     }
 
     /// A connection with `frames` binary frames of 1000 bytes (1004 on
@@ -1298,7 +1408,7 @@ mod tests {
         for i in 0..frames {
             conn.send(Message::Binary(&[i as u8; 1000]), now).unwrap();
         }
-        let queued = conn.pending_output().to_vec();
+        let queued = conn.poll_output().to_vec();
         conn.consume_output(written / 2);
         conn.consume_output(written - written / 2);
         (conn, queued)
@@ -1336,9 +1446,9 @@ mod tests {
             assert_eq!(dropped, queued.len() - in_flight_end, "written {written}");
             let mut expected = queued[written..in_flight_end].to_vec();
             expected.extend(close_frame(1008, "not reading"));
-            assert_eq!(conn.pending_output(), &expected[..], "written {written}");
+            assert_eq!(conn.poll_output(), &expected[..], "written {written}");
             assert_eq!(conn.phase(), Phase::Closed);
-            assert_eq!(conn.take_close_report().unwrap().code, CloseCode(1008));
+            assert_eq!(conn.poll_close_report().unwrap().code, CloseCode(1008));
             assert!(
                 conn.output_capacity() < 64 * 1024,
                 "the dropped bytes are freed"
@@ -1353,14 +1463,14 @@ mod tests {
         let (mut conn, _) = with_written_output(3, 10, now);
         conn.close(CloseCode::GOING_AWAY, "bye", now);
         conn.shed(CloseCode::POLICY_VIOLATION, "not reading", now);
-        let pending = conn.pending_output().to_vec();
+        let pending = conn.poll_output().to_vec();
         assert_eq!(&pending[1004 - 10..], &close_frame(1008, "not reading")[..]);
         // A close frame already on the wire in part: nothing is added.
         let (mut conn, _) = open_connection(now);
         conn.close(CloseCode::GOING_AWAY, "bye", now);
         conn.consume_output(1);
         assert_eq!(conn.shed(CloseCode::POLICY_VIOLATION, "x", now), 0);
-        assert_eq!(conn.pending_output(), &close_frame(1001, "bye")[1..]);
+        assert_eq!(conn.poll_output(), &close_frame(1001, "bye")[1..]);
     }
 
     #[test]
@@ -1370,12 +1480,12 @@ mod tests {
             conn.shed(CloseCode::MESSAGE_TOO_BIG, "too big", now);
             let mut expected = kept.to_vec();
             expected.extend(close_frame(1009, "too big"));
-            assert_eq!(conn.pending_output(), &expected[..]);
+            assert_eq!(conn.poll_output(), &expected[..]);
         };
         // The 101 response, five bytes of it written.
         let mut conn = Connection::new(&Limits::default(), now);
-        conn.accept("key=", None, &[], now);
-        let head = conn.pending_output()[5..].to_vec();
+        open(&mut conn, &Limits::default(), now);
+        let head = conn.poll_output()[5..].to_vec();
         conn.consume_output(5);
         conn.send(Message::Text("dropped"), now).unwrap();
         expect_after_shed(&mut conn, &head);

@@ -24,7 +24,7 @@
 use super::close_code::CloseCode;
 use super::deflate::Inflater;
 use super::error::ProtocolError;
-use super::frame::{OpCode, parse_header};
+use super::frame::{OpCode, RSV1, parse_header};
 use super::limits::Limits;
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
@@ -152,7 +152,7 @@ impl Decoder {
     /// `window_bits`, and with `no_context_takeover` every message stands
     /// alone. The message size limit applies to the inflated size.
     pub fn enable_inflate(&mut self, window_bits: u8, no_context_takeover: bool) {
-        self.allowed_rsv = 0b100;
+        self.allowed_rsv = RSV1;
         self.inflate = Some(Box::new(InflateState {
             window_bits,
             reset_each_message: no_context_takeover,
@@ -227,7 +227,7 @@ impl Decoder {
     /// Keeps one non-final fragment of a compressed message as it came.
     fn hold_compressed(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
         let Some(state) = self.inflate.as_mut() else {
-            return Err(ProtocolError::ReservedBits(0b100));
+            return Err(ProtocolError::ReservedBits(RSV1));
         };
         state.compressed.extend_from_slice(payload);
         Ok(())
@@ -239,7 +239,7 @@ impl Decoder {
     /// bytes they need).
     fn inflate_last_frame(&mut self, payload: &[u8], text: bool) -> Result<bool, ProtocolError> {
         let Some(state) = self.inflate.as_mut() else {
-            return Err(ProtocolError::ReservedBits(0b100));
+            return Err(ProtocolError::ReservedBits(RSV1));
         };
         let in_place = state.compressed.is_empty();
         if !in_place {
@@ -280,7 +280,7 @@ impl Decoder {
     /// `true` once it is whole.
     fn inflate_pending(&mut self, input: Option<&[u8]>) -> Result<bool, ProtocolError> {
         let Some(state) = self.inflate.as_deref_mut() else {
-            return Err(ProtocolError::ReservedBits(0b100));
+            return Err(ProtocolError::ReservedBits(RSV1));
         };
         let Some(pending) = state.pending else {
             return Ok(false);
@@ -369,7 +369,7 @@ impl Decoder {
                 return Err(ProtocolError::FrameTooLarge);
             }
             let len = header.payload_len as usize;
-            let rsv1 = header.rsv & 0b100 != 0;
+            let rsv1 = header.rsv & RSV1 != 0;
             if rsv1 && !matches!(header.opcode, OpCode::Text | OpCode::Binary) {
                 // Only the first frame of a data message may say
                 // "compressed" (RFC 7692 §6.1).
@@ -763,19 +763,19 @@ pub(crate) mod tests {
         let mut input = client_frame(0xC1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
         assert_eq!(
             decoder().decode(&mut input),
-            Err(ProtocolError::ReservedBits(0b100))
+            Err(ProtocolError::ReservedBits(RSV1))
         );
         // On a control frame, and on a continuation.
         let mut input = client_frame(0xC9, b"");
         assert_eq!(
             inflating_decoder(&limits).decode(&mut input),
-            Err(ProtocolError::ReservedBits(0b100))
+            Err(ProtocolError::ReservedBits(RSV1))
         );
         let mut input = client_frame(0x01, b"a");
         input.extend(client_frame(0xC0, b"b"));
         assert_eq!(
             inflating_decoder(&limits).decode(&mut input),
-            Err(ProtocolError::ReservedBits(0b100))
+            Err(ProtocolError::ReservedBits(RSV1))
         );
         // Other RSV bits stay reserved.
         let mut input = client_frame(0xE1, b"x");

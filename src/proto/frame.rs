@@ -59,12 +59,17 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Longest possible frame header: 2 + 8 (length) + 4 (mask).
 pub const MAX_HEADER_LEN: usize = 14;
 
+/// The RSV1 bit as [`FrameHeader::rsv`] and [`EncodedHeader::new`] hold
+/// the three RSV bits: set on the first frame of a message compressed
+/// with permessage-deflate (RFC 7692).
+pub const RSV1: u8 = 0b100;
+
 /// A validated frame header, parsed from the start of a byte buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     /// FIN: this frame ends its message.
     pub fin: bool,
-    /// The three RSV bits, in the low bits (RSV1 = 0b100).
+    /// The three RSV bits, in the low bits ([`RSV1`] = 0b100).
     pub rsv: u8,
     /// What the frame carries.
     pub opcode: OpCode,
@@ -259,7 +264,7 @@ mod tests {
         );
         assert_eq!(
             parse_header(&[0xC1, 0x80], 0),
-            Err(ProtocolError::ReservedBits(0b100))
+            Err(ProtocolError::ReservedBits(RSV1))
         );
         assert_eq!(
             parse_header(&[0x91, 0x80], 0),
@@ -289,8 +294,8 @@ mod tests {
 
     #[test]
     fn allowed_rsv_bits_pass() {
-        let h = parse_header(&masked(0xC1, &[0]), 0b100).unwrap().unwrap();
-        assert_eq!(h.rsv, 0b100);
+        let h = parse_header(&masked(0xC1, &[0]), RSV1).unwrap().unwrap();
+        assert_eq!(h.rsv, RSV1);
     }
 
     #[test]

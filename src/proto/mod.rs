@@ -15,6 +15,7 @@ pub mod inbuf;
 pub mod limits;
 pub mod mask;
 pub mod message;
+pub mod opening;
 pub mod utf8;
 
 pub use close_code::CloseCode;
@@ -26,3 +27,4 @@ pub use http::{HttpRequest, HttpResponse};
 pub use inbuf::InBuffer;
 pub use limits::Limits;
 pub use message::Message;
+pub use opening::{Accepted, Head, Upgrade};

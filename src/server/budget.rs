@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use super::conn::Conn;
+use super::socket::Socket;
 use super::stats::ServerStats;
-use crate::proto::{CloseCode, Decoder, InBuffer};
+use crate::proto::{CloseCode, InBuffer};
 
 /// Why a connection closed for the budget's sake tells its peer.
 const NOT_READING: &str = "peer is not reading; server buffers full";
@@ -24,7 +24,7 @@ const TOO_MUCH_INPUT: &str = "message too big for the server's buffers now";
 /// Bytes held in connections' buffers, and the bound on them.
 #[derive(Debug)]
 pub(crate) struct BufferBudget {
-    /// The sum of every connection's `Conn::accounted`.
+    /// The sum of every connection's `Socket::accounted`.
     total: usize,
     /// The budget: growth past it closes the largest holders.
     limit: usize,
@@ -58,7 +58,7 @@ impl BufferBudget {
     /// [`BufferBudget::shed`]). Shrinking never asks for a pass, so writes
     /// never pay for one.
     #[inline]
-    pub fn update(&mut self, conn: &mut Conn) -> bool {
+    pub fn update(&mut self, conn: &mut Socket) -> bool {
         let held = conn.held_bytes();
         let grew = held > conn.accounted;
         self.total = self.total.saturating_sub(conn.accounted) + held;
@@ -67,7 +67,7 @@ impl BufferBudget {
     }
 
     /// Takes a connection that is going away out of the total.
-    pub fn forget(&mut self, conn: &Conn) {
+    pub fn forget(&mut self, conn: &Socket) {
         self.total = self.total.saturating_sub(conn.accounted);
     }
 
@@ -80,7 +80,7 @@ impl BufferBudget {
     /// queued in `flush_list` with a failed write, which removes them.
     pub fn shed(
         &mut self,
-        conns: &mut Slab<Conn>,
+        conns: &mut Slab<Socket>,
         flush_list: &mut Vec<usize>,
         stats: &mut ServerStats,
         now: Instant,
@@ -108,7 +108,7 @@ impl BufferBudget {
                 (CloseCode::MESSAGE_TOO_BIG, TOO_MUCH_INPUT)
             };
             conn.inbuf = InBuffer::default();
-            conn.decoder = Decoder::default();
+            conn.proto.discard_decoder();
             let action = if conn.budget_shed || !conn.proto.opened() {
                 conn.proto.consume_output(output);
                 conn.proto.abort(now);

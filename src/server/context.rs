@@ -10,22 +10,14 @@ use mio::Registry;
 use slab::Slab;
 
 use super::budget::BufferBudget;
-use super::conn::Conn;
-use super::gather::{GATHER_MIN, Gather};
+use super::gather::Gather;
+use super::socket::Socket;
 use super::sources::{SourceId, Sources, Watch};
 use super::stats::ServerStats;
+use super::write::{self, Route};
 use crate::handler::ConnectionId;
 use crate::proto::deflate::DeflaterPool;
 use crate::proto::{CloseCode, EncodedHeader, Message, Phase, SendError};
-
-/// Payloads at least this large are written straight to an idle socket.
-const DIRECT_WRITE: usize = 32 * 1024;
-
-/// The same for a send to the connection whose read ended with the message
-/// being handled: no later message of that read can share its write, so
-/// copying it into the output buffer only to write it alone would be
-/// wasted work.
-const LONE_DIRECT_WRITE: usize = 8 * 1024;
 
 /// The compression buffer keeps at most this much capacity between sends.
 const KEEP_COMPRESSED_CAPACITY: usize = 1024 * 1024;
@@ -38,7 +30,7 @@ type SharedCompression = (u8, Option<(EncodedHeader, Vec<u8>)>);
 /// The connection `id` names, if it still exists (same slot, same
 /// generation). A free function so callers can borrow other parts of the
 /// context alongside it.
-fn conn_mut(conns: &mut Slab<Conn>, id: ConnectionId) -> Option<&mut Conn> {
+fn conn_mut(conns: &mut Slab<Socket>, id: ConnectionId) -> Option<&mut Socket> {
     conns
         .get_mut(id.index as usize)
         .filter(|conn| conn.id.generation == id.generation)
@@ -87,9 +79,9 @@ pub(crate) struct HeldMessage {
 /// loop after the current batch of events, one write per connection; a
 /// large message with nothing queued ahead goes straight to the socket,
 /// and an echo of 4 KiB or more to the connection whose read is being
-/// processed is written from that read (see `gather`).
+/// processed is written from that read: `write` decides which.
 pub struct Context<'a> {
-    pub(crate) conns: &'a mut Slab<Conn>,
+    pub(crate) conns: &'a mut Slab<Socket>,
     pub(crate) flush_list: &'a mut Vec<usize>,
     pub(crate) stats: &'a mut ServerStats,
     pub(crate) outbound: &'a mut Outbound,
@@ -97,8 +89,8 @@ pub struct Context<'a> {
     pub(crate) tls: bool,
     pub(crate) now: Instant,
     /// The connection whose read ended with the message being handled:
-    /// sends to it are written at once from [`LONE_DIRECT_WRITE`] rather
-    /// than [`DIRECT_WRITE`].
+    /// sends to it are written at once from [`write::LONE_DIRECT_WRITE`] rather
+    /// than [`write::DIRECT_WRITE`].
     pub(crate) lone: Option<usize>,
     /// Frames written from the read being processed instead of copied.
     pub(crate) gather: &'a mut Gather,
@@ -303,15 +295,13 @@ impl<'a> Context<'a> {
     ) -> Result<(), SendError> {
         let mut out = std::mem::take(&mut self.outbound.compressed);
         let pool = &mut self.outbound.pool;
-        let compressed = conn_mut(self.conns, to).is_some_and(|conn| {
+        let compressed = conn_mut(self.conns, to).and_then(|conn| {
             conn.proto
-                .compress(message.as_bytes(), &mut out, Some(pool))
+                .compress(message.opcode(), message.as_bytes(), &mut out, Some(pool))
         });
-        let result = if compressed {
-            let header = EncodedHeader::new(true, 0b100, message.opcode(), out.len());
-            self.send_encoded(to, &header, &out)
-        } else {
-            self.send_encoded(to, plain, message.as_bytes())
+        let result = match compressed {
+            Some(header) => self.send_encoded(to, &header, &out),
+            None => self.send_encoded(to, plain, message.as_bytes()),
         };
         if out.capacity() > KEEP_COMPRESSED_CAPACITY {
             out = Vec::new();
@@ -330,64 +320,44 @@ impl<'a> Context<'a> {
         self.send(to, Message::Binary(bytes))
     }
 
+    /// Sends one encoded frame to `to` the way `write` decides, and keeps
+    /// the counters, the flush list and the buffer budget up to date.
     fn send_encoded(
         &mut self,
         to: ConnectionId,
         header: &EncodedHeader,
         payload: &[u8],
     ) -> Result<(), SendError> {
-        let now = self.now;
         let Some(conn) = conn_mut(self.conns, to) else {
             return Err(SendError::NotOpen);
         };
         let slot = to.index as usize;
-        if self.gather.records_for(slot)
-            && payload.len() >= GATHER_MIN
-            && conn.proto.can_write_directly()
-            && !conn.write_failed
-            && self.gather.record(header, payload)
-        {
-            // Written from the read it lies in once the read is processed.
-            self.stats.messages_out += 1;
-            self.stats.bytes_out += payload.len() as u64;
-            return Ok(());
-        }
-        let direct_write = if self.lone == Some(slot) {
-            LONE_DIRECT_WRITE
-        } else {
-            DIRECT_WRITE
-        };
-        if payload.len() >= direct_write
-            && !self.gather.holds_frames_for(slot)
-            && conn.tls.is_none()
-            && conn.proto.can_write_directly()
-            && !conn.write_failed
-        {
-            // A large frame with nothing queued ahead goes to the socket at
-            // once, from where it lies: no copy into the output buffer.
-            let written = conn.write_direct(header.as_bytes(), payload);
-            conn.proto
-                .send_encoded_after_direct_write(header, payload, written);
-            self.stats.messages_out += 1;
-            self.stats.bytes_out += payload.len() as u64;
-            if conn.has_unsent_output() || conn.write_failed {
-                self.queue_flush(to);
-                self.account(to);
-            }
-            return Ok(());
-        }
-        let result = conn.proto.send_encoded(header, payload, now);
+        let lone = self.lone == Some(slot);
+        let (route, result) =
+            write::send_frame(conn, slot, header, payload, self.gather, lone, self.now);
         if result.is_ok() {
             self.stats.messages_out += 1;
             self.stats.bytes_out += payload.len() as u64;
         }
-        if let Err(SendError::Backlogged) = result {
-            log::warn!("{to} ({}): not reading; closing with 1008", conn.peer);
+        match route {
+            // Written from the read it lies in once the read is processed.
+            Route::Gathered => {}
+            Route::Direct => {
+                if conn.has_unsent_output() || conn.write_failed {
+                    self.queue_flush(to);
+                    self.account(to);
+                }
+            }
+            Route::Queued => {
+                if let Err(SendError::Backlogged) = result {
+                    log::warn!("{to} ({}): not reading; closing with 1008", conn.peer);
+                }
+                if conn.has_unsent_output() {
+                    self.queue_flush(to);
+                }
+                self.account(to);
+            }
         }
-        if conn.has_unsent_output() {
-            self.queue_flush(to);
-        }
-        self.account(to);
         result
     }
 
@@ -421,14 +391,16 @@ impl<'a> Context<'a> {
                 // rest of the same window size.
                 let mut out = Vec::new();
                 let pool = &mut self.outbound.pool;
-                let compressed = conn_mut(self.conns, id).is_some_and(|conn| {
-                    conn.proto
-                        .compress(message.as_bytes(), &mut out, Some(pool))
-                });
-                let frame = compressed.then(|| {
-                    let header = EncodedHeader::new(true, 0b100, message.opcode(), out.len());
-                    (header, out)
-                });
+                let frame = conn_mut(self.conns, id)
+                    .and_then(|conn| {
+                        conn.proto.compress(
+                            message.opcode(),
+                            message.as_bytes(),
+                            &mut out,
+                            Some(pool),
+                        )
+                    })
+                    .map(|header| (header, out));
                 shared = Some((bits, frame));
             }
             let result = match shared.as_ref().and_then(|(_, frame)| frame.as_ref()) {

@@ -4,16 +4,20 @@
 mod addresses;
 mod budget;
 mod config;
-mod conn;
 mod context;
+mod dispatch;
 mod event_loop;
 mod gather;
 mod peer_progress;
+mod read;
 mod shutdown;
+mod socket;
 mod sources;
 mod stats;
 mod timers;
 pub mod tls;
+mod upgrade;
+mod write;
 
 pub use config::ServerConfig;
 pub use context::Context;

@@ -90,6 +90,29 @@ pub(crate) enum FirstByte {
     Closed,
 }
 
+/// A socket's TLS state, on a TLS listener: the session and the two
+/// facts the driver tracks about it.
+#[derive(Debug)]
+pub(crate) struct TlsState {
+    pub session: ServerConnection,
+    /// The first byte was checked to be a TLS handshake record.
+    pub checked: bool,
+    /// close_notify was queued after the last bytes of a closed
+    /// connection.
+    pub close_notify_sent: bool,
+}
+
+impl TlsState {
+    /// A session not yet started.
+    pub fn new(session: ServerConnection) -> TlsState {
+        TlsState {
+            session,
+            checked: false,
+            close_notify_sent: false,
+        }
+    }
+}
+
 /// Peeks at the first byte without consuming it, so a plain-HTTP client
 /// can be told (in plain HTTP) that this port speaks TLS.
 pub(crate) fn peek_first_byte(socket: &mio::net::TcpStream) -> io::Result<FirstByte> {

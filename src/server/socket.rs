@@ -1,26 +1,24 @@
-//! The driver's record of one accepted socket: the socket, its protocol
+//! The driver's record of one accepted socket: the TCP stream, its protocol
 //! state, its receive buffer and the I/O flags the loop needs.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use super::peer_progress;
-use super::tls::{self, FirstByte};
+use super::tls::{self, FirstByte, TlsState};
 use crate::handler::ConnectionId;
-use crate::proto::{Connection, Decoder, InBuffer, Limits, Phase};
+use crate::proto::{Connection, InBuffer, Limits};
 
 /// One accepted socket.
 #[derive(Debug)]
-pub(crate) struct Conn {
-    pub socket: TcpStream,
+pub(crate) struct Socket {
+    pub stream: TcpStream,
     pub peer: SocketAddr,
     pub id: ConnectionId,
     pub proto: Connection,
     pub inbuf: InBuffer,
-    pub decoder: Decoder,
     /// WRITABLE is registered (only while output is pending).
     pub writable_interest: bool,
     /// Reading stopped because too much output is queued.
@@ -49,19 +47,15 @@ pub(crate) struct Conn {
     /// A write failed (peer reset): the next flush removes the connection.
     pub write_failed: bool,
     /// TLS state, on a TLS listener.
-    pub tls: Option<Box<rustls::ServerConnection>>,
-    /// The first byte was checked to be a TLS handshake record.
-    pub tls_checked: bool,
+    pub tls: Option<Box<TlsState>>,
     /// A client spoke something other than TLS to the TLS port: it gets a
     /// plain-text HTTP refusal (TLS state dropped) and is closed.
     pub plaintext_on_tls_port: bool,
-    /// close_notify was queued after the last bytes of a closed connection.
-    pub close_notify_sent: bool,
     /// What the peer had taken when the outstanding keepalive ping was
     /// queued, if the system tells.
     pub progress_at_ping: Option<PingProgress>,
     /// This connection's share of the server's buffered bytes, as last
-    /// reported to the budget (see [`Conn::held_bytes`]).
+    /// reported to the budget (see [`Socket::held_bytes`]).
     pub accounted: usize,
     /// Closed for the buffer budget already: if it still holds too much,
     /// it is dropped next time.
@@ -74,15 +68,10 @@ pub(crate) struct Conn {
     pub inflate_queued: bool,
     /// The rest of a shared HTTP response body (a cached file) and how
     /// much of it was queued: moved to the output buffer a slice at a
-    /// time as the peer takes it (see [`Conn::write_pending`]). Boxed:
-    /// a rare state should not grow every connection's record.
-    pub body_tail: Option<Box<(Arc<[u8]>, usize)>>,
+    /// time as the peer takes it (see `write::write_queued`). Boxed: a
+    /// rare state should not grow every connection's record.
+    pub body_tail: Option<Box<(std::sync::Arc<[u8]>, usize)>>,
 }
-
-/// A shared response body is moved into the output buffer this much at a
-/// time, when less than this is pending: a connection streaming a large
-/// file holds about this much of it, not all of it.
-const BODY_SLICE: usize = 256 * 1024;
 
 /// The peer's acknowledged-bytes counter (see
 /// [`peer_progress::bytes_acknowledged`]) at a keepalive ping, and the
@@ -97,22 +86,21 @@ pub(crate) struct PingProgress {
 /// output queued beyond this was ahead of the ping.
 const PING_ON_THE_WIRE: u64 = 64;
 
-impl Conn {
+impl Socket {
     pub fn new(
         socket: TcpStream,
         peer: SocketAddr,
         id: ConnectionId,
         limits: &Limits,
-        tls: Option<Box<rustls::ServerConnection>>,
+        tls: Option<Box<TlsState>>,
         now: Instant,
-    ) -> Conn {
-        Conn {
-            socket,
+    ) -> Socket {
+        Socket {
+            stream: socket,
             peer,
             id,
             proto: Connection::new(limits, now),
             inbuf: InBuffer::default(),
-            decoder: Decoder::new(limits),
             writable_interest: false,
             read_paused: false,
             read_closed: false,
@@ -124,15 +112,13 @@ impl Conn {
             timer_at: None,
             write_failed: false,
             tls,
-            tls_checked: false,
             plaintext_on_tls_port: false,
-            close_notify_sent: false,
             progress_at_ping: None,
             accounted: 0,
-            body_tail: None,
             budget_shed: false,
             in_handshake: true,
             inflate_queued: false,
+            body_tail: None,
         }
     }
 
@@ -142,7 +128,7 @@ impl Conn {
     /// Bytes held, not capacity: what the peer makes the server keep.
     #[inline]
     pub fn held_bytes(&self) -> usize {
-        self.proto.pending_output_len() + self.inbuf.len() + self.decoder.partial_message_len()
+        self.proto.pending_output_len() + self.inbuf.len() + self.proto.partial_message_len()
     }
 
     /// Puts this connection, in `slot`, on the loop's list to flush, once.
@@ -160,9 +146,9 @@ impl Conn {
         // The queue is read first: an acknowledgment landing between the
         // two reads then makes the queue look longer, never shorter.
         let queued = self.proto.pending_output_len() as u64
-            + peer_progress::bytes_unacknowledged(&self.socket);
+            + peer_progress::bytes_unacknowledged(&self.stream);
         self.progress_at_ping =
-            peer_progress::bytes_acknowledged(&self.socket).map(|acknowledged| PingProgress {
+            peer_progress::bytes_acknowledged(&self.stream).map(|acknowledged| PingProgress {
                 acknowledged,
                 queued,
             });
@@ -179,7 +165,7 @@ impl Conn {
     pub fn took_output_since_ping(&self) -> bool {
         let (Some(at_ping), Some(now)) = (
             self.progress_at_ping,
-            peer_progress::bytes_acknowledged(&self.socket),
+            peer_progress::bytes_acknowledged(&self.stream),
         ) else {
             return false;
         };
@@ -190,14 +176,14 @@ impl Conn {
     /// end of the stream; on TLS, `InvalidData` is a TLS failure, or plain
     /// text on the TLS port when `plaintext_on_tls_port` is set.
     pub fn read_into(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let Some(session) = self.tls.as_mut() else {
-            return std::io::Read::read(&mut self.socket, buf);
+        let Some(state) = self.tls.as_mut() else {
+            return std::io::Read::read(&mut self.stream, buf);
         };
-        if !self.tls_checked {
-            match tls::peek_first_byte(&self.socket)? {
+        if !state.checked {
+            match tls::peek_first_byte(&self.stream)? {
                 FirstByte::NotYet => return Err(std::io::ErrorKind::WouldBlock.into()),
                 FirstByte::Closed => return Ok(0),
-                FirstByte::Tls => self.tls_checked = true,
+                FirstByte::Tls => state.checked = true,
                 FirstByte::NotTls => {
                     self.plaintext_on_tls_port = true;
                     self.tls = None;
@@ -205,7 +191,7 @@ impl Conn {
                 }
             }
         }
-        tls::read_plaintext(session, &mut self.socket, buf)
+        tls::read_plaintext(&mut state.session, &mut self.stream, buf)
     }
 
     /// Whether anything waits to go out: queued frames, or TLS records
@@ -213,128 +199,10 @@ impl Conn {
     pub fn has_unsent_output(&self) -> bool {
         self.proto.pending_output_len() > 0
             || self.body_tail.is_some()
-            || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
-    }
-
-    /// Writes `header` then `payload` with one vectored write, as far as the
-    /// socket takes them; returns the bytes written. A failure is recorded
-    /// in `write_failed`.
-    pub fn write_direct(&mut self, header: &[u8], payload: &[u8]) -> usize {
-        let total = header.len() + payload.len();
-        let mut written = 0;
-        while written < total {
-            let (head_rest, body_rest) = if written < header.len() {
-                (&header[written..], payload)
-            } else {
-                (&header[..0], &payload[written - header.len()..])
-            };
-            let parts = [
-                std::io::IoSlice::new(head_rest),
-                std::io::IoSlice::new(body_rest),
-            ];
-            match std::io::Write::write_vectored(&mut self.socket, &parts) {
-                Ok(0) => {
-                    self.write_failed = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    log::debug!("{} {}: write error: {error}", self.id, self.peer);
-                    self.write_failed = true;
-                    break;
-                }
-            }
-        }
-        written
-    }
-
-    /// Writes queued output until the socket would block. A failure is
-    /// recorded in `write_failed` (the caller decides when to drop the
-    /// connection, never in the middle of handling its input).
-    pub fn write_pending(&mut self) {
-        if self.tls.is_some() {
-            // A body slice taken whole by the session makes room for the
-            // next; anything left pending means the socket is full.
-            loop {
-                self.top_up_body();
-                self.write_pending_tls();
-                if self.write_failed
-                    || self.body_tail.is_none()
-                    || self.proto.pending_output_len() > 0
-                {
-                    return;
-                }
-            }
-        }
-        while !self.write_failed && {
-            self.top_up_body();
-            self.proto.pending_output_len() > 0
-        } {
-            match std::io::Write::write(&mut self.socket, self.proto.pending_output()) {
-                Ok(0) => self.write_failed = true,
-                Ok(n) => self.proto.consume_output(n),
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    log::debug!("{} {}: write error: {error}", self.id, self.peer);
-                    self.write_failed = true;
-                }
-            }
-        }
-    }
-}
-
-impl Conn {
-    /// Moves the next slice of a shared response body into the output
-    /// buffer when little is pending.
-    fn top_up_body(&mut self) {
-        let Some(tail) = self.body_tail.as_mut() else {
-            return;
-        };
-        let (body, queued) = &mut **tail;
-        if self.proto.pending_output_len() >= BODY_SLICE / 4 {
-            return;
-        }
-        let end = queued.saturating_add(BODY_SLICE).min(body.len());
-        self.proto.queue_response_body(&body[*queued..end]);
-        *queued = end;
-        if end == body.len() {
-            self.body_tail = None;
-        }
-    }
-
-    /// [`Conn::write_pending`] through TLS; a closed connection's last
-    /// bytes are followed by close_notify.
-    fn write_pending_tls(&mut self) {
-        let Some(session) = self.tls.as_mut() else {
-            return;
-        };
-        if self.proto.phase() == Phase::Closed
-            && self.proto.pending_output_len() == 0
-            && self.body_tail.is_none()
-            && !self.close_notify_sent
-        {
-            session.send_close_notify();
-            self.close_notify_sent = true;
-        }
-        match tls::write_tls(session, &mut self.socket, self.proto.pending_output()) {
-            Ok(taken) => {
-                self.proto.consume_output(taken);
-                if self.proto.phase() == Phase::Closed
-                    && self.proto.pending_output_len() == 0
-                    && self.body_tail.is_none()
-                    && !self.close_notify_sent
-                {
-                    self.write_pending_tls();
-                }
-            }
-            Err(error) => {
-                log::debug!("{} {}: TLS write error: {error}", self.id, self.peer);
-                self.write_failed = true;
-            }
-        }
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.session.wants_write())
     }
 }
 
@@ -348,8 +216,8 @@ mod tests {
     /// body, one pointer.)
     #[test]
     fn an_idle_connection_record_stays_small() {
-        let size = std::mem::size_of::<Conn>();
-        println!("size_of::<Conn>() = {size}");
-        assert!(size <= 520, "Conn grew to {size} bytes");
+        let size = std::mem::size_of::<Socket>();
+        println!("size_of::<Socket>() = {size}");
+        assert!(size <= 520, "Socket grew to {size} bytes");
     }
 }
