@@ -13,6 +13,7 @@
 //! The package has its own `[workspace]` so none of this reaches wsloop's
 //! dependency tree or what `cargo test` builds at the repository root.
 
+mod cpu;
 mod deflate;
 mod handshake;
 mod idle;
