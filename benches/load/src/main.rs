@@ -13,8 +13,11 @@
 //! The package has its own `[workspace]` so none of this reaches wsloop's
 //! dependency tree or what `cargo test` builds at the repository root.
 
+mod broadcast_peers;
 mod cpu;
 mod deflate;
+mod fanout;
+mod fanout_run;
 mod handshake;
 mod idle;
 mod load;
@@ -57,8 +60,20 @@ enum Command {
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+    /// Run one of the peer broadcast servers (every message to every other
+    /// connection; single-threaded tokio runtime).
+    ServeBroadcast {
+        /// Which peer implementation to serve.
+        #[arg(value_enum)]
+        peer: peers::Peer,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+    },
     /// Single-threaded mio load generator; prints one JSON line.
     Load(load::LoadConfig),
+    /// Broadcast fan-out load: one publisher, N subscribers; prints one JSON line.
+    Fanout(fanout::FanoutConfig),
     /// Open many idle WebSocket connections and hold them.
     Idle {
         /// Echo server address.
@@ -71,6 +86,8 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         hold_seconds: f64,
     },
+    /// Run the broadcast fan-out comparison; writes fanout.json and fanout.md.
+    FanoutRun(fanout_run::FanoutRunOptions),
     /// Run the whole comparison and write results.json, results.md and the SVG chart.
     Run(orchestrate::RunOptions),
     /// Rewrite results.md and the SVG chart from an earlier run's results.json.
@@ -96,6 +113,12 @@ fn main() -> ExitCode {
                 tls.as_ref().map(|(cert, key)| (&**cert, &**key)),
             )
         }
+        Command::ServeBroadcast { peer, listen } => broadcast_peers::serve(peer, listen),
+        Command::Fanout(config) => fanout::run(&config).and_then(|report| {
+            let line = serde_json::to_string(&report).map_err(std::io::Error::other)?;
+            println!("{line}");
+            Ok(())
+        }),
         Command::Load(config) => load::run(&config).and_then(|report| {
             let line = serde_json::to_string(&report).map_err(std::io::Error::other)?;
             println!("{line}");
@@ -107,6 +130,7 @@ fn main() -> ExitCode {
             hold_seconds,
         } => idle::run(addr, connections, hold_seconds),
         Command::Run(options) => orchestrate::run(options),
+        Command::FanoutRun(options) => fanout_run::run(options),
         Command::Render { dir } => report::render_again(&dir),
     };
     match result {

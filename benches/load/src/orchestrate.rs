@@ -45,7 +45,8 @@ use crate::report::{
 use crate::sys::{self, ChildGuard};
 
 /// Raise the server's fd limit (as root the hard one too), then exec it.
-const SERVER_SHELL: &str = r#"ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@""#;
+pub(crate) const SERVER_SHELL: &str =
+    r#"ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@""#;
 
 /// Command-line options of `run`.
 #[derive(Debug, clap::Args)]
