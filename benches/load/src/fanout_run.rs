@@ -226,8 +226,8 @@ pub fn run(options: FanoutRunOptions) -> io::Result<()> {
         let mut failures: Vec<Vec<String>> = vec![Vec::new(); FANOUT_SERVERS.len()];
         for round in 0..repeat {
             for (index, server) in FANOUT_SERVERS.iter().enumerate() {
-                let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let addr = free_addr()?;
+                let port = addr.port();
                 let listen = addr.to_string();
                 let port_text = port.to_string();
                 let (program, args): (&Path, Vec<&str>) = match index {
@@ -319,31 +319,7 @@ fn measure(
     seconds: f64,
     warmup: f64,
 ) -> io::Result<FanoutReport> {
-    let log = File::options().create(true).append(true).open(log)?;
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(SERVER_SHELL)
-        .arg("sh")
-        .args(["taskset", "-c", &options.server_cpu])
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let mut server = ChildGuard::new(child);
-    let dial = Dial {
-        addr,
-        tls: None,
-        deflate: false,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while handshake::open_all(&dial, 1, 1, |_| {}).is_err() {
-        if Instant::now() > deadline || server.child().try_wait()?.is_some() {
-            return Err(io::Error::other("server did not come up"));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    let mut server = start_server(program, args, addr, log, &options.server_cpu)?;
     let mut command = Command::new("taskset");
     command
         .args(["-c", &options.client_cpu])
@@ -381,8 +357,55 @@ fn measure(
     serde_json::from_slice(&output.stdout).map_err(io::Error::other)
 }
 
+/// Starts `program args` pinned to `cpu` with a raised fd limit, its output
+/// appended to `log`, and waits (up to 10 s) until it completes a
+/// WebSocket handshake on `addr`.
+pub(crate) fn start_server(
+    program: &Path,
+    args: &[&str],
+    addr: SocketAddr,
+    log: &Path,
+    cpu: &str,
+) -> io::Result<ChildGuard> {
+    let log = File::options().create(true).append(true).open(log)?;
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(SERVER_SHELL)
+        .arg("sh")
+        .args(["taskset", "-c", cpu])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let mut server = ChildGuard::new(child);
+    let dial = Dial {
+        addr,
+        tls: None,
+        deflate: false,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handshake::open_all(&dial, 1, 1, |_| {}).is_err() {
+        if Instant::now() > deadline || server.child().try_wait()?.is_some() {
+            return Err(io::Error::other(format!(
+                "{} did not come up",
+                program.display()
+            )));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(server)
+}
+
+/// A loopback address with a port nobody listens on right now.
+pub(crate) fn free_addr() -> io::Result<SocketAddr> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
 /// `/proc/loadavg`'s first three figures.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|text| {
             text.split_whitespace()

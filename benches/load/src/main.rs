@@ -14,6 +14,7 @@
 //! dependency tree or what `cargo test` builds at the repository root.
 
 mod broadcast_peers;
+mod compression_run;
 mod cpu;
 mod deflate;
 mod fanout;
@@ -86,6 +87,8 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         hold_seconds: f64,
     },
+    /// Run the permessage-deflate cells against Node ws; writes compression.json and .md.
+    CompressionRun(compression_run::CompressionRunOptions),
     /// Run the broadcast fan-out comparison; writes fanout.json and fanout.md.
     FanoutRun(fanout_run::FanoutRunOptions),
     /// Run the whole comparison and write results.json, results.md and the SVG chart.
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         } => idle::run(addr, connections, hold_seconds),
         Command::Run(options) => orchestrate::run(options),
         Command::FanoutRun(options) => fanout_run::run(options),
+        Command::CompressionRun(options) => compression_run::run(options),
         Command::Render { dir } => report::render_again(&dir),
     };
     match result {
