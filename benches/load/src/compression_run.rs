@@ -155,7 +155,7 @@ pub fn run(options: CompressionRunOptions) -> io::Result<()> {
                     options.repeat
                 );
                 let log = logs.join(format!("compression-{}.log", server.replace(' ', "-")));
-                let result = start_server(program, &args, addr, &log, &options.server_cpu)
+                let result = start_server(program, &args, (addr, "/"), &log, &options.server_cpu)
                     .and_then(|server| {
                         let output = Command::new("taskset")
                             .args(["-c", &options.client_cpu])

@@ -302,6 +302,7 @@ pub fn run(config: &FanoutConfig) -> io::Result<FanoutReport> {
         addr: config.addr,
         tls: None,
         deflate: false,
+        path: "/",
     };
     let mut opened = handshake::open_all(&dial, config.subscribers + 1, 100, |_| {})?;
     let poll = Poll::new()?;
@@ -499,26 +500,28 @@ pub fn run(config: &FanoutConfig) -> io::Result<FanoutReport> {
 
 /// Counters at the window's start.
 #[derive(Clone, Copy)]
-struct Mark {
+pub(crate) struct Mark {
     server_pid: Option<u32>,
     server: Option<(u64, u64)>,
     client: (Duration, Duration),
     machine: Option<(u64, u64)>,
 }
 
-/// What the window cost.
+/// What the window cost; the per-item figures divide by the count given
+/// to [`Mark::since`].
 #[derive(Clone, Copy)]
-struct Measured {
-    server_cpu_percent: Option<f64>,
-    server_user_percent: Option<f64>,
-    user_us: Option<f64>,
-    system_us: Option<f64>,
-    client_cpu_percent: f64,
-    steal_percent: Option<f64>,
+pub(crate) struct Measured {
+    pub server_cpu_percent: Option<f64>,
+    pub server_user_percent: Option<f64>,
+    pub user_us: Option<f64>,
+    pub system_us: Option<f64>,
+    pub client_cpu_percent: f64,
+    pub steal_percent: Option<f64>,
 }
 
 impl Mark {
-    fn take(server_pid: Option<u32>) -> Mark {
+    /// Takes the counters now.
+    pub(crate) fn take(server_pid: Option<u32>) -> Mark {
         Mark {
             server_pid,
             server: server_pid.and_then(|pid| sys::process_cpu_ticks_split(pid).ok()),
@@ -527,7 +530,8 @@ impl Mark {
         }
     }
 
-    fn since(self, seconds: f64, deliveries: u64) -> Measured {
+    /// What the `seconds` since the mark cost, per each of `deliveries`.
+    pub(crate) fn since(self, seconds: f64, deliveries: u64) -> Measured {
         let tick = 1.0 / sys::clock_ticks_per_second();
         let server = self.server.zip(
             self.server_pid

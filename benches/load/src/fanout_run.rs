@@ -319,7 +319,7 @@ fn measure(
     seconds: f64,
     warmup: f64,
 ) -> io::Result<FanoutReport> {
-    let mut server = start_server(program, args, addr, log, &options.server_cpu)?;
+    let mut server = start_server(program, args, (addr, "/"), log, &options.server_cpu)?;
     let mut command = Command::new("taskset");
     command
         .args(["-c", &options.client_cpu])
@@ -359,11 +359,11 @@ fn measure(
 
 /// Starts `program args` pinned to `cpu` with a raised fd limit, its output
 /// appended to `log`, and waits (up to 10 s) until it completes a
-/// WebSocket handshake on `addr`.
+/// WebSocket handshake on `addr` at `path`.
 pub(crate) fn start_server(
     program: &Path,
     args: &[&str],
-    addr: SocketAddr,
+    (addr, path): (SocketAddr, &'static str),
     log: &Path,
     cpu: &str,
 ) -> io::Result<ChildGuard> {
@@ -384,6 +384,7 @@ pub(crate) fn start_server(
         addr,
         tls: None,
         deflate: false,
+        path,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while handshake::open_all(&dial, 1, 1, |_| {}).is_err() {

@@ -283,6 +283,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
             (false, _) => None,
         },
         deflate: config.deflate,
+        path: "/",
     };
     let opened = handshake::open_all(&dial, config.connections, CONNECT_BATCH, |_| {})?;
     let tls_suite = opened

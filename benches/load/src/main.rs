@@ -22,6 +22,8 @@ mod fanout_run;
 mod handshake;
 mod idle;
 mod load;
+mod notebook_load;
+mod notebook_run;
 mod orchestrate;
 mod peers;
 mod report;
@@ -73,6 +75,9 @@ enum Command {
     },
     /// Single-threaded mio load generator; prints one JSON line.
     Load(load::LoadConfig),
+    /// The notebook under load: C clients editing and running paragraphs of K
+    /// notes, and a bystander timing pings; prints one JSON line.
+    NotebookLoad(notebook_load::NotebookLoadConfig),
     /// Broadcast fan-out load: one publisher, N subscribers; prints one JSON line.
     Fanout(fanout::FanoutConfig),
     /// Open many idle WebSocket connections and hold them.
@@ -89,6 +94,8 @@ enum Command {
     },
     /// Run the permessage-deflate cells against Node ws; writes compression.json and .md.
     CompressionRun(compression_run::CompressionRunOptions),
+    /// Run the notebook under load (10, 100, 1,000 clients); writes notebook.json and .md.
+    NotebookRun(notebook_run::NotebookRunOptions),
     /// Run the broadcast fan-out comparison; writes fanout.json and fanout.md.
     FanoutRun(fanout_run::FanoutRunOptions),
     /// Run the whole comparison and write results.json, results.md and the SVG chart.
@@ -117,6 +124,11 @@ fn main() -> ExitCode {
             )
         }
         Command::ServeBroadcast { peer, listen } => broadcast_peers::serve(peer, listen),
+        Command::NotebookLoad(config) => notebook_load::run(&config).and_then(|report| {
+            let line = serde_json::to_string(&report).map_err(std::io::Error::other)?;
+            println!("{line}");
+            Ok(())
+        }),
         Command::Fanout(config) => fanout::run(&config).and_then(|report| {
             let line = serde_json::to_string(&report).map_err(std::io::Error::other)?;
             println!("{line}");
@@ -134,6 +146,7 @@ fn main() -> ExitCode {
         } => idle::run(addr, connections, hold_seconds),
         Command::Run(options) => orchestrate::run(options),
         Command::FanoutRun(options) => fanout_run::run(options),
+        Command::NotebookRun(options) => notebook_run::run(options),
         Command::CompressionRun(options) => compression_run::run(options),
         Command::Render { dir } => report::render_again(&dir),
     };

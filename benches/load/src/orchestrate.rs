@@ -276,6 +276,7 @@ impl ServerProcess {
             addr,
             tls: (variant == Variant::Tls).then(|| context.tls_client.clone()),
             deflate: variant == Variant::Deflate,
+            path: "/",
         };
         let log_path = context.logs.join(variant.log_name(server));
         let log = File::options().create(true).append(true).open(&log_path)?;
