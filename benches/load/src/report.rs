@@ -1063,7 +1063,20 @@ pub fn svg(results: &Results, path: &Path, chart_spec: &Chart) -> Result<(), Box
                     .filter_map(move |server| value(server, group))
             })
             .collect();
-        let low = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        // The axis reaches down to the smallest part drawn inside a bar too.
+        let parts = chart_spec.part.into_iter().flat_map(|part| {
+            results
+                .cells
+                .iter()
+                .filter(|cell| cell.payload == payload)
+                .filter_map(part)
+                .filter(|value| *value > 0.0)
+        });
+        let low = rates
+            .iter()
+            .copied()
+            .chain(parts)
+            .fold(f64::INFINITY, f64::min);
         let high = rates.iter().copied().fold(0.0, f64::max);
         let (y_min, y_max) = if rates.is_empty() {
             (1.0, 10.0)
