@@ -565,3 +565,45 @@ impl Mark {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server frame (unmasked, binary) carrying `seq` and `sent` and
+    /// `filler` more bytes.
+    fn frame(seq: u64, sent: u64, filler: usize) -> Vec<u8> {
+        let len = STAMP + filler;
+        let mut out = vec![0x80 | OP_BINARY];
+        if len < 126 {
+            out.push(len as u8);
+        } else {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&sent.to_le_bytes());
+        out.extend(std::iter::repeat_n(0xAB, filler));
+        out
+    }
+
+    #[test]
+    fn stamps_are_read_from_deliveries_split_anywhere() {
+        let mut wire = frame(1, 100, 84);
+        wire.extend(frame(2, 200, 4080));
+        wire.extend(frame(3, 300, 0));
+        for cut in 0..wire.len() {
+            let mut frames = Frames::new();
+            let mut seen = Vec::new();
+            for part in [&wire[..cut], &wire[cut..]] {
+                frames.parse(part, |delivery| seen.push(delivery)).unwrap();
+            }
+            assert_eq!(seen, [(1, 100), (2, 200), (3, 300)], "cut at {cut}");
+        }
+        let mut text = frame(1, 1, 0);
+        text[0] = 0x81;
+        assert!(Frames::new().parse(&text, |_| {}).is_err());
+        let short = [0x82, 4, 0, 0, 0, 0];
+        assert!(Frames::new().parse(&short, |_| {}).is_err());
+    }
+}
