@@ -52,6 +52,8 @@ pub struct Dial {
     pub tls: Option<Arc<ClientConfig>>,
     /// Offer permessage-deflate and fail unless the server agrees.
     pub deflate: bool,
+    /// Request target of the upgrade (`/ws` for the notebook).
+    pub path: &'static str,
 }
 
 impl Dial {
@@ -61,6 +63,7 @@ impl Dial {
             addr,
             tls: None,
             deflate: false,
+            path: "/",
         }
     }
 }
@@ -122,8 +125,9 @@ pub fn open_all(
     } else {
         String::new()
     };
+    let path = dial.path;
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
     );
     let server_name = ServerName::try_from(TLS_SERVER_NAME).map_err(io::Error::other)?;

@@ -283,6 +283,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
             (false, _) => None,
         },
         deflate: config.deflate,
+        path: "/",
     };
     let opened = handshake::open_all(&dial, config.connections, CONNECT_BATCH, |_| {})?;
     let tls_suite = opened
@@ -482,7 +483,7 @@ pub fn run(config: &LoadConfig) -> io::Result<LoadReport> {
 }
 
 /// The `p` quantile of sorted `samples` (nanoseconds), in microseconds.
-fn percentile_us(samples: &[u64], p: f64) -> Option<f64> {
+pub(crate) fn percentile_us(samples: &[u64], p: f64) -> Option<f64> {
     if samples.is_empty() {
         return None;
     }

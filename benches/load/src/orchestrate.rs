@@ -45,7 +45,8 @@ use crate::report::{
 use crate::sys::{self, ChildGuard};
 
 /// Raise the server's fd limit (as root the hard one too), then exec it.
-const SERVER_SHELL: &str = r#"ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@""#;
+pub(crate) const SERVER_SHELL: &str =
+    r#"ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@""#;
 
 /// Command-line options of `run`.
 #[derive(Debug, clap::Args)]
@@ -275,6 +276,7 @@ impl ServerProcess {
             addr,
             tls: (variant == Variant::Tls).then(|| context.tls_client.clone()),
             deflate: variant == Variant::Deflate,
+            path: "/",
         };
         let log_path = context.logs.join(variant.log_name(server));
         let log = File::options().create(true).append(true).open(&log_path)?;

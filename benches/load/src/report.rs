@@ -13,6 +13,7 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::CpuPerMessage;
 use crate::load::LoadReport;
 use crate::orchestrate::{
     EXTRA_REPEATS, EXTRA_REPEATS_FROM, NOISY_SPREAD_PERCENT, STEAL_RETAKE_PERCENT, STEAL_RETAKES,
@@ -151,6 +152,10 @@ pub struct CellResult {
     pub tcp_drops: Option<f64>,
     /// Errors summed over the runs.
     pub errors: u64,
+    /// Server CPU time per echoed message, user and system apart (absent
+    /// from files written before it; `render` fills it in from the runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_per_message: Option<CpuPerMessage>,
     pub runs: Vec<LoadReport>,
 }
 
@@ -179,6 +184,7 @@ impl CellResult {
                     .filter_map(|run| run.tcp_drops.map(|n| n as f64)),
             ),
             errors: runs.iter().map(|run| run.errors).sum(),
+            cpu_per_message: CpuPerMessage::of_runs(&runs),
             runs,
         }
     }
@@ -302,9 +308,7 @@ pub fn write_all(results: &Results, dir: &Path) -> io::Result<()> {
     let json = serde_json::to_string_pretty(results).map_err(io::Error::other)?;
     fs::write(dir.join("results.json"), json + "\n")?;
     fs::write(dir.join("results.md"), markdown(results))?;
-    svg(results, &dir.join("echo-throughput.svg"))
-        .map_err(|error| io::Error::other(format!("svg: {error}")))?;
-    Ok(())
+    write_charts(results, dir)
 }
 
 /// Rewrites `results.md` and (with a main matrix) `echo-throughput.svg` in
@@ -314,12 +318,37 @@ pub fn render_again(dir: &Path) -> io::Result<()> {
     let path = dir.join("results.json");
     let json = fs::read_to_string(&path)
         .map_err(|error| io::Error::other(format!("{}: {error}", path.display())))?;
-    let results: Results = serde_json::from_str(&json)
+    let mut results: Results = serde_json::from_str(&json)
         .map_err(|error| io::Error::other(format!("{}: {error}", path.display())))?;
+    if fill_in_derived(&mut results) {
+        let json = serde_json::to_string_pretty(&results).map_err(io::Error::other)?;
+        fs::write(&path, json + "\n")?;
+    }
     fs::write(dir.join("results.md"), markdown(&results))?;
     if !results.cells.is_empty() {
-        svg(&results, &dir.join("echo-throughput.svg"))
-            .map_err(|error| io::Error::other(format!("svg: {error}")))?;
+        write_charts(&results, dir)?;
+    }
+    Ok(())
+}
+
+/// Computes from the raw runs what a file written by an older version
+/// lacks (CPU per message); true when anything was added.
+fn fill_in_derived(results: &mut Results) -> bool {
+    let mut added = false;
+    for cell in &mut results.cells {
+        if cell.cpu_per_message.is_none() {
+            cell.cpu_per_message = CpuPerMessage::of_runs(&cell.runs);
+            added |= cell.cpu_per_message.is_some();
+        }
+    }
+    added
+}
+
+/// Writes both charts of the main matrix into `dir`.
+fn write_charts(results: &Results, dir: &Path) -> io::Result<()> {
+    for chart in &CHARTS {
+        svg(results, &dir.join(chart.file), chart)
+            .map_err(|error| io::Error::other(format!("{}: {error}", chart.file)))?;
     }
     Ok(())
 }
@@ -336,7 +365,7 @@ pub(crate) fn find<'a>(
 }
 
 /// Distinct (connections, payload, in_flight) keys, in measurement order.
-fn cell_keys(results: &Results) -> Vec<(usize, usize, usize)> {
+pub(crate) fn cell_keys(results: &Results) -> Vec<(usize, usize, usize)> {
     let mut keys = Vec::new();
     for cell in &results.cells {
         let key = (cell.connections, cell.payload, cell.in_flight);
@@ -416,30 +445,16 @@ pub fn markdown(results: &Results) -> String {
     // Summary: one row per cell.
     if !results.cells.is_empty() {
         let _ = writeln!(md, "## Throughput summary (msgs/s, median)\n");
-        let _ = writeln!(
-            md,
-            "| connections | payload | in flight | wsloop | tokio-tungstenite | fastwebsockets | wsloop / tokio-tungstenite | wsloop / fastwebsockets |"
+        per_cell_table(
+            results,
+            &mut md,
+            |cell| Some(cell.msgs_per_sec.median),
+            |cell| count(cell.msgs_per_sec.median),
         );
-        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for key in cell_keys(results) {
-            let rate = |server| find(results, server, key).map(|cell| cell.msgs_per_sec.median);
-            let (ours, tt, fws) = (rate(SERVERS[0]), rate(SERVERS[1]), rate(SERVERS[2]));
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                key.0,
-                bytes(key.1),
-                key.2,
-                opt(ours, count),
-                opt(tt, count),
-                opt(fws, count),
-                ratio(ours, tt),
-                ratio(ours, fws),
-            );
-        }
         let _ = writeln!(md);
     }
 
+    crate::cpu::markdown(results, &mut md);
     crate::targets::markdown(results, &mut md);
 
     // Noise, over the main cells and the variant cells alike.
@@ -909,6 +924,38 @@ fn opt(value: Option<f64>, show: impl Fn(f64) -> String) -> String {
     value.map(show).unwrap_or_else(|| "–".to_string())
 }
 
+/// A table with one row per cell of the main matrix: each server's
+/// figure as `shown` writes it, then wsloop's `value` over each peer's.
+pub(crate) fn per_cell_table(
+    results: &Results,
+    md: &mut String,
+    value: impl Fn(&CellResult) -> Option<f64>,
+    shown: impl Fn(&CellResult) -> String,
+) {
+    let _ = writeln!(
+        md,
+        "| connections | payload | in flight | wsloop | tokio-tungstenite | fastwebsockets | wsloop / tokio-tungstenite | wsloop / fastwebsockets |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for key in cell_keys(results) {
+        let cell = |server| find(results, server, key);
+        let figure = |server| cell(server).map_or("–".to_string(), &shown);
+        let ours = cell(SERVERS[0]).and_then(&value);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            key.0,
+            bytes(key.1),
+            key.2,
+            figure(SERVERS[0]),
+            figure(SERVERS[1]),
+            figure(SERVERS[2]),
+            ratio(ours, cell(SERVERS[1]).and_then(&value)),
+            ratio(ours, cell(SERVERS[2]).and_then(&value)),
+        );
+    }
+}
+
 fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
     match (ours, theirs) {
         (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}×", ours / theirs),
@@ -925,9 +972,42 @@ const COLORS: [RGBColor; 3] = [
 /// X slots per bar group: one per server plus a gap.
 const SLOTS: usize = SERVERS.len() + 1;
 
+/// One chart of the main matrix: which figure of a cell it plots.
+pub struct Chart {
+    /// File name in the results directory.
+    pub file: &'static str,
+    /// Title, before the run's description.
+    title: &'static str,
+    /// Y axis label.
+    unit: &'static str,
+    /// The figure drawn as the bar, per cell.
+    value: fn(&CellResult) -> Option<f64>,
+    /// A part of it drawn as a darker bar inside it, per cell.
+    part: Option<fn(&CellResult) -> Option<f64>>,
+}
+
+/// The charts `run` and `render` write.
+pub const CHARTS: [Chart; 2] = [
+    Chart {
+        file: "echo-throughput.svg",
+        title: "Echo throughput, msgs/s",
+        unit: "msgs/s",
+        value: |cell| Some(cell.msgs_per_sec.median),
+        part: None,
+    },
+    Chart {
+        file: "cpu-per-message.svg",
+        title: "Server CPU per message, µs (dark: user, light: user + system)",
+        unit: "µs per message",
+        value: |cell| cell.cpu_per_message.map(|cpu| cpu.total_us.median),
+        part: Some(|cell| cell.cpu_per_message.map(|cpu| cpu.user_us.median)),
+    },
+];
+
 /// Grouped bar chart: one panel per payload size, one group of three bars
-/// (one per server) per (connections, in flight), msgs/s on a log scale.
-pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
+/// (one per server) per (connections, in flight), `chart`'s figure on a
+/// log scale.
+pub fn svg(results: &Results, path: &Path, chart_spec: &Chart) -> Result<(), Box<dyn Error>> {
     let payloads: Vec<usize> = results
         .cells
         .iter()
@@ -953,7 +1033,8 @@ pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
     let root = SVGBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
-        "Echo throughput, msgs/s (log scale, median of {} run{}{}), server on CPU {}, client on CPU {}",
+        "{} (log scale, median of {} run{}{}), server on CPU {}, client on CPU {}",
+        chart_spec.title,
         results.meta.repeat,
         if results.meta.repeat == 1 { "" } else { "s" },
         if results.meta.repeat >= EXTRA_REPEATS_FROM {
@@ -971,7 +1052,7 @@ pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
     for (panel, &payload) in panels.iter().zip(&payloads) {
         let value = |server: &str, (connections, in_flight): (usize, usize)| {
             find(results, server, (connections, payload, in_flight))
-                .map(|cell| cell.msgs_per_sec.median)
+                .and_then(chart_spec.value)
                 .filter(|rate| *rate > 0.0)
         };
         let rates: Vec<f64> = groups
@@ -982,7 +1063,20 @@ pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
                     .filter_map(move |server| value(server, group))
             })
             .collect();
-        let low = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        // The axis reaches down to the smallest part drawn inside a bar too.
+        let parts = chart_spec.part.into_iter().flat_map(|part| {
+            results
+                .cells
+                .iter()
+                .filter(|cell| cell.payload == payload)
+                .filter_map(part)
+                .filter(|value| *value > 0.0)
+        });
+        let low = rates
+            .iter()
+            .copied()
+            .chain(parts)
+            .fold(f64::INFINITY, f64::min);
         let high = rates.iter().copied().fold(0.0, f64::max);
         let (y_min, y_max) = if rates.is_empty() {
             (1.0, 10.0)
@@ -1014,12 +1108,18 @@ pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
             .x_label_formatter(&label_of)
             .y_label_formatter(&|rate| si(*rate))
             .x_desc("connections / messages in flight per connection")
-            .y_desc("msgs/s")
+            .y_desc(chart_spec.unit)
             .label_style(("sans-serif", 13))
             .draw()?;
 
         for (index, server) in SERVERS.iter().enumerate() {
             let color = COLORS[index];
+            // With a part drawn inside, the whole is the lighter bar.
+            let whole_style = if chart_spec.part.is_some() {
+                color.mix(0.4).filled()
+            } else {
+                color.filled()
+            };
             let bars = groups
                 .iter()
                 .enumerate()
@@ -1031,7 +1131,7 @@ pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
                             (SegmentValue::Exact(slot), y_min),
                             (SegmentValue::Exact(slot + 1), rate),
                         ],
-                        color.filled(),
+                        whole_style,
                     ))
                 });
             chart
@@ -1040,6 +1140,27 @@ pub fn svg(results: &Results, path: &Path) -> Result<(), Box<dyn Error>> {
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled())
                 });
+            let Some(part) = chart_spec.part else {
+                continue;
+            };
+            let parts =
+                groups
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(group_index, &(connections, in_flight))| {
+                        let value = find(results, server, (connections, payload, in_flight))
+                            .and_then(part)
+                            .filter(|value| *value > y_min)?;
+                        let slot = (group_index * SLOTS + index) as i32;
+                        Some(Rectangle::new(
+                            [
+                                (SegmentValue::Exact(slot), y_min),
+                                (SegmentValue::Exact(slot + 1), value),
+                            ],
+                            color.filled(),
+                        ))
+                    });
+            chart.draw_series(parts)?;
         }
         chart
             .configure_series_labels()

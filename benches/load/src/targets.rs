@@ -44,8 +44,13 @@ const THROUGHPUT_TARGETS: [ThroughputTarget; 4] = [
         needed: 1.3,
     },
     ThroughputTarget {
-        text: "≥ 1.1× fastwebsockets, 10+ connections, ≤ 16 KiB",
-        covers: |(connections, payload, _)| connections >= 10 && payload <= 16 * 1024,
+        text: "≥ 1.1× fastwebsockets, 10+ connections, ≤ 16 KiB, 16 in flight",
+        // With one message in flight both servers spend 85-92% of their
+        // time in the kernel's loopback path (issue 27): that cell's
+        // throughput says little about the server, its CPU per message does.
+        covers: |(connections, payload, in_flight)| {
+            connections >= 10 && payload <= 16 * 1024 && in_flight > 1
+        },
         peers: &[2],
         needed: 1.1,
     },
@@ -145,6 +150,7 @@ pub fn markdown(results: &Results, md: &mut String) {
             }
         );
     }
+    crate::cpu::target_rows(results, md);
     latency_row(&results.latency, md);
     memory_row(&results.memory, md);
     let _ = writeln!(md);
@@ -355,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_cell_under_its_ratio_is_listed_as_missed_with_its_ceiling() {
-        let key = (10, 20, 1);
+        let key = (10, 20, 16);
         let md = rendered(vec![
             cell("wsloop", key, [105.0, 100.0, 110.0]),
             cell("tokio-tungstenite", key, [50.0, 50.0, 50.0]),
@@ -367,7 +373,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| 0 of 1 | 10 × 20 B × 1: 1.0606× (ranges overlap) |"),
+            md.contains("| 0 of 1 | 10 × 20 B × 16: 1.0606× (ranges overlap) |"),
             "{md}"
         );
         // The peer's 10% user time (not wsloop's 30%): a server without any
@@ -407,7 +413,7 @@ mod tests {
 
     #[test]
     fn no_ceiling_is_given_for_a_peer_that_did_not_set_its_pace() {
-        let key = (100, 20, 1);
+        let key = (100, 20, 16);
         let mut peer = cell("fastwebsockets", key, [100.0, 100.0, 100.0]);
         peer.server_cpu_percent = Some(60.0);
         let md = rendered(vec![cell("wsloop", key, [101.0, 101.0, 101.0]), peer]);
