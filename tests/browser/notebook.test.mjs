@@ -524,8 +524,8 @@ test("Restart interpreter in the paragraph menu calls the restart endpoint and s
   await card.getByTestId("paragraph-editor").fill("%pyspark\nspark.range(3).count()");
   await restart();
   await until(page, () => calls.length === 1, "the endpoint was not called");
-  if (calls[0].method !== "PUT" || calls[0].path !== "/api/interpreter/setting/restart/pyspark") throw new Error(`called ${JSON.stringify(calls[0])}`);
-  await page.locator("#toast", { hasText: "Restarted the pyspark interpreter." }).waitFor();
+  if (calls[0].method !== "PUT" || calls[0].path !== "/api/interpreter/setting/restart/spark") throw new Error(`called ${JSON.stringify(calls[0])}`);
+  await page.locator("#toast", { hasText: "Restarted the spark interpreter." }).waitFor();
   // A server without the endpoint, then one that refuses.
   reply = { status: 404, contentType: "text/plain", body: "Not Found" };
   await card.getByTestId("paragraph-editor").fill("%python print(1)");
