@@ -908,3 +908,36 @@ fn rename_into_a_folder_and_move_paragraphs_reach_watchers_and_persist() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_lossy_table_carries_exact_cells_that_survive_a_restart() {
+    let dir = temp_dir("exact-cells");
+    let mut server = start(&dir);
+    let mut alice = JsonClient::open(server.addr);
+    alice.send_op("NEW_NOTE", json!({ "name": "nulls" }));
+    let note = alice.expect("NEW_NOTE")["note"].clone();
+    let note_id = note["id"].as_str().unwrap().to_owned();
+    alice.expect("NOTES_INFO");
+    let paragraph = paragraph_ids(&note)[0].clone();
+    let expected = json!({
+        "type": "TABLE",
+        "data": "a\tb\tc\nnull\tnull\tx y",
+        "cells": [["a", "b", "c"], [null, "null", "x\ty"]],
+    });
+    alice.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": paragraph, "paragraph": "%sql select null as a, 'null' as b, 'x'||char(9)||'y' as c" }),
+    );
+    let updates = run_updates(&mut alice);
+    assert_eq!(statuses(&updates).last(), Some(&"FINISHED"));
+    assert_eq!(updates.last().unwrap()["results"]["msg"][0], expected);
+
+    drop(alice);
+    server.stop();
+    let server = start(&dir);
+    let mut bob = JsonClient::open(server.addr);
+    bob.send_op("GET_NOTE", json!({ "id": note_id }));
+    let reloaded = bob.expect("NOTE")["note"].clone();
+    assert_eq!(reloaded["paragraphs"][0]["results"]["msg"][0], expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -71,14 +71,25 @@ pub struct ResultMessage {
     pub kind: String,
     /// The content; for TABLE, rows split by `\n`, columns by `\t`.
     pub data: String,
+    /// wsloop's extension on a TABLE whose `data` is lossy (a NULL, or a
+    /// tab or line break inside a value): the header and every row with
+    /// exact values, `None` for NULL. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cells: Option<Vec<Vec<Option<String>>>>,
 }
 
 impl ResultMessage {
     /// A `TEXT` message.
     pub fn text(data: impl Into<String>) -> Self {
+        ResultMessage::new("TEXT", data)
+    }
+
+    /// A message of this kind, without `cells`.
+    pub fn new(kind: &str, data: impl Into<String>) -> Self {
         ResultMessage {
-            kind: "TEXT".to_owned(),
+            kind: kind.to_owned(),
             data: data.into(),
+            cells: None,
         }
     }
 }

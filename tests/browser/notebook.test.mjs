@@ -458,7 +458,7 @@ test("a table sorts by a column; a line chart's settings survive reload", async 
   if (!(await table.locator("td.num").first().isVisible())) throw new Error("numbers are not right-aligned");
   const [download] = await Promise.all([page.waitForEvent("download"), card.getByTestId("download-csv").click()]);
   const csv = readFileSync(await download.path(), "utf8");
-  if (!csv.startsWith("day,hits,errors,note\nb,20,1,null\n")) throw new Error(`the CSV is ${JSON.stringify(csv)}`);
+  if (!csv.startsWith("day,hits,errors,note\nb,20,1,\na,100,3,null\n")) throw new Error(`the CSV is ${JSON.stringify(csv)}`);
   await card.getByTestId("view-line").click();
   await card.getByTestId("chart-key").selectOption({ label: "day" });
   await until(page, async () => (await card.getByTestId("chart-value").count()) === 2, "value columns not offered");
@@ -478,6 +478,63 @@ test("a table sorts by a column; a line chart's settings survive reload", async 
   if (graph.mode !== "lineChart" || graph.keys[0].name !== "day" || graph.values.map((v) => v.name).join() !== "hits") {
     throw new Error(`config.results[0].graph is ${JSON.stringify(graph)}`);
   }
+  await page.close();
+});
+
+test("NULL differs from the string 'null', a tab in a value shows, downloads keep exact values", async ({ browser, url }) => {
+  const page = await browser.newPage();
+  await page.goto(url);
+  await createNote(page, "exact values");
+  const card = await runInParagraph(page, 0, "%sql select null as a, 'null' as b, 'x'||char(9)||'y' as c");
+  const cells = card.getByTestId("result-table").locator("tbody td");
+  await cells.first().waitFor();
+  const seen = JSON.stringify(await cells.evaluateAll((tds) => tds.map((td) => [td.className, td.textContent])));
+  const wanted = JSON.stringify([["null", "NULL"], ["", "null"], ["", "x⇥\ty"]]);
+  if (seen !== wanted) throw new Error(`the cells are ${seen}, not ${wanted}`);
+  const downloaded = async (testid) => {
+    const [download] = await Promise.all([page.waitForEvent("download"), card.getByTestId(testid).click()]);
+    return readFileSync(await download.path(), "utf8");
+  };
+  const tsv = await downloaded("download-tsv");
+  if (tsv !== "a\tb\tc\n\\N\tnull\tx\\ty\n") throw new Error(`the TSV is ${JSON.stringify(tsv)}`);
+  const csv = await downloaded("download-csv");
+  if (csv !== "a,b,c\n,null,x\ty\n") throw new Error(`the CSV is ${JSON.stringify(csv)}`);
+  await page.close();
+});
+
+test("Restart interpreter in the paragraph menu calls the restart endpoint and shows its reply", async ({ browser, url }) => {
+  const page = await browser.newPage();
+  await page.goto(url);
+  await createNote(page, "restart");
+  const calls = [];
+  let reply = { status: 200, contentType: "application/json", body: JSON.stringify({ status: "OK", message: "" }) };
+  await page.route("**/api/interpreter/setting/restart/**", async (route) => {
+    calls.push({ method: route.request().method(), path: new URL(route.request().url()).pathname });
+    await route.fulfill(reply);
+  });
+  const card = page.getByTestId("paragraph").first();
+  const restart = async () => {
+    await card.getByTestId("paragraph-menu").click();
+    await card.getByTestId("restart-interpreter").click();
+  };
+  await card.getByTestId("paragraph-editor").fill("%md no process here");
+  await card.getByTestId("paragraph-menu").click();
+  if (await card.getByTestId("restart-interpreter").isVisible()) throw new Error("Restart is offered for %md");
+  await card.getByTestId("paragraph-menu").click();
+  await card.getByTestId("paragraph-editor").fill("%pyspark\nspark.range(3).count()");
+  await restart();
+  await until(page, () => calls.length === 1, "the endpoint was not called");
+  if (calls[0].method !== "PUT" || calls[0].path !== "/api/interpreter/setting/restart/spark") throw new Error(`called ${JSON.stringify(calls[0])}`);
+  await page.locator("#toast", { hasText: "Restarted the spark interpreter." }).waitFor();
+  // A server without the endpoint, then one that refuses.
+  reply = { status: 404, contentType: "text/plain", body: "Not Found" };
+  await card.getByTestId("paragraph-editor").fill("%python print(1)");
+  await restart();
+  await page.locator("#toast", { hasText: "This server cannot restart interpreters" }).waitFor();
+  reply = { status: 500, contentType: "application/json", body: JSON.stringify({ status: "INTERNAL_SERVER_ERROR", message: "python did not stop" }) };
+  await restart();
+  await page.locator("#toast", { hasText: "Could not restart python: python did not stop" }).waitFor();
+  if (calls.length !== 3 || calls[2].path !== "/api/interpreter/setting/restart/python") throw new Error(`calls: ${JSON.stringify(calls)}`);
   await page.close();
 });
 

@@ -75,10 +75,7 @@ impl Interpreter for MarkdownInterpreter {
     fn run(&mut self, script: &str) -> Results {
         Results {
             code: "SUCCESS".to_owned(),
-            msg: vec![ResultMessage {
-                kind: "HTML".to_owned(),
-                data: render(script),
-            }],
+            msg: vec![ResultMessage::new("HTML", render(script))],
         }
     }
 }

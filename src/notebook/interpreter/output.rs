@@ -12,6 +12,23 @@ pub const DEFAULT_MAX_RESULT_BYTES: usize = 1 << 20;
 /// What a message costs besides its data: `{"type":"TABLE","data":""},`.
 const MESSAGE_OVERHEAD: usize = 32;
 
+/// What the `cells` of a TABLE cost besides its rows: `,"cells":[]`.
+const CELLS_OVERHEAD: usize = 11;
+
+/// How a NULL is written in a TABLE's `data`.
+const NULL_TEXT: &str = "null";
+
+/// One table line as rendered, and what it costs.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    /// JSON bytes of the line in `data`.
+    cost: usize,
+    /// JSON bytes of the line as a row of `cells`.
+    cells_cost: usize,
+    /// The line in `data` lost something: a NULL, a tab or a line break.
+    lossy: bool,
+}
+
 /// Where the budget ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cut {
@@ -32,6 +49,8 @@ pub struct CappedResults {
     /// The last message is a TABLE that rows may still be added to.
     table_open: bool,
     rows_in_table: usize,
+    /// What the open table's `cells` cost, whether or not it has them yet.
+    cells_cost: usize,
     cut: Option<Cut>,
     /// Outputs left out after the budget ran out.
     left_out: usize,
@@ -48,6 +67,7 @@ impl CappedResults {
             messages: Vec::new(),
             table_open: false,
             rows_in_table: 0,
+            cells_cost: 0,
             cut: None,
             left_out: 0,
             line: String::new(),
@@ -93,29 +113,42 @@ impl CappedResults {
             self.left_out += 1;
             return false;
         }
-        let Some(room) = self.room().checked_sub(MESSAGE_OVERHEAD) else {
+        let header: Vec<Option<&str>> = columns.iter().map(|name| Some(name.as_ref())).collect();
+        let line = self
+            .room()
+            .checked_sub(MESSAGE_OVERHEAD)
+            .and_then(|room| self.render_line(&header, room).map(|line| (room, line)));
+        let Some((room, line)) = line else {
             self.cut = Some(Cut::Message);
             self.left_out += 1;
             return false;
         };
-        let Some(cost) = self.render_line(columns, room) else {
+        self.cells_cost = CELLS_OVERHEAD + line.cells_cost;
+        let cost = if line.lossy {
+            line.cost + self.cells_cost
+        } else {
+            line.cost
+        };
+        if cost > room {
             self.cut = Some(Cut::Message);
             self.left_out += 1;
             return false;
-        };
+        }
         self.used += MESSAGE_OVERHEAD + cost;
-        self.messages.push(ResultMessage {
-            kind: "TABLE".to_owned(),
-            data: std::mem::take(&mut self.line),
-        });
+        let mut message = ResultMessage::new("TABLE", std::mem::take(&mut self.line));
+        if line.lossy {
+            message.cells = Some(vec![exact_row(&header)]);
+        }
+        self.messages.push(message);
         self.table_open = true;
         self.rows_in_table = 0;
         true
     }
 
-    /// Adds a row to the TABLE begun last. False when it does not fit (the
-    /// row is left out and the budget is spent) or no table is open.
-    pub fn add_row<S: AsRef<str>>(&mut self, cells: &[S]) -> bool {
+    /// Adds a row to the TABLE begun last; `None` is a NULL. False when it
+    /// does not fit (the row is left out and the budget is spent) or no
+    /// table is open.
+    pub fn add_row<S: AsRef<str>>(&mut self, cells: &[Option<S>]) -> bool {
         if !self.table_open {
             return false;
         }
@@ -123,13 +156,37 @@ impl CappedResults {
         let Some(room) = self.room().checked_sub(2) else {
             return self.cut_table();
         };
-        let Some(cost) = self.render_line(cells, room) else {
+        let Some(line) = self.render_line(cells, room) else {
             return self.cut_table();
         };
-        self.used += 2 + cost;
-        let table = &mut self.messages.last_mut().expect("a table is open").data;
-        table.push('\n');
-        table.push_str(&self.line);
+        let table = self.messages.last_mut().expect("a table is open");
+        // The comma before this row in `cells`.
+        let row_cells_cost = 1 + line.cells_cost;
+        let cells_cost = match (&table.cells, line.lossy) {
+            (Some(_), _) => row_cells_cost,
+            (None, true) => self.cells_cost + row_cells_cost,
+            (None, false) => 0,
+        };
+        if line.cost + cells_cost > room {
+            return self.cut_table();
+        }
+        self.used += 2 + line.cost + cells_cost;
+        self.cells_cost += row_cells_cost;
+        if table.cells.is_none() && line.lossy {
+            // Every line so far is exact: no NULL, tab or line break.
+            table.cells = Some(
+                table
+                    .data
+                    .split('\n')
+                    .map(|row| row.split('\t').map(|cell| Some(cell.to_owned())).collect())
+                    .collect(),
+            );
+        }
+        if let Some(rows) = &mut table.cells {
+            rows.push(exact_row(cells));
+        }
+        table.data.push('\n');
+        table.data.push_str(&self.line);
         self.rows_in_table += 1;
         true
     }
@@ -142,33 +199,49 @@ impl CappedResults {
         false
     }
 
-    /// Renders cells into `self.line`: `\t` between them, and tabs and
-    /// line breaks inside them turned into spaces (they would split the
-    /// table). Gives its JSON cost, or `None` as soon as it exceeds `room`,
-    /// so a huge cell is never copied whole.
-    fn render_line<S: AsRef<str>>(&mut self, cells: &[S], room: usize) -> Option<usize> {
+    /// Renders cells into `self.line`: `\t` between them, NULL as `null`,
+    /// and tabs and line breaks inside them turned into spaces (they would
+    /// split the table). Gives its JSON cost, or `None` as soon as it
+    /// exceeds `room`, so a huge cell is never copied whole.
+    fn render_line<S: AsRef<str>>(&mut self, cells: &[Option<S>], room: usize) -> Option<Line> {
         self.line.clear();
-        let mut cost = 0;
+        let mut line = Line {
+            cost: 0,
+            // `[` and `]`, and the commas between cells.
+            cells_cost: 2 + cells.len().saturating_sub(1),
+            lossy: false,
+        };
         for (index, cell) in cells.iter().enumerate() {
             if index > 0 {
-                cost += 2;
+                line.cost += 2;
                 self.line.push('\t');
             }
-            for c in cell.as_ref().chars() {
+            let Some(text) = cell else {
+                line.lossy = true;
+                line.cost += NULL_TEXT.len();
+                line.cells_cost += "null".len();
+                self.line.push_str(NULL_TEXT);
+                continue;
+            };
+            // The quotes around it.
+            line.cells_cost += 2;
+            for c in text.as_ref().chars() {
+                line.cells_cost += json_cost(c);
                 let c = if matches!(c, '\t' | '\n' | '\r') {
+                    line.lossy = true;
                     ' '
                 } else {
                     c
                 };
-                cost += json_cost(c);
-                if cost > room {
+                line.cost += json_cost(c);
+                if line.cost > room {
                     self.line.clear();
                     return None;
                 }
                 self.line.push(c);
             }
         }
-        (cost <= room).then_some(cost)
+        (line.cost <= room).then_some(line)
     }
 
     /// The messages, followed by a TEXT notice if anything was cut;
@@ -197,6 +270,14 @@ impl CappedResults {
         self.messages.push(ResultMessage::text(notice));
         self.messages
     }
+}
+
+/// A row of `cells`: exact values, `None` for NULL.
+fn exact_row<S: AsRef<str>>(cells: &[Option<S>]) -> Vec<Option<String>> {
+    cells
+        .iter()
+        .map(|cell| cell.as_ref().map(|text| text.as_ref().to_owned()))
+        .collect()
 }
 
 /// `text` cut to at most `room` bytes of JSON, at a character boundary:
@@ -277,11 +358,14 @@ mod tests {
         let mut results = CappedResults::new(limit);
         assert!(results.begin_table(&["n", "text"]));
         let mut added = 0;
-        while results.add_row(&[added.to_string(), "x\ty\"".repeat(20)]) {
+        while results.add_row(&[Some(added.to_string()), Some("x y\"".repeat(20))]) {
             added += 1;
         }
         assert!(results.is_full());
-        assert!(!results.add_row(&["1", "2"]), "the table is closed");
+        assert!(
+            !results.add_row(&[Some("1"), Some("2")]),
+            "the table is closed"
+        );
         assert!(!results.begin_table(&["later"]));
         results.push_text("later");
         let messages = results.finish("k");
@@ -289,6 +373,7 @@ mod tests {
         assert_eq!(messages[0].kind, "TABLE");
         assert_eq!(messages[0].data.lines().count(), added + 1);
         assert!(messages[0].data.contains("\tx y\"x y\""));
+        assert_eq!(messages[0].cells, None);
         assert!(
             json_size(&messages[..1]) <= limit,
             "{}",
@@ -308,7 +393,7 @@ mod tests {
         let mut results = CappedResults::new(1024);
         assert!(results.begin_table(&["big"]));
         let big = "y".repeat(1 << 20);
-        assert!(!results.add_row(&[big.as_str()]));
+        assert!(!results.add_row(&[Some(big.as_str())]));
         assert!(
             results.line.capacity() < 4096,
             "{}",
@@ -322,13 +407,93 @@ mod tests {
     fn results_within_the_budget_are_untouched() {
         let mut results = CappedResults::new(DEFAULT_MAX_RESULT_BYTES);
         assert!(results.begin_table(&["a", "b"]));
-        assert!(results.add_row(&["1", "x\ny"]));
+        assert!(results.add_row(&[Some("1"), Some("x y")]));
         results.push_text("3 rows affected");
         let messages = results.finish("k");
         assert_eq!(messages.len(), 2);
         assert_eq!(messages[0].data, "a\tb\n1\tx y");
+        assert_eq!(messages[0].cells, None);
         assert_eq!(messages[1].data, "3 rows affected");
         assert_eq!(human_bytes(DEFAULT_MAX_RESULT_BYTES), "1 MiB");
         assert_eq!(human_bytes(1000), "1000 bytes");
+    }
+
+    fn cells(rows: &[&[Option<&str>]]) -> Option<Vec<Vec<Option<String>>>> {
+        Some(rows.iter().map(|row| exact_row(row)).collect())
+    }
+
+    #[test]
+    fn a_lossy_table_also_has_exact_cells() {
+        let mut results = CappedResults::new(DEFAULT_MAX_RESULT_BYTES);
+        assert!(results.begin_table(&["a", "b"]));
+        assert!(results.add_row(&[Some("1"), Some("null")]));
+        assert!(results.add_row(&[None, Some("x\ty\r\nz")]));
+        assert!(results.add_row(&[Some("3"), Some("")]));
+        let messages = results.finish("k");
+        assert_eq!(messages[0].data, "a\tb\n1\tnull\nnull\tx y  z\n3\t");
+        assert_eq!(
+            messages[0].cells,
+            cells(&[
+                &[Some("a"), Some("b")],
+                &[Some("1"), Some("null")],
+                &[None, Some("x\ty\r\nz")],
+                &[Some("3"), Some("")],
+            ])
+        );
+        let json = serde_json::to_string(&messages[0]).unwrap();
+        assert!(json.contains(r#""cells":[["a","b"],["1","null"],[null,"x\ty\r\nz"],["3",""]]"#));
+        assert_eq!(
+            serde_json::from_str::<ResultMessage>(&json).unwrap(),
+            messages[0]
+        );
+        assert!(
+            !serde_json::to_string(&ResultMessage::text("t"))
+                .unwrap()
+                .contains("cells")
+        );
+    }
+
+    #[test]
+    fn a_tab_in_a_column_name_is_kept_too() {
+        let mut results = CappedResults::new(DEFAULT_MAX_RESULT_BYTES);
+        assert!(results.begin_table(&["a\tb"]));
+        assert!(results.add_row(&[Some("1")]));
+        let messages = results.finish("k");
+        assert_eq!(messages[0].data, "a b\n1");
+        assert_eq!(messages[0].cells, cells(&[&[Some("a\tb")], &[Some("1")]]));
+    }
+
+    /// The budget is counted exactly, `cells` included: every prefix of
+    /// rows that was accepted fits, and the first refused would not.
+    #[test]
+    fn cells_count_against_the_budget() {
+        for limit in (40..400).step_by(7) {
+            let mut results = CappedResults::new(limit);
+            let mut rows = 0;
+            if results.begin_table(&["n", "s"]) {
+                for n in 0..50 {
+                    // Three exact rows, then NULLs and tabs.
+                    let number = n.to_string();
+                    let value = match n {
+                        0..3 => Some("plain \"é\""),
+                        n if n % 2 == 1 => None,
+                        _ => Some("v\t\"é\""),
+                    };
+                    let row = [Some(number.as_str()), value];
+                    if !results.add_row(&row) {
+                        break;
+                    }
+                    rows += 1;
+                }
+            }
+            let messages = results.finish("k");
+            let kept: Vec<_> = messages.iter().filter(|m| m.kind == "TABLE").collect();
+            let size = serde_json::to_string(&kept).unwrap().len();
+            assert!(size <= limit, "limit {limit}: {size} bytes, {rows} rows");
+            if let Some(table) = kept.first() {
+                assert_eq!(table.data.lines().count(), rows + 1);
+                assert_eq!(table.cells.is_some(), rows > 3, "limit {limit}");
+            }
+        }
     }
 }

@@ -329,15 +329,15 @@ fn table(statement: &mut Statement<'_>, output: &mut CappedResults) -> rusqlite:
     Ok(())
 }
 
-/// A value as a table cell shows it.
-fn cell_text(value: ValueRef<'_>) -> Cow<'_, str> {
-    match value {
-        ValueRef::Null => Cow::Borrowed("null"),
+/// A value as a table cell shows it; `None` for NULL.
+fn cell_text(value: ValueRef<'_>) -> Option<Cow<'_, str>> {
+    Some(match value {
+        ValueRef::Null => return None,
         ValueRef::Integer(i) => Cow::Owned(i.to_string()),
         ValueRef::Real(f) => Cow::Owned(f.to_string()),
         ValueRef::Text(t) => String::from_utf8_lossy(t),
         ValueRef::Blob(b) => Cow::Owned(format!("<blob {} bytes>", b.len())),
-    }
+    })
 }
 
 impl Interpreter for SqlInterpreter {
@@ -434,6 +434,17 @@ mod tests {
         assert_eq!(results.code, "SUCCESS");
         assert_eq!(results.msg[0].kind, "TABLE");
         assert_eq!(results.msg[0].data, "two\ts\tn\n2\ta b\tnull");
+        let exact = |cells: &[Option<&str>]| cells.iter().map(|c| c.map(str::to_owned)).collect();
+        assert_eq!(
+            results.msg[0].cells,
+            Some(vec![
+                exact(&[Some("two"), Some("s"), Some("n")]),
+                exact(&[Some("2"), Some("a\tb"), None]),
+            ])
+        );
+        let results = sql.run("select 'null' as s, 'x' as t");
+        assert_eq!(results.msg[0].data, "s\tt\nnull\tx");
+        assert_eq!(results.msg[0].cells, None, "exact as TSV");
         let results = sql.run("create table t(x); insert into t values (1), (2), (3);");
         assert_eq!(
             results

@@ -235,10 +235,7 @@ impl OutputStream {
             .parts
             .into_iter()
             .filter(|part| part.kind != "TEXT" || !part.data.is_empty())
-            .map(|part| ResultMessage {
-                kind: part.kind.to_owned(),
-                data: part.data,
-            })
+            .map(|part| ResultMessage::new(part.kind, part.data))
             .collect();
         let mut tail = String::new();
         if self.dropped > 0 {
