@@ -713,6 +713,11 @@ fn run_all_runs_in_order_and_stops_at_the_first_error() {
         "RUN_ALL_PARAGRAPHS",
         json!({ "noteId": note_id, "paragraphs": serde_json::to_string(&paragraphs).unwrap() }),
     );
+    // As Zeppelin's Note.runAll: the note is running until its batch ends.
+    assert_eq!(
+        client.expect("NOTE_RUNNING_STATUS"),
+        json!({ "status": true })
+    );
     let mut finished = Vec::new();
     while finished.len() < 3 {
         let paragraph = client.expect("PARAGRAPH")["paragraph"].clone();
@@ -730,6 +735,10 @@ fn run_all_runs_in_order_and_stops_at_the_first_error() {
             (ids[1].clone(), "FINISHED".to_owned()),
             (ids[2].clone(), "ERROR".to_owned())
         ]
+    );
+    assert_eq!(
+        client.expect("NOTE_RUNNING_STATUS"),
+        json!({ "status": false })
     );
     client.expect_silence();
     client.send_op("GET_NOTE", json!({ "id": note_id }));

@@ -53,6 +53,10 @@ pub struct NotebookHandler {
     pub(super) failed_writes: u64,
     /// The interpreter groups whose programs were found at start-up.
     pub(super) available: Vec<&'static str>,
+    /// Notes with a Run all in progress: their watchers were sent
+    /// `NOTE_RUNNING_STATUS {status: true}` and get `false` when the
+    /// note's last run ends, as Zeppelin's `Note.runAll` does.
+    pub(super) running_notes: std::collections::HashSet<String>,
     /// Static files served at `/` (`--web-dir`), if configured.
     pub(super) web_root: Option<WebRoot>,
     /// REST requests waiting for a paragraph run to end, by connection.
@@ -142,6 +146,7 @@ impl NotebookHandler {
             durability_barriers: VecDeque::new(),
             failed_writes: 0,
             available: super::interpreter::available_groups(&child_settings),
+            running_notes: std::collections::HashSet::new(),
             web_root,
             sync_runs: std::collections::HashMap::new(),
             durable_replies: std::collections::HashMap::new(),
@@ -235,6 +240,7 @@ impl NotebookHandler {
     /// about a change reaches anyone before the change is on disk, and
     /// nothing overtakes it.
     pub(super) fn settle_output(&mut self, ctx: &mut Context<'_>) {
+        self.end_note_runs(ctx);
         let mark = ctx.output_mark();
         if !self.notes.writes_pending() {
             self.durability_barriers.clear();
@@ -294,6 +300,25 @@ impl NotebookHandler {
                 &serde_json::json!({ "info": info }),
                 None,
             );
+        }
+    }
+
+    /// Tells the watchers of notes whose Run all has ended (no run of the
+    /// note is queued or running any more) that the note stopped running.
+    pub(super) fn end_note_runs(&mut self, ctx: &mut Context<'_>) {
+        if self.running_notes.is_empty() {
+            return;
+        }
+        let ended: Vec<String> = self
+            .running_notes
+            .iter()
+            .filter(|note_id| !self.jobs.holds_note(note_id))
+            .cloned()
+            .collect();
+        for note_id in ended {
+            self.running_notes.remove(&note_id);
+            let status = serde_json::json!({ "status": false });
+            self.to_watchers(ctx, &note_id, &[], "NOTE_RUNNING_STATUS", &status, None);
         }
     }
 
@@ -417,7 +442,9 @@ impl Handler for NotebookHandler {
 
     fn on_http(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
         let response = self.http(ctx, request);
-        // A REST call may have started or cancelled a child interpreter's run.
+        // A REST call may have started or cancelled a child interpreter's
+        // run, or ended a Run all.
+        self.end_note_runs(ctx);
         self.arm_alarm(ctx);
         response
     }

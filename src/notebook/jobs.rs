@@ -767,6 +767,20 @@ impl Jobs {
         }
     }
 
+    /// Whether a run of note `note_id` is queued or running.
+    pub fn holds_note(&self, note_id: &str) -> bool {
+        self.lanes.iter().any(|lane| {
+            lane.running
+                .as_ref()
+                .is_some_and(|job| job.note_id == note_id)
+                || lane
+                    .waiting
+                    .runs
+                    .values()
+                    .any(|queue| queue.iter().any(|job| job.note_id == note_id))
+        })
+    }
+
     /// Whether `paragraph_id` is queued or running.
     pub fn is_active(&self, paragraph_id: &str) -> bool {
         self.held.by_paragraph.contains_key(paragraph_id)

@@ -518,6 +518,10 @@ impl NotebookHandler {
             return Ok(());
         }
         let first = order.remove(0);
+        if self.running_notes.insert(note_id.to_owned()) {
+            let status = json!({ "status": true });
+            self.to_watchers(ctx, note_id, &[conn], "NOTE_RUNNING_STATUS", &status, None);
+        }
         self.queue_run(
             ctx,
             Job {
