@@ -124,6 +124,19 @@ fn a_run_whose_result_cannot_be_saved_still_ends_and_says_so() {
     let server = start(&dir);
     let mut client = JsonClient::open(server.addr);
     let (note_id, paragraph_id) = new_note(&mut client, "doomed");
+    // The database connection opens on the first %sql run and stays open:
+    // open it now, so breaking the directory below cannot race the job
+    // thread opening it (RUNNING is sent when the run is handed over).
+    client.send_op(
+        "RUN_PARAGRAPH",
+        json!({ "id": paragraph_id, "noteId": note_id, "paragraph": "%sql select 1" }),
+    );
+    loop {
+        let paragraph = next(&mut client, "PARAGRAPH");
+        if paragraph["paragraph"]["status"] == "FINISHED" {
+            break;
+        }
+    }
     // A query that runs long enough to break the disk under it.
     let query = "%sql with recursive c(x) as (select 1 union all select x + 1 from c limit 3000000) select count(*) from c";
     client.send_op(
