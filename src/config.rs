@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::notebook::NotebookConfig;
+use crate::notebook::access::User;
 use crate::notebook::interpreter;
-use crate::notebook::security::User;
 use crate::proto::extensions::DeflateConfig;
 use crate::proto::handshake::HEADER_SLOTS;
 use crate::server::{ServerConfig, load_tls_config};
@@ -816,7 +816,7 @@ mod tests {
 
     #[test]
     fn a_full_file_is_applied_and_the_command_line_wins() {
-        let hash = crate::notebook::security::hash_password("secret").unwrap();
+        let hash = crate::notebook::access::hash_password("secret").unwrap();
         let text = format!(
             r#"
             listen = "127.0.0.1:9000"

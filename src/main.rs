@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use wsloop::config::{self, Overrides, Settings};
-use wsloop::notebook::{NotebookHandler, security};
+use wsloop::notebook::{NotebookHandler, access};
 use wsloop::{EchoHandler, Handler, Server};
 
 /// wsloop: a low-latency RFC 6455 WebSocket server on a single-threaded
@@ -173,7 +173,7 @@ fn hash_password() -> ExitCode {
         eprintln!("wsloop: no password given");
         return ExitCode::from(2);
     }
-    match security::hash_password(line.trim_end_matches(['\r', '\n'])) {
+    match access::hash_password(line.trim_end_matches(['\r', '\n'])) {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{JsonClient, RawClient, TestServer};
 use serde_json::{Value, json};
-use wsloop::notebook::security::{User, hash_password};
+use wsloop::notebook::access::{User, hash_password};
 use wsloop::notebook::{NotebookConfig, NotebookHandler};
 use wsloop::{Limits, ServerConfig};
 

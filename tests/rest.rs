@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use common::{JsonClient, TestServer, header_value, http_request};
 use serde_json::{Value, json};
-use wsloop::notebook::security::{User, hash_password};
+use wsloop::notebook::access::{User, hash_password};
 use wsloop::notebook::{NotebookConfig, NotebookHandler};
 use wsloop::{Limits, ServerConfig};
 

@@ -97,8 +97,8 @@ fn wss_echo_and_close() {
 fn notebook_exchange_and_http_endpoints_over_tls() {
     let dir = std::env::temp_dir().join(format!("wsloop-tls-notebook-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let hash = wsloop::notebook::security::hash_password("s3cret").unwrap();
-    let alice = wsloop::notebook::security::User::new("alice", &hash, vec![]).unwrap();
+    let hash = wsloop::notebook::access::hash_password("s3cret").unwrap();
+    let alice = wsloop::notebook::access::User::new("alice", &hash, vec![]).unwrap();
     let handler = NotebookHandler::open(NotebookConfig {
         notebook_dir: dir.clone(),
         users: vec![alice],

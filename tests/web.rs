@@ -14,7 +14,7 @@ use common::{
 };
 use serde_json::{Value, json};
 use wsloop::ServerConfig;
-use wsloop::notebook::security::{User, hash_password};
+use wsloop::notebook::access::{User, hash_password};
 use wsloop::notebook::{NotebookConfig, NotebookHandler};
 
 fn temp_dir(name: &str) -> PathBuf {

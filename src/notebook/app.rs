@@ -8,7 +8,7 @@ use std::io;
 use serde::Serialize;
 
 use super::NotebookConfig;
-use super::auth::{TicketCheck, Tickets};
+use super::access::Security;
 use super::envelope::{self, Request};
 use super::interpreter::{
     ChildInterpreter, Kind, MarkdownInterpreter, SqlInterpreter, SqlLimits, StreamUpdate,
@@ -16,7 +16,7 @@ use super::interpreter::{
 use super::jobs::{Jobs, RunLimits, Runner};
 use super::notes::Notes;
 use super::passwords::PasswordChecks;
-use super::security::Security;
+use super::tickets::{TicketCheck, Tickets};
 use super::watchers::Watchers;
 use super::web_root::{WebRoot, WebRootConfig};
 use crate::handler::{Accept, ConnectionId, Handler};

@@ -2,8 +2,8 @@
 //! (the subset `shared/PROTOCOL.md` specifies), notes stored as `.zpln`
 //! files, and embedded `%md` and `%sql` interpreters.
 
+pub mod access;
 mod app;
-pub mod auth;
 pub mod dates;
 pub mod envelope;
 pub mod ids;
@@ -17,9 +17,9 @@ mod ops_paragraphs;
 pub mod passwords;
 mod rest;
 mod rest_notebook;
-pub mod security;
 pub mod sql_names;
 pub mod store;
+pub mod tickets;
 pub mod watchers;
 mod web;
 pub mod web_root;
@@ -75,7 +75,7 @@ pub struct NotebookConfig {
     /// `*` for any. Default empty.
     pub allowed_hosts: Vec<String>,
     /// Users who can log in with HTTP Basic (argon2 password hashes).
-    pub users: Vec<security::User>,
+    pub users: Vec<access::User>,
     /// Most notes the notebook holds; creating more is refused. Default
     /// 10,000.
     pub max_notes: usize,
@@ -125,7 +125,7 @@ impl Default for NotebookConfig {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             users: Vec::new(),
-            ticket_idle_timeout: auth::DEFAULT_TICKET_IDLE_TIMEOUT,
+            ticket_idle_timeout: tickets::DEFAULT_TICKET_IDLE_TIMEOUT,
             max_notes: 10_000,
             password_checks_pending: passwords::DEFAULT_MAX_PENDING,
             password_checks_per_second: passwords::DEFAULT_CHECKS_PER_SECOND,

@@ -6,9 +6,9 @@
 
 use serde_json::{Value, json};
 
+use super::access::Credentials;
 use super::app::NotebookHandler;
 use super::interpreter::BUILT_IN;
-use super::security::Credentials;
 use super::web::{Identity, ticket_cookie_header, unauthorized_for};
 use crate::proto::{HttpRequest, HttpResponse};
 use crate::server::Context;

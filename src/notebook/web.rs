@@ -7,12 +7,10 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::access::{Credentials, FAILURE_WINDOW, TICKET_COOKIE, basic_credentials, ticket_cookie};
 use super::app::NotebookHandler;
-use super::auth::TicketCheck;
 use super::passwords::Busy;
-use super::security::{
-    Credentials, FAILURE_WINDOW, TICKET_COOKIE, basic_credentials, ticket_cookie,
-};
+use super::tickets::TicketCheck;
 use super::web_root::Served;
 use crate::handler::Accept;
 use crate::proto::{HttpRequest, HttpResponse};
@@ -45,7 +43,7 @@ fn unauthorized(body: &str) -> HttpResponse {
 }
 
 /// The answer to a request whose `Host` the server does not answer to
-/// (see [`super::security::Security::host_allowed`]), logged once.
+/// (see [`super::access::Security::host_allowed`]), logged once.
 fn host_refused(request: &HttpRequest<'_>) -> HttpResponse {
     let host = request.header_str("host").unwrap_or("");
     log::debug!("refused a request for host {host:?} (DNS rebinding check)");

@@ -1,5 +1,6 @@
 //! Who may connect: configured users with argon2 password hashes, HTTP
-//! Basic credentials, the ticket cookie, and the `Origin` allowlist.
+//! Basic credentials, the ticket cookie, and the `Origin` and `Host`
+//! allowlists.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +12,7 @@ use argon2::password_hash::phc::PasswordHash;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::auth::constant_time_eq;
+use super::tickets::constant_time_eq;
 use crate::proto::HttpRequest;
 
 /// Failed logins from one address within [`FAILURE_WINDOW`] after which its
