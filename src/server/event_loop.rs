@@ -592,10 +592,13 @@ impl<H: Handler> Driver<H> {
     fn deliver_close(&mut self, id: ConnectionId, report: CloseReport, now: Instant) {
         self.open_websockets = self.open_websockets.saturating_sub(1);
         *self.stats.closes.entry(report.code.0).or_default() += 1;
-        if matches!(report.code.0, 1000 | 1001 | 1005) {
+        // A peer that goes away without a closing handshake (1006: a tab
+        // closed, a network drop) is an ordinary connection event; a
+        // connection failed for what it sent or for a limit is an error.
+        if matches!(report.code.0, 1000 | 1001 | 1005 | 1006) {
             log::debug!("{id}: closed with {} {:?}", report.code, report.reason);
         } else {
-            log::info!(
+            log::warn!(
                 "{id}: closed abnormally with {} {:?}",
                 report.code,
                 report.reason
