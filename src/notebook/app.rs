@@ -242,12 +242,12 @@ impl NotebookHandler {
     pub(super) fn settle_output(&mut self, ctx: &mut Context<'_>) {
         self.end_note_runs(ctx);
         let mark = ctx.output_mark();
+        let seq = self.notes.commit();
         if !self.notes.writes_pending() {
             self.durability_barriers.clear();
             ctx.release_output(mark);
             return;
         }
-        let seq = self.notes.last_write();
         match self.durability_barriers.back_mut() {
             Some((last, held)) if *last == seq => *held = mark,
             _ => self.durability_barriers.push_back((seq, mark)),
@@ -446,6 +446,7 @@ impl Handler for NotebookHandler {
         // run, or ended a Run all.
         self.end_note_runs(ctx);
         self.arm_alarm(ctx);
+        self.notes.commit();
         response
     }
 

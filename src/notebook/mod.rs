@@ -11,6 +11,8 @@ pub mod interpreter;
 pub mod jobs;
 pub mod model;
 pub mod notes;
+#[cfg(test)]
+mod op_tests;
 mod ops;
 mod ops_notes;
 mod ops_paragraphs;

@@ -48,6 +48,10 @@ pub struct Notes {
     list_json: OnceCell<Box<serde_json::value::RawValue>>,
     /// Most notes the notebook holds (see `NotebookConfig::max_notes`).
     max_notes: usize,
+    /// Notes changed since the last [`Notes::commit`], in the order first
+    /// changed: each is written once however often it changed meanwhile
+    /// (an edit and the PENDING of the run it starts are one write).
+    unsubmitted: Vec<String>,
 }
 
 impl Notes {
@@ -64,6 +68,7 @@ impl Notes {
             by_path: BTreeSet::new(),
             list_json: OnceCell::new(),
             max_notes: usize::MAX,
+            unsubmitted: Vec::new(),
         };
         for note in loaded {
             notes.index(&note);
@@ -170,8 +175,23 @@ impl Notes {
         self.writer.start(notifier);
     }
 
-    /// The sequence number of the last write submitted.
-    pub fn last_write(&self) -> u64 {
+    /// Hands every note changed since the last call to the writer, one
+    /// snapshot each, and returns the sequence number of the last write
+    /// submitted: what the caller's acknowledgements must wait for. Call it
+    /// at the end of every callback that may have changed notes.
+    pub fn commit(&mut self) -> u64 {
+        for id in std::mem::take(&mut self.unsubmitted) {
+            let Some(note) = self.notes.get(&id) else {
+                continue;
+            };
+            let file = self.store.file_of(note);
+            let seq = self.writer.next_seq();
+            self.writer.submit(WriteRequest::Save {
+                seq,
+                file,
+                note: Box::new(note.clone()),
+            });
+        }
         self.writer.last_seq()
     }
 
@@ -180,7 +200,8 @@ impl Notes {
         self.reported_seq
     }
 
-    /// Whether writes are still on their way to disk.
+    /// Whether writes are still on their way to disk (changes not yet
+    /// committed are not counted: commit first).
     pub fn writes_pending(&self) -> bool {
         self.reported_seq < self.writer.last_seq()
     }
@@ -194,18 +215,11 @@ impl Notes {
         reports
     }
 
-    /// Queues the note's current state for writing.
+    /// Marks the note changed: its state is written at the next commit.
     fn persist(&mut self, id: &str) {
-        let Some(note) = self.notes.get(id) else {
-            return;
-        };
-        let file = self.store.file_of(note);
-        let seq = self.writer.next_seq();
-        self.writer.submit(WriteRequest::Save {
-            seq,
-            file,
-            note: Box::new(note.clone()),
-        });
+        if !self.unsubmitted.iter().any(|changed| changed == id) {
+            self.unsubmitted.push(id.to_owned());
+        }
     }
 
     /// Stores a new note (its write queued); refused when the notebook
@@ -251,6 +265,7 @@ impl Notes {
         if !self.notes.contains_key(id) {
             return Err(format!("note {id} not found"));
         }
+        self.unsubmitted.retain(|changed| changed != id);
         if let Some(file) = self.store.forget(id) {
             let seq = self.writer.next_seq();
             self.writer.submit(WriteRequest::Delete {
@@ -268,9 +283,62 @@ impl Notes {
     }
 }
 
+impl Drop for Notes {
+    /// Changes not yet committed still reach the writer, which writes
+    /// what it was given before it stops.
+    fn drop(&mut self) {
+        self.commit();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_between_commits_are_one_write_per_note() {
+        let (mut notes, dir) = notes_in("commit");
+        assert_eq!(notes.commit(), 0);
+        notes
+            .insert(Note::new("A".into(), "/a".into(), "md", "u"))
+            .unwrap();
+        notes
+            .update("A", |note| {
+                note.name = "edited".into();
+                Ok(())
+            })
+            .unwrap();
+        notes
+            .insert(Note::new("B".into(), "/b".into(), "md", "u"))
+            .unwrap();
+        // Not submitted until the commit: nothing is pending yet.
+        assert!(!notes.writes_pending());
+        assert_eq!(
+            notes.commit(),
+            2,
+            "A (inserted and edited) and B: two writes"
+        );
+        assert!(notes.writes_pending());
+        assert_eq!(notes.commit(), 2, "nothing changed since");
+        // A note changed then deleted before the commit is only deleted.
+        notes
+            .update("B", |note| {
+                note.name = "doomed".into();
+                Ok(())
+            })
+            .unwrap();
+        notes.remove("B").unwrap();
+        assert_eq!(notes.commit(), 3);
+        // The writer gets the last state: A's file holds the edit.
+        let reports = notes.writer.flush_here();
+        assert!(reports.iter().all(|r| r.outcome.is_ok()), "{reports:?}");
+        let a = notes.get("A").unwrap().clone();
+        let file = notes.store.file_of(&a);
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(text.contains("edited"), "{text}");
+        drop(notes);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     fn notes_in(name: &str) -> (Notes, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("wsloop-notes-{name}-{}", std::process::id()));

@@ -174,6 +174,12 @@ fn handler_of(op: &str) -> Option<OpFn> {
         .map(|(_, handler)| *handler)
 }
 
+/// The names of every op the server implements, in the table's order.
+#[cfg(test)]
+pub(super) fn op_names() -> impl Iterator<Item = &'static str> {
+    OPS.iter().map(|(name, _)| *name)
+}
+
 /// Whether `op` is one the server implements.
 pub(super) fn is_known(op: &str) -> bool {
     handler_of(op).is_some()

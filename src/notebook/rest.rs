@@ -229,11 +229,11 @@ impl NotebookHandler {
             ctx.defer();
             return envelope(503, "deferred", Value::Null);
         }
-        let before = self.notes.last_write();
+        let before = self.notes.commit();
         ctx.hold_output();
         let response = self.rest_notebook(ctx, request, segments, principal);
         self.settle_output(ctx);
-        let seq = self.notes.last_write();
+        let seq = self.notes.commit();
         if seq == before || seq <= self.notes.reported_write() || response.status == 503 {
             return response;
         }

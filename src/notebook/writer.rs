@@ -242,7 +242,7 @@ impl NoteWriter {
 
     /// Writes everything still queued on the calling thread (for a
     /// handler that never ran a loop) and returns the reports.
-    fn flush_here(&mut self) -> Vec<WriteReport> {
+    pub(super) fn flush_here(&mut self) -> Vec<WriteReport> {
         let batch = std::mem::take(&mut self.waiting);
         write_batch(batch)
     }

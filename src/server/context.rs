@@ -11,6 +11,7 @@ use slab::Slab;
 
 use super::budget::BufferBudget;
 use super::gather::Gather;
+use super::recorder::Recording;
 use super::socket::Socket;
 use super::sources::{SourceId, Sources, Watch};
 use super::stats::ServerStats;
@@ -106,6 +107,9 @@ pub struct Context<'a> {
     /// The poller, to watch the application's own file descriptors.
     pub(crate) registry: &'a Registry,
     pub(crate) sources: &'a mut Sources,
+    /// Set in a [`super::Recorder`]'s contexts: sends, broadcasts and
+    /// closes are recorded there instead of written.
+    pub(crate) recording: Option<&'a mut Recording>,
 }
 
 impl<'a> Context<'a> {
@@ -282,6 +286,9 @@ impl<'a> Context<'a> {
         if self.held(vec![to], message) {
             return Ok(());
         }
+        if let Some(recording) = self.recording.as_deref_mut() {
+            return recording.message(to, message);
+        }
         let header = EncodedHeader::new(true, 0, message.opcode(), message.len());
         self.send_message(to, message, &header)
     }
@@ -376,6 +383,12 @@ impl<'a> Context<'a> {
             self.held(to, message);
             return count;
         }
+        if let Some(recording) = self.recording.as_deref_mut() {
+            return to
+                .into_iter()
+                .filter(|id| recording.message(*id, message).is_ok())
+                .count();
+        }
         let plain = EncodedHeader::new(true, 0, message.opcode(), message.len());
         let mut shared: Option<SharedCompression> = None;
         let mut accepted = 0;
@@ -415,6 +428,9 @@ impl<'a> Context<'a> {
     /// Starts the closing handshake with `to`. The close callback follows
     /// when the peer answers (or the close timeout passes).
     pub fn close(&mut self, to: ConnectionId, code: CloseCode, reason: &str) {
+        if let Some(recording) = self.recording.as_deref_mut() {
+            return recording.close(to, code, reason);
+        }
         let now = self.now;
         if let Some(conn) = conn_mut(self.conns, to) {
             conn.proto.close(code, reason, now);
@@ -425,6 +441,9 @@ impl<'a> Context<'a> {
 
     /// Whether `id` names a connection that can still be sent to.
     pub fn is_open(&self, id: ConnectionId) -> bool {
+        if let Some(recording) = &self.recording {
+            return recording.is_open(id);
+        }
         self.conns.get(id.index as usize).is_some_and(|conn| {
             conn.id.generation == id.generation && conn.proto.phase() == Phase::Open
         })
@@ -436,5 +455,6 @@ impl<'a> Context<'a> {
             .iter()
             .filter(|(_, conn)| conn.proto.phase() == Phase::Open)
             .map(|(_, conn)| conn.id)
+            .chain(self.recording.iter().flat_map(|r| r.open().iter().copied()))
     }
 }

@@ -466,6 +466,7 @@ impl<H: Handler> Driver<H> {
                 budget: &mut self.budget,
                 registry: &self.registry,
                 sources: &mut self.sources,
+                recording: None,
             },
         )
     }

@@ -710,6 +710,19 @@ impl ChildInterpreter {
     /// checks again for a child that is exiting.
     pub fn on_alarm(&mut self, io: &mut dyn LoopIo, reaper: &mut Reaper) {
         let now = io.now();
+        let overdue = self
+            .run
+            .as_ref()
+            .is_some_and(|run| run.kill_at.is_some_and(|at| at <= now));
+        if overdue {
+            // The run may have ended in time with its report still unread
+            // (the alarm and the pipe's readiness in one wake-up, or a
+            // loop that ran late): read it before deciding to kill.
+            self.read_control(io);
+            if self.kind == Kind::Spark {
+                self.read_output(io, READ_BUDGET);
+            }
+        }
         if let (Some(run), Some(process)) = (self.run.as_mut(), self.process.as_ref()) {
             if run.kill_at.is_some_and(|at| at <= now) {
                 run.kill_at = None;
