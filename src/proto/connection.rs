@@ -41,6 +41,7 @@ use super::error::ProtocolError;
 use super::frame::{EncodedHeader, MAX_CONTROL_PAYLOAD, OpCode, RSV1, encode_frame, parse_header};
 use super::handshake::{HeadScanner, write_switching_protocols};
 use super::http::HttpResponse;
+use super::inbuf::InBuffer;
 use super::limits::Limits;
 use super::message::Message;
 
@@ -131,6 +132,9 @@ pub struct Connection {
     scanner: HeadScanner,
     /// The frame decoder, lent out for each read ([`Connection::take_decoder`]).
     decoder: Decoder,
+    /// Received bytes kept between reads: a request head or a frame still
+    /// arriving, lent out for each read ([`Connection::take_input`]).
+    input: InBuffer,
     out: Vec<u8>,
     out_pos: usize,
     /// A frame boundary in `out`, for [`Connection::shed`]: at or after
@@ -186,6 +190,7 @@ impl Connection {
             phase: Phase::Handshaking,
             scanner: HeadScanner::default(),
             decoder: Decoder::new(limits),
+            input: InBuffer::default(),
             out: Vec::new(),
             out_pos: 0,
             frame_mark: 0,
@@ -338,6 +343,51 @@ impl Connection {
     /// connection is closed, or being dropped for the buffer budget).
     pub fn discard_decoder(&mut self) {
         self.decoder = Decoder::default();
+    }
+
+    /// Received bytes not yet processed.
+    #[inline]
+    pub fn input_len(&self) -> usize {
+        self.input.len()
+    }
+
+    /// The received bytes kept between reads, to read more into or to
+    /// carry a short leftover out of: where a read lands (this buffer or
+    /// the driver's shared one) is the driver's choice.
+    #[inline]
+    pub fn input_mut(&mut self) -> &mut InBuffer {
+        &mut self.input
+    }
+
+    /// Lends the input buffer out for one read-and-process turn, so its
+    /// bytes can be decoded and handed to the application (borrowed, not
+    /// copied) while the connection itself is borrowed elsewhere. Give it
+    /// back with [`Connection::restore_input`].
+    #[inline]
+    pub fn take_input(&mut self) -> InBuffer {
+        std::mem::take(&mut self.input)
+    }
+
+    /// Gives back the buffer lent by [`Connection::take_input`].
+    #[inline]
+    pub fn restore_input(&mut self, input: InBuffer) {
+        self.input = input;
+    }
+
+    /// Drops every received byte not yet processed and the decoder's state:
+    /// nothing more is read from this peer (closed, or shed for the buffer
+    /// budget).
+    pub fn discard_input(&mut self) {
+        self.input = InBuffer::default();
+        self.discard_decoder();
+    }
+
+    /// Bytes this connection makes the server hold: output queued and not
+    /// yet written, received bytes not yet processed, and the fragments of
+    /// a message not yet complete. Bytes held, not capacity.
+    #[inline]
+    pub fn held_bytes(&self) -> usize {
+        self.pending_output_len() + self.input.len() + self.partial_message_len()
     }
 
     /// Completes the handshake: queues `101 Switching Protocols` and opens.
@@ -695,10 +745,11 @@ impl Connection {
         self.out.capacity()
     }
 
-    /// Frees the output buffer if nothing is queued, the compressor (a
-    /// fresh one only forgets history, which the peer never relies on) and
-    /// what the decoder can give back.
+    /// Frees the input and output buffers if they hold nothing, the
+    /// compressor (a fresh one only forgets history, which the peer never
+    /// relies on) and what the decoder can give back.
     pub fn release_idle_memory(&mut self) {
+        self.input.release_if_empty();
         self.decoder.release_idle_memory();
         if self.pending_output_len() == 0 {
             self.out = Vec::new();

@@ -14,7 +14,7 @@ use slab::Slab;
 
 use super::socket::Socket;
 use super::stats::ServerStats;
-use crate::proto::{CloseCode, InBuffer};
+use crate::proto::CloseCode;
 
 /// Why a connection closed for the budget's sake tells its peer.
 const NOT_READING: &str = "peer is not reading; server buffers full";
@@ -107,8 +107,7 @@ impl BufferBudget {
             } else {
                 (CloseCode::MESSAGE_TOO_BIG, TOO_MUCH_INPUT)
             };
-            conn.inbuf = InBuffer::default();
-            conn.proto.discard_decoder();
+            conn.proto.discard_input();
             let action = if conn.budget_shed || !conn.proto.opened() {
                 conn.proto.consume_output(output);
                 conn.proto.abort(now);

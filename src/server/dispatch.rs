@@ -3,7 +3,6 @@
 //! handler, and a compressed message too large to inflate at once takes
 //! its turn in the inflation queue.
 
-use std::mem;
 use std::time::Instant;
 
 use super::event_loop::{Driver, Outcome};
@@ -49,14 +48,14 @@ impl<H: Handler> Driver<H> {
                 // Failed while inflating, or closed while waiting.
                 conn.proto.discard_decoder();
             }
-            let mut inbuf = mem::take(&mut conn.inbuf);
+            let mut inbuf = conn.proto.take_input();
             if !inbuf.is_empty() {
                 let used = self.process(slot, inbuf.data_mut(), now);
                 inbuf.consume(used);
                 inbuf.release_if_empty_over(KEEP_INBUF_CAPACITY);
             }
             if let Some(conn) = self.conns.get_mut(slot) {
-                conn.inbuf = inbuf;
+                conn.proto.restore_input(inbuf);
             }
             self.after_io(slot, now);
             // Reads were skipped since the message came: the edges that

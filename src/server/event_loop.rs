@@ -37,7 +37,7 @@ use super::timers::Timers;
 use super::tls::TlsState;
 use super::write::{EARLY_WRITE_ALONE, EARLY_WRITE_SHARED, GATHER_EARLY_WRITE_ALONE};
 use crate::handler::{ConnectionId, Handler};
-use crate::proto::{CloseCode, CloseReport, InBuffer, Phase, TimeoutAction, frame::MAX_HEADER_LEN};
+use crate::proto::{CloseCode, CloseReport, Phase, TimeoutAction, frame::MAX_HEADER_LEN};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -568,11 +568,8 @@ impl<H: Handler> Driver<H> {
             self.flush_list.push(slot);
         }
         if closed {
-            conn.inbuf = InBuffer::default();
+            conn.proto.discard_input();
             conn.read_paused = false;
-            if conn.proto.partial_message_len() > 0 {
-                conn.proto.discard_decoder();
-            }
         }
         if conn.in_handshake && conn.proto.opened() {
             conn.in_handshake = false;
@@ -648,7 +645,6 @@ impl<H: Handler> Driver<H> {
             conn.timer_at = None;
         }
         // A timer only fires on a quiet connection: give its buffers back.
-        conn.inbuf.release_if_empty();
         conn.proto.release_idle_memory();
         if conn.proto.pong_overdue(now) && conn.took_output_since_ping() {
             // Slow, not dead: its pong is behind our output or unread.

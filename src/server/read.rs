@@ -6,11 +6,11 @@
 //! connections own no receive memory; the start of a frame a read cut is
 //! carried at the front of that buffer into the next read when short, and
 //! a connection receiving frames too large for it reads into its own
-//! buffer (`InBuffer`), sized by what arrived, never by what the peer
+//! buffer (the `InBuffer` its `proto::Connection` keeps between reads and
+//! lends out for one), sized by what arrived, never by what the peer
 //! declared. What was read goes to `dispatch`.
 
 use std::io;
-use std::mem;
 use std::time::Instant;
 
 use mio::Events;
@@ -142,8 +142,8 @@ impl<H: Handler> Driver<H> {
             // carry decision and the size of a read into the own buffer.
             // (A request head is never a frame start.)
             let mut frame_len = None;
-            if !conn.inbuf.is_empty() && conn.proto.phase() != Phase::Handshaking {
-                frame_len = held_frame_len(conn.inbuf.data_mut());
+            if conn.proto.input_len() > 0 && conn.proto.phase() != Phase::Handshaking {
+                frame_len = held_frame_len(conn.proto.input_mut().data_mut());
                 conn.large_frames = !completes_within(frame_len, scratch.len());
             }
             // A short leftover rides at the front of the shared read
@@ -152,29 +152,29 @@ impl<H: Handler> Driver<H> {
             // read lands after the room it needs; it moves over only once
             // new bytes came to go with it.
             let carried = if discard
-                || conn.inbuf.is_empty()
-                || conn.inbuf.len() > CARRY_LIMIT
+                || conn.proto.input_len() == 0
+                || conn.proto.input_len() > CARRY_LIMIT
                 || conn.large_frames
             {
                 0
             } else {
-                conn.inbuf.len()
+                conn.proto.input_len()
             };
             // A connection receiving frames too large for the shared buffer
             // reads on in its own even between them, so the start of the
             // next one is not copied over from the shared buffer.
-            let into_scratch = discard || (conn.inbuf.len() == carried && !conn.large_frames);
+            let into_scratch = discard || (conn.proto.input_len() == carried && !conn.large_frames);
             let mut asked = scratch.len() - carried;
             let result = if into_scratch {
                 let result = conn.read_into(&mut scratch[carried..]);
                 if carried > 0 && matches!(result, Ok(n) if n > 0) {
-                    scratch[..carried].copy_from_slice(conn.inbuf.data_mut());
-                    conn.inbuf.consume(carried);
+                    scratch[..carried].copy_from_slice(conn.proto.input_mut().data_mut());
+                    conn.proto.input_mut().consume(carried);
                 }
                 result
             } else {
                 // Out of the connection while it reads into it.
-                let mut inbuf = mem::take(&mut conn.inbuf);
+                let mut inbuf = conn.proto.take_input();
                 // Past frames' size is a hint only within the room the
                 // buffer already has: it makes the buffer grow by nothing.
                 let last_fill = conn.last_fill.min(inbuf.usable_size());
@@ -191,7 +191,7 @@ impl<H: Handler> Driver<H> {
                 }
                 asked = spare.len();
                 let result = conn.read_into(spare);
-                conn.inbuf = inbuf;
+                conn.proto.restore_input(inbuf);
                 result
             };
             match result {
@@ -216,11 +216,13 @@ impl<H: Handler> Driver<H> {
                         if used < filled
                             && let Some(conn) = self.conns.get_mut(slot)
                         {
-                            conn.inbuf.extend_from_slice(&scratch[used..filled]);
+                            conn.proto
+                                .input_mut()
+                                .extend_from_slice(&scratch[used..filled]);
                         }
                     } else {
-                        conn.inbuf.commit(n);
-                        let mut inbuf = mem::take(&mut conn.inbuf);
+                        conn.proto.input_mut().commit(n);
+                        let mut inbuf = conn.proto.take_input();
                         let used = self.process(slot, inbuf.data_mut(), now);
                         inbuf.consume(used);
                         inbuf.release_if_empty_over(KEEP_INBUF_CAPACITY);
@@ -237,7 +239,7 @@ impl<H: Handler> Driver<H> {
                                     conn.last_fill = used;
                                 }
                             }
-                            conn.inbuf = inbuf;
+                            conn.proto.restore_input(inbuf);
                         }
                     }
                     self.after_io(slot, now);

@@ -9,7 +9,7 @@ use mio::net::TcpStream;
 use super::peer_progress;
 use super::tls::{self, FirstByte, TlsState};
 use crate::handler::ConnectionId;
-use crate::proto::{Connection, InBuffer, Limits};
+use crate::proto::{Connection, Limits};
 
 /// One accepted socket.
 #[derive(Debug)]
@@ -18,7 +18,6 @@ pub(crate) struct Socket {
     pub peer: SocketAddr,
     pub id: ConnectionId,
     pub proto: Connection,
-    pub inbuf: InBuffer,
     /// WRITABLE is registered (only while output is pending).
     pub writable_interest: bool,
     /// Reading stopped because too much output is queued.
@@ -30,11 +29,11 @@ pub(crate) struct Socket {
     pub deferred: bool,
     /// Our sending side is shut down (after the last byte went out).
     pub write_shutdown: bool,
-    /// The last frame held back in `inbuf` was too large for the shared
+    /// The last frame held back in the connection's input was too large for the shared
     /// read buffer: frames are read in the connection's own buffer until
     /// a smaller one is held back.
     pub large_frames: bool,
-    /// Bytes the last fill of `inbuf` held when it was consumed whole, if
+    /// Bytes the last fill of the connection's input held when it was consumed whole, if
     /// more than a chunk: the length of the large frames this connection
     /// streams. A read into the empty buffer asks for that much (within
     /// the room the buffer already has), so it takes a whole frame in
@@ -100,7 +99,6 @@ impl Socket {
             peer,
             id,
             proto: Connection::new(limits, now),
-            inbuf: InBuffer::default(),
             writable_interest: false,
             read_paused: false,
             read_closed: false,
@@ -128,7 +126,7 @@ impl Socket {
     /// Bytes held, not capacity: what the peer makes the server keep.
     #[inline]
     pub fn held_bytes(&self) -> usize {
-        self.proto.pending_output_len() + self.inbuf.len() + self.proto.partial_message_len()
+        self.proto.held_bytes()
     }
 
     /// Puts this connection, in `slot`, on the loop's list to flush, once.

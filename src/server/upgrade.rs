@@ -61,11 +61,11 @@ impl<H: Handler> Driver<H> {
                 continue;
             };
             conn.deferred = false;
-            let mut inbuf = mem::take(&mut conn.inbuf);
+            let mut inbuf = conn.proto.take_input();
             let used = self.process(slot, inbuf.data_mut(), now);
             inbuf.consume(used);
             if let Some(conn) = self.conns.get_mut(slot) {
-                conn.inbuf = inbuf;
+                conn.proto.restore_input(inbuf);
                 if !conn.deferred {
                     self.read_again.push(slot);
                 }
