@@ -17,9 +17,6 @@ use crate::fanout_run::{free_addr, load_average, start_server};
 use crate::notebook_load::NotebookReport;
 use crate::report::{Spread, count};
 
-/// Clients per cell; the notes are a tenth of them.
-const CLIENTS: [usize; 3] = [10, 100, 1000];
-
 /// `notebook-run` options.
 #[derive(Debug, clap::Args)]
 pub struct NotebookRunOptions {
@@ -32,6 +29,9 @@ pub struct NotebookRunOptions {
     /// wsloop binary [default: <repo>/target/release/wsloop].
     #[arg(long)]
     pub wsloop: Option<PathBuf>,
+    /// Clients per cell, comma-separated; the notes are a tenth of them.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 100, 1000])]
+    pub clients: Vec<usize>,
     /// Ops per second of each client.
     #[arg(long, default_value_t = 2.0)]
     pub rate: f64,
@@ -91,16 +91,13 @@ pub fn run(options: NotebookRunOptions) -> io::Result<()> {
         .wsloop
         .clone()
         .unwrap_or_else(|| root.join("target/release/wsloop"));
-    let config = logs.join("wsloop-notebook.toml");
-    fs::write(
-        &config,
-        "# Every connection comes from 127.0.0.1.\n[limits]\n\
-         max_connections_per_address = 100000\nmax_handshakes_per_address = 100000\n",
-    )?;
+    // Raised per-address limits, for a binary that has them (an older one
+    // runs with its defaults).
+    let config = crate::orchestrate::write_wsloop_config(&logs, &wsloop)?;
     let exe = std::env::current_exe()?;
     let load_average_before = load_average();
     let mut cells = Vec::new();
-    for clients in CLIENTS {
+    for &clients in &options.clients {
         let notes = (clients / 10).max(1);
         let mut cell = NotebookCell {
             clients,
@@ -114,21 +111,19 @@ pub fn run(options: NotebookRunOptions) -> io::Result<()> {
                 std::env::temp_dir().join(format!("wsloop-bench-notebook-{}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             let addr = free_addr()?;
-            let (listen, dir_text, config_text) = (
-                addr.to_string(),
-                dir.to_string_lossy().into_owned(),
-                config.to_string_lossy().into_owned(),
-            );
-            let args = [
+            let (listen, dir_text) = (addr.to_string(), dir.to_string_lossy().into_owned());
+            let config_text = config.as_ref().map(|path| path.to_string_lossy());
+            let mut args = vec![
                 "--listen",
                 &listen,
                 "--notebook-dir",
                 &dir_text,
-                "--config",
-                &config_text,
                 "--log-level",
                 "error",
             ];
+            if let Some(config) = &config_text {
+                args.extend(["--config", config]);
+            }
             let result = start_server(
                 &wsloop,
                 &args,

@@ -760,7 +760,7 @@ const PER_ADDRESS_KEY: &[u8] = b"max_connections_per_address";
 /// in the memory step, handshakes 100 at a time; the peers have no such
 /// limits). Whether it has them is read from the binary, which holds the
 /// names of its configuration keys.
-fn write_wsloop_config(dir: &Path, wsloop: &Path) -> io::Result<Option<PathBuf>> {
+pub(crate) fn write_wsloop_config(dir: &Path, wsloop: &Path) -> io::Result<Option<PathBuf>> {
     let binary = fs::read(wsloop)?;
     if !binary
         .windows(PER_ADDRESS_KEY.len())
