@@ -6,6 +6,7 @@ mod common;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{
@@ -97,6 +98,23 @@ fn endpoints_answer_with_length_and_type() {
     );
 
     assert_eq!(get(&server, "GET", "/nope", "").0, 404);
+    // HEAD: the GET's head, no body (a load balancer's health check).
+    let mut raw = std::net::TcpStream::connect(server.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        raw,
+        "HEAD /healthz HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    )
+    .unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("Content-Length: 3\r\n"), "{reply}");
+    assert!(
+        reply.ends_with("\r\n\r\n"),
+        "no body after the head: {reply:?}"
+    );
     let (status, head, _) = get(&server, "POST", "/healthz", "Content-Length: 0\r\n");
     assert_eq!(status, 405);
     assert_eq!(header(&head, "Allow"), Some("GET"));
@@ -497,7 +515,7 @@ fn password_guesses_from_many_addresses_do_not_stall_other_clients() {
                 })
             })
             .collect();
-        std::thread::sleep(std::time::Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(3));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let statuses: Vec<u16> = guessers
             .into_iter()
@@ -517,17 +535,15 @@ fn password_guesses_from_many_addresses_do_not_stall_other_clients() {
         "{statuses:?}"
     );
     assert!(statuses.contains(&401), "some guesses were really checked");
-    assert!(p99 < std::time::Duration::from_millis(50), "p99 {p99:?}");
-    assert!(max < std::time::Duration::from_millis(500), "max {max:?}");
+    assert!(p99 < Duration::from_millis(50), "p99 {p99:?}");
+    assert!(max < Duration::from_millis(500), "max {max:?}");
     // The right password works once the checks queued by the flood are
     // done (until then: 503 and Retry-After).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match upgrade_status(&server, "/ws", &basic("alice", "s3cret")) {
             101 => break,
-            503 if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(200))
-            }
+            503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
             other => panic!("the right password got {other}"),
         }
     }
@@ -548,7 +564,7 @@ fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() {
                 let stream =
                     connect_from(std::net::Ipv4Addr::new(127, 0, 1, from), server.addr, None);
                 let mut client = RawClient::from_stream(stream);
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 client.send_raw(upgrade_request("/ws", &basic(user, "guess")).as_bytes());
                 assert_eq!(client.read_response_head().0, 401);
                 started.elapsed()
@@ -566,15 +582,30 @@ fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() {
 }
 
 /// Runs `wsloop --config FILE` with `contents`; returns (exit code, stderr).
+/// A server that starts anyway (the configuration was not refused) is
+/// killed after a few seconds and reported, rather than left to run.
 fn run_with_config(name: &str, contents: &str) -> (Option<i32>, String) {
     let path =
         std::env::temp_dir().join(format!("wsloop-config-{name}-{}.toml", std::process::id()));
     std::fs::write(&path, contents).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
         .args(["--config", path.to_str().unwrap()])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::fs::remove_file(&path).unwrap();
+            panic!("{name}: wsloop started with this configuration instead of refusing it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
     std::fs::remove_file(&path).unwrap();
     (
         output.status.code(),
@@ -800,7 +831,7 @@ fn a_ticket_unused_for_the_idle_timeout_expires() {
     let hash = hash_password("s3cret").unwrap();
     let (server, dir) = start("idle-ticket", |c| {
         c.users = vec![User::new("alice", &hash, vec!["admin".into()]).unwrap()];
-        c.ticket_idle_timeout = std::time::Duration::from_millis(600);
+        c.ticket_idle_timeout = Duration::from_millis(600);
     });
     let busy = log_in(&server, "alice", "s3cret");
     let idle = log_in(&server, "alice", "s3cret");
@@ -808,7 +839,7 @@ fn a_ticket_unused_for_the_idle_timeout_expires() {
     let mut idle_tab = open_with_ticket(&server, "alice", &idle);
     // Used every 200 ms for a second: stays valid past the timeout.
     for _ in 0..5 {
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
         assert_eq!(list_notes(&mut busy_tab, "alice", &busy), "NOTES_INFO");
     }
     assert_eq!(list_notes(&mut idle_tab, "alice", &idle), "SESSION_LOGOUT");

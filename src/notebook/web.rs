@@ -97,7 +97,9 @@ impl NotebookHandler {
         } else {
             "GET"
         };
-        if request.method != method {
+        // HEAD is GET without the body (the server sends only the head).
+        let as_get = method == "GET" && request.method == "HEAD";
+        if request.method != method && !as_get {
             return HttpResponse::text(405, format!("only {method} is supported here\n"))
                 .with_header("Allow", method);
         }
