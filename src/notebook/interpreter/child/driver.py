@@ -7,8 +7,13 @@
 import ast
 import json
 import os
+import signal
 import sys
 import traceback
+
+# SIGINT interrupts a paragraph even if whoever started the server had it
+# ignored (the server resets it too; this keeps the driver right on its own).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 control = os.fdopen(3, "w", buffering=1, encoding="utf-8")
 commands = os.fdopen(os.dup(0), "r", encoding="utf-8")

@@ -11,6 +11,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 
+/// The signals a cancel or a stop sends, reset to their default action in
+/// every child.
+const CANCEL_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
+
 /// A child and the server's ends of its pipes (all non-blocking).
 #[derive(Debug)]
 pub struct Spawned {
@@ -68,11 +72,19 @@ pub fn spawn(
         .stdout(Stdio::from(output_write))
         .stderr(stderr);
     // SAFETY: the closure only calls async-signal-safe functions (setpgid,
-    // prctl, dup2, fcntl), as required between fork and exec.
+    // signal, prctl, dup2, fcntl), as required between fork and exec.
     unsafe {
         command.pre_exec(move || {
             if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // Ignored signals stay ignored across exec: a server started
+            // with SIGINT ignored (`nohup`, `cmd &` in a script) would
+            // hand that on, and Python then installs no KeyboardInterrupt
+            // handler (nor the JVM its interrupt handler), so a cancel
+            // could only end in a kill. Children start with the defaults.
+            for signal in CANCEL_SIGNALS {
+                libc::signal(signal, libc::SIG_DFL);
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if let Some(fd) = control_fd {
@@ -258,6 +270,42 @@ mod tests {
         assert!(output.contains(&format!("{pid}\n")), "own group: {output}");
         assert_eq!(control, "ctl\n");
         assert!(spawned.child.wait().unwrap().success());
+    }
+
+    #[test]
+    fn a_child_starts_with_the_cancel_signals_at_their_defaults() {
+        // As when the server was started by `nohup` or `cmd &` in a script.
+        // SAFETY: signal(2) on this test process, restored below; the
+        // tests send neither signal to it meanwhile.
+        let previous = unsafe {
+            [
+                libc::signal(libc::SIGINT, libc::SIG_IGN),
+                libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+            ]
+        };
+        let mut command = Command::new("sh");
+        command.arg("-c").arg("grep SigIgn /proc/$$/status");
+        let spawned = spawn(command, false, None);
+        // SAFETY: as above; puts back what was there.
+        unsafe {
+            libc::signal(libc::SIGINT, previous[0]);
+            libc::signal(libc::SIGQUIT, previous[1]);
+        }
+        let mut spawned = spawned.unwrap();
+        let output = read_until_eof(spawned.output);
+        spawned.child.wait().unwrap();
+        let ignored = output
+            .split_whitespace()
+            .nth(1)
+            .and_then(|mask| u64::from_str_radix(mask, 16).ok())
+            .unwrap_or_else(|| panic!("no SigIgn line: {output:?}"));
+        for signal in CANCEL_SIGNALS {
+            assert_eq!(
+                ignored & (1 << (signal - 1)),
+                0,
+                "signal {signal} ignored in the child: {output}"
+            );
+        }
     }
 
     #[test]
