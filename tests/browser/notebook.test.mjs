@@ -443,6 +443,47 @@ test("the editor grows, indents with Tab, pairs brackets; a run %md paragraph sh
   await page.close();
 });
 
+test("Ctrl+Space completes SQL keywords and the database's tables and columns", async ({ browser, url }) => {
+  const page = await browser.newPage();
+  await page.goto(url);
+  await createNote(page, "completion");
+  await runInParagraph(page, 0, "%sql create table if not exists planets (planet_name text, moons integer)");
+  const editor = page.getByTestId("paragraph-editor").first();
+  const list = page.getByTestId("completions");
+  const expectText = async (want) => {
+    const got = await editor.inputValue();
+    if (got !== want) throw new Error(`editor holds ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
+  };
+  // A keyword, taken with Enter.
+  await editor.fill("%sql SEL");
+  await editor.press("Control+Space");
+  await list.locator("li", { hasText: "SELECT" }).first().waitFor();
+  await editor.press("Enter");
+  await list.waitFor({ state: "detached" });
+  await expectText("%sql SELECT");
+  // A table of the database, picked with the mouse.
+  await editor.type(" * from pla");
+  await editor.press("Control+Space");
+  await list.locator("li", { hasText: "planets" }).first().click();
+  await list.waitFor({ state: "detached" });
+  await expectText("%sql SELECT * from planets");
+  // A column: the list follows the typing, Esc leaves the text alone.
+  await editor.type(" where moo");
+  await editor.press("Control+Space");
+  await list.locator("li", { hasText: "moons" }).first().waitFor();
+  await editor.type("n");
+  await list.locator("li", { hasText: "moons" }).first().waitFor();
+  await editor.press("Escape");
+  await list.waitFor({ state: "detached" });
+  await expectText("%sql SELECT * from planets where moon");
+  if (!(await editor.evaluate((e) => e === document.activeElement))) throw new Error("Esc on the list left the editor");
+  await editor.press("Control+Space");
+  await list.locator("li", { hasText: "moons" }).first().waitFor();
+  await editor.press("Tab");
+  await expectText("%sql SELECT * from planets where moons");
+  await page.close();
+});
+
 test("a table sorts by a column; a line chart's settings survive reload", async ({ browser, url }) => {
   const page = await browser.newPage();
   await page.goto(url);
