@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{NotebookConfig, NotebookHandler};
 use crate::handler::{ConnectionId, Handler};
-use crate::proto::{CloseCode, Message};
+use crate::proto::{CloseCode, HttpRequest, Message};
 use crate::server::Recorder;
 
 /// How long a test waits for the writer or a job thread.
@@ -330,4 +330,65 @@ fn every_op_in_the_table_answers_empty_data_without_panicking() {
     // The note survived all of them (none took empty data as "delete").
     h.op(conn, "GET_NOTE", json!({ "id": note }));
     assert_eq!(ops_to(&h.settle(), conn), ["NOTE"]);
+}
+
+#[test]
+fn a_rest_change_is_answered_only_once_it_is_on_disk() {
+    let mut h = Harness::new("rest");
+    let watcher = h.recorder.connect();
+    let caller = h.recorder.connect();
+    let peer = "127.0.0.1:40000".parse().unwrap();
+    let headers = [
+        httparse::Header {
+            name: "Host",
+            value: b"127.0.0.1:8081",
+        },
+        httparse::Header {
+            name: "Content-Type",
+            value: b"application/json",
+        },
+    ];
+    let request = HttpRequest {
+        method: "POST",
+        target: "/api/notebook",
+        minor_version: 1,
+        headers: &headers,
+        body: br#"{"name": "/rest/made"}"#,
+    };
+    let first = h
+        .notebook
+        .on_http(&mut h.recorder.request_context(caller, peer), &request);
+    // Deferred (its placeholder answer is discarded) until the writer
+    // reports the note durable; meanwhile the list change is held too.
+    assert!(
+        h.recorder.take_deferred(),
+        "answered at once: {}",
+        first.status
+    );
+    assert!(h.recorder.take_sent().is_empty());
+    let mut told = Vec::new();
+    while !h.recorder.take_resumed().contains(&caller) {
+        told.extend(h.notify());
+    }
+    assert_eq!(ops_to(&told, watcher), ["NOTES_INFO"]);
+    // Offered again from its first byte, as the loop does: now answered.
+    let answer = h
+        .notebook
+        .on_http(&mut h.recorder.request_context(caller, peer), &request);
+    assert!(!h.recorder.take_deferred());
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let body: Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(body["status"], "OK");
+    let id = body["body"].as_str().unwrap();
+    let file = h.dir.join("rest").join(format!("made_{id}.zpln"));
+    assert!(
+        file.is_file(),
+        "{} not on disk when acknowledged",
+        file.display()
+    );
 }
