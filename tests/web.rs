@@ -117,7 +117,7 @@ fn endpoints_answer_with_length_and_type() {
     );
     let (status, head, _) = get(&server, "POST", "/healthz", "Content-Length: 0\r\n");
     assert_eq!(status, 405);
-    assert_eq!(header(&head, "Allow"), Some("GET"));
+    assert_eq!(header(&head, "Allow"), Some("GET, HEAD"));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -441,12 +441,13 @@ impl Handler for NotebookHandler {
     }
 
     fn on_http(&mut self, ctx: &mut Context<'_>, request: &HttpRequest<'_>) -> HttpResponse {
+        // Whatever a request changes (the notebook API, or an interpreter
+        // restart ending its runs) is told to watchers only once on disk,
+        // as for ops.
+        ctx.hold_output();
         let response = self.http(ctx, request);
-        // A REST call may have started or cancelled a child interpreter's
-        // run, or ended a Run all.
-        self.end_note_runs(ctx);
         self.arm_alarm(ctx);
-        self.notes.commit();
+        self.settle_output(ctx);
         response
     }
 

@@ -229,12 +229,13 @@ impl NotebookHandler {
             ctx.defer();
             return envelope(503, "deferred", Value::Null);
         }
-        let before = self.notes.commit();
         ctx.hold_output();
         let response = self.rest_notebook(ctx, request, segments, principal);
         self.settle_output(ctx);
+        // Not only what this request changed: what it reports (a run's
+        // result, say) may be a write still on its way.
         let seq = self.notes.commit();
-        if seq == before || seq <= self.notes.reported_write() || response.status == 503 {
+        if seq <= self.notes.reported_write() || response.status == 503 {
             return response;
         }
         if ctx.defer().is_none() {

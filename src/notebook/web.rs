@@ -100,8 +100,9 @@ impl NotebookHandler {
         // HEAD is GET without the body (the server sends only the head).
         let as_get = method == "GET" && request.method == "HEAD";
         if request.method != method && !as_get {
-            return HttpResponse::text(405, format!("only {method} is supported here\n"))
-                .with_header("Allow", method);
+            let allow = if method == "GET" { "GET, HEAD" } else { method };
+            return HttpResponse::text(405, format!("only {allow} is supported here\n"))
+                .with_header("Allow", allow);
         }
         match path {
             "/healthz" => HttpResponse::text(200, "ok\n"),

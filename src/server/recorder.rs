@@ -24,7 +24,7 @@ use super::context::{Context, Deferrals, HeldOutput, Outbound};
 use super::gather::Gather;
 use super::shutdown::Notifier;
 use super::socket::Socket;
-use super::sources::Sources;
+use super::sources::{SourceId, Sources};
 use super::stats::ServerStats;
 use crate::handler::ConnectionId;
 use crate::proto::{CloseCode, Message, SendError};
@@ -173,6 +173,8 @@ pub struct Recorder {
     now: Instant,
     next_index: u32,
     last_deferred: bool,
+    /// Watched sources that became ready while waiting, not yet taken.
+    ready_sources: Vec<SourceId>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -210,6 +212,7 @@ impl Recorder {
             now: Instant::now(),
             next_index: 0,
             last_deferred: false,
+            ready_sources: Vec::new(),
         })
     }
 
@@ -252,10 +255,16 @@ impl Recorder {
         self.build(None, None, false)
     }
 
-    /// A context for `on_http`, `on_upgrade` or `on_open` of the request
-    /// `id` made from `peer`: it may defer that request.
+    /// A context for `on_http` or `on_upgrade` of the request `id` made
+    /// from `peer`: it may defer that request, as in the loop.
     pub fn request_context(&mut self, id: ConnectionId, peer: SocketAddr) -> Context<'_> {
         self.build(Some((id, true)), Some(peer), false)
+    }
+
+    /// A context for `on_open` of connection `id` from `peer`: it names the
+    /// request but cannot defer it (the upgrade is done), as in the loop.
+    pub fn open_context(&mut self, id: ConnectionId, peer: SocketAddr) -> Context<'_> {
+        self.build(Some((id, false)), Some(peer), false)
     }
 
     fn build(
@@ -320,7 +329,9 @@ impl Recorder {
     }
 
     /// Waits up to `timeout` for the [`Notifier`] to be used; `true` if it
-    /// was (then call the handler's `on_notify`).
+    /// was (then call the handler's `on_notify`). Watched sources that
+    /// become ready meanwhile are kept for [`Recorder::take_ready_sources`]
+    /// (edge-triggered: they are not reported again).
     pub fn wait_for_notify(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
@@ -328,15 +339,47 @@ impl Recorder {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            if let Err(error) = self.poll.poll(&mut self.events, Some(left))
-                && error.kind() != io::ErrorKind::Interrupted
-            {
+            if left.is_zero() || !self.poll_once(left) {
                 return false;
             }
         }
+    }
+
+    /// Waits up to `timeout` for a watched source to become ready; the
+    /// ones that did (then call the handler's `on_source_ready` for each).
+    /// A notification meanwhile is kept for [`Recorder::wait_for_notify`].
+    pub fn wait_for_sources(&mut self, timeout: Duration) -> Vec<SourceId> {
+        let deadline = Instant::now() + timeout;
+        while self.ready_sources.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.poll_once(left) {
+                break;
+            }
+        }
+        self.take_ready_sources()
+    }
+
+    /// Watched sources that became ready while waiting, since the last call.
+    pub fn take_ready_sources(&mut self) -> Vec<SourceId> {
+        std::mem::take(&mut self.ready_sources)
+    }
+
+    /// One poll of up to `timeout`: ready sources are kept, the waker's
+    /// event only ends the poll. False if polling failed.
+    fn poll_once(&mut self, timeout: Duration) -> bool {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => return true,
+            Err(_) => return false,
+        }
+        for event in self.events.iter() {
+            if let Some(id) = self.sources.id_for(event.token().0)
+                && !self.ready_sources.contains(&id)
+            {
+                self.ready_sources.push(id);
+            }
+        }
+        true
     }
 }
 
@@ -418,9 +461,39 @@ mod tests {
         recorder.context().resume(a);
         assert_eq!(recorder.take_resumed(), vec![a]);
 
+        assert_eq!(
+            recorder.open_context(a, peer).defer(),
+            None,
+            "on_open cannot defer"
+        );
+        assert!(!recorder.take_deferred());
+
         assert!(!recorder.wait_for_notify(Duration::from_millis(10)));
         let notifier = recorder.notifier();
         std::thread::spawn(move || notifier.notify().unwrap());
         assert!(recorder.wait_for_notify(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_watched_source_that_becomes_ready_is_reported() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let mut recorder = Recorder::new().unwrap();
+        let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+        reader.set_nonblocking(true).unwrap();
+        let id = recorder
+            .context()
+            .watch(reader.as_raw_fd(), super::super::sources::Watch::Readable)
+            .unwrap();
+        assert!(
+            recorder
+                .wait_for_sources(Duration::from_millis(10))
+                .is_empty()
+        );
+        writer.write_all(b"x").unwrap();
+        // Seen while waiting for a notification, kept for the test.
+        assert!(!recorder.wait_for_notify(Duration::from_millis(200)));
+        assert_eq!(recorder.take_ready_sources(), vec![id]);
+        recorder.context().unwatch(id);
     }
 }

@@ -481,6 +481,20 @@ test("Ctrl+Space completes SQL keywords and the database's tables and columns", 
   await list.locator("li", { hasText: "moons" }).first().waitFor();
   await editor.press("Tab");
   await expectText("%sql SELECT * from planets where moons");
+  // Leaving the word closes the list: moving the cursor, or typing past it
+  // (then Enter is a new line again, not a pick).
+  await editor.fill("%sql SEL");
+  await editor.press("Control+Space");
+  await list.locator("li", { hasText: "SELECT" }).first().waitFor();
+  await editor.press("ArrowLeft");
+  await list.waitFor({ state: "detached" });
+  await editor.press("End");
+  await editor.press("Control+Space");
+  await list.locator("li", { hasText: "SELECT" }).first().waitFor();
+  await editor.type(" ");
+  await list.waitFor({ state: "detached" });
+  await editor.press("Enter");
+  await expectText("%sql SEL \n");
   await page.close();
 });
 

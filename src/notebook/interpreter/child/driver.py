@@ -78,7 +78,15 @@ def report(run_id, status):
 
 
 control.write(json.dumps({"ready": True}) + "\n")
-for line in commands:
+while True:
+    try:
+        line = commands.readline()
+    except KeyboardInterrupt:
+        # A cancel that arrived after its run had ended: nothing to stop,
+        # and the namespace stays.
+        continue
+    if not line:
+        break
     try:
         command = json.loads(line)
     except ValueError:

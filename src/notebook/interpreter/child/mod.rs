@@ -857,3 +857,48 @@ fn command_name(kind: Kind, settings: &ChildSettings) -> String {
         Kind::Spark => "spark-submit".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+
+    /// Reads `from` until `text` has appeared; all read.
+    fn read_until(from: &mut File, text: &str) -> String {
+        let read = process::tests::read_pipe(from, Some(text));
+        assert!(read.contains(text), "no {text:?} in {read:?}");
+        read
+    }
+
+    #[test]
+    fn the_python_driver_keeps_its_namespace_through_a_cancel_that_came_late() {
+        let mut command = Command::new("python3");
+        command.arg("-u").arg("-c").arg(PYTHON_DRIVER);
+        let mut child = process::spawn(command, true, None).unwrap();
+        let mut control = child.control.take().unwrap();
+        read_until(&mut control, "\"ready\"");
+        child
+            .input
+            .write_all(b"{\"run\": 1, \"code\": \"kept = 'yes'\"}\n")
+            .unwrap();
+        read_until(&mut control, "\"done\": 1");
+        // The run ended; a cancel sent for it now finds the driver idle.
+        std::thread::sleep(Duration::from_millis(100));
+        let pid = libc::pid_t::try_from(child.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        child
+            .input
+            .write_all(b"{\"run\": 2, \"code\": \"print(kept)\"}\n")
+            .unwrap();
+        let done = read_until(&mut control, "\"done\": 2");
+        assert!(done.contains("\"SUCCESS\""), "{done}");
+        assert!(read_until(&mut child.output, "yes\n").contains("yes"));
+        process::signal_group(child.child.id(), libc::SIGKILL);
+        let _ = child.child.wait();
+    }
+}

@@ -231,17 +231,24 @@ impl Drop for Reaper {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Read;
     use std::time::{Duration, Instant};
 
-    fn read_until_eof(mut output: File) -> String {
+    /// Reads a non-blocking pipe until it closes, or until `until` has
+    /// appeared when given (10 s at most); what was read.
+    pub(in crate::notebook::interpreter::child) fn read_pipe(
+        from: &mut File,
+        until: Option<&str>,
+    ) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut text = Vec::new();
-        let mut buf = [0u8; 256];
-        while Instant::now() < deadline {
-            match output.read(&mut buf) {
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline
+            && until.is_none_or(|wanted| !String::from_utf8_lossy(&text).contains(wanted))
+        {
+            match from.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => text.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -251,6 +258,10 @@ mod tests {
             }
         }
         String::from_utf8_lossy(&text).into_owned()
+    }
+
+    fn read_until_eof(mut output: File) -> String {
+        read_pipe(&mut output, None)
     }
 
     #[test]
