@@ -392,3 +392,59 @@ fn a_rest_change_is_answered_only_once_it_is_on_disk() {
         file.display()
     );
 }
+
+#[test]
+fn a_synchronous_rest_run_is_answered_once_its_result_is_on_disk() {
+    let mut h = Harness::new("rest-run");
+    let owner = h.recorder.connect();
+    let caller = h.recorder.connect();
+    let peer = "127.0.0.1:40001".parse().unwrap();
+    let (note, paragraph) = h.new_note(owner, "sync");
+    h.op(
+        owner,
+        "COMMIT_PARAGRAPH",
+        json!({ "id": paragraph, "noteId": note, "paragraph": "%md all *done*" }),
+    );
+    h.settle();
+    let target = format!("/api/notebook/run/{note}/{paragraph}");
+    let headers = [httparse::Header {
+        name: "Host",
+        value: b"127.0.0.1:8081",
+    }];
+    let request = HttpRequest {
+        method: "POST",
+        target: &target,
+        minor_version: 1,
+        headers: &headers,
+        body: b"",
+    };
+    // Deferred while the run goes on, and again until its end is durable;
+    // each time resumed, offered again as the loop does.
+    let answer = loop {
+        let response = h
+            .notebook
+            .on_http(&mut h.recorder.request_context(caller, peer), &request);
+        if !h.recorder.take_deferred() {
+            break response;
+        }
+        while !h.recorder.take_resumed().contains(&caller) {
+            h.notify();
+        }
+    };
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(
+        !h.notebook.notes.writes_pending(),
+        "answered while the run's result was still on its way to disk"
+    );
+    let body: Value = serde_json::from_slice(&answer.body).unwrap();
+    let html = body["body"]["msg"][0]["data"].as_str().unwrap_or_default();
+    assert!(html.contains("<em>done</em>"), "{body}");
+    let file = h.dir.join(format!("sync_{note}.zpln"));
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(saved.contains("FINISHED"), "{saved}");
+}
