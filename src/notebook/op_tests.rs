@@ -125,6 +125,30 @@ impl Drop for Harness {
     }
 }
 
+/// What a REST client sends besides the request line: a loopback `Host`
+/// (the DNS-rebinding check) and a JSON body type.
+const REST_HEADERS: &[httparse::Header<'static>] = &[
+    httparse::Header {
+        name: "Host",
+        value: b"127.0.0.1:8081",
+    },
+    httparse::Header {
+        name: "Content-Type",
+        value: b"application/json",
+    },
+];
+
+/// A `POST` to `target` with `body`.
+fn post<'a>(target: &'a str, body: &'a [u8]) -> HttpRequest<'a> {
+    HttpRequest {
+        method: "POST",
+        target,
+        minor_version: 1,
+        headers: REST_HEADERS,
+        body,
+    }
+}
+
 /// The ops `to` got, in order.
 fn ops_to(replies: &[Reply], to: ConnectionId) -> Vec<&str> {
     replies
@@ -338,23 +362,7 @@ fn a_rest_change_is_answered_only_once_it_is_on_disk() {
     let watcher = h.recorder.connect();
     let caller = h.recorder.connect();
     let peer = "127.0.0.1:40000".parse().unwrap();
-    let headers = [
-        httparse::Header {
-            name: "Host",
-            value: b"127.0.0.1:8081",
-        },
-        httparse::Header {
-            name: "Content-Type",
-            value: b"application/json",
-        },
-    ];
-    let request = HttpRequest {
-        method: "POST",
-        target: "/api/notebook",
-        minor_version: 1,
-        headers: &headers,
-        body: br#"{"name": "/rest/made"}"#,
-    };
+    let request = post("/api/notebook", br#"{"name": "/rest/made"}"#);
     let first = h
         .notebook
         .on_http(&mut h.recorder.request_context(caller, peer), &request);
@@ -407,17 +415,7 @@ fn a_synchronous_rest_run_is_answered_once_its_result_is_on_disk() {
     );
     h.settle();
     let target = format!("/api/notebook/run/{note}/{paragraph}");
-    let headers = [httparse::Header {
-        name: "Host",
-        value: b"127.0.0.1:8081",
-    }];
-    let request = HttpRequest {
-        method: "POST",
-        target: &target,
-        minor_version: 1,
-        headers: &headers,
-        body: b"",
-    };
+    let request = post(&target, b"");
     // Deferred while the run goes on, and again until its end is durable;
     // each time resumed, offered again as the loop does.
     let answer = loop {
