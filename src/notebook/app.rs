@@ -344,6 +344,10 @@ impl NotebookHandler {
                             "index": index, "data": data,
                         }),
                     ),
+                    StreamUpdate::Progress { percent } => (
+                        "PROGRESS",
+                        serde_json::json!({ "id": job.paragraph_id, "progress": percent }),
+                    ),
                 };
                 self.to_watchers(ctx, &job.note_id, &[job.requester], op, &data, None);
             }

@@ -654,6 +654,23 @@ test("streamed output ops append to and replace a paragraph's output live", asyn
   await page.close();
 });
 
+test("PROGRESS shows in a running paragraph's run info and goes when it ends", async ({ browser, url }) => {
+  const page = await browser.newPage();
+  await page.goto(url);
+  await createNote(page, "progress");
+  const card = page.getByTestId("paragraph").first();
+  await card.getByTestId("paragraph-editor").fill("%sh sleep 3");
+  await card.getByTestId("run-paragraph").click();
+  await card.getByTestId("paragraph-status").filter({ hasText: "RUNNING" }).waitFor();
+  // Spark's jobs report progress (tests/spark checks the server's side).
+  await page.evaluate(() => handle("PROGRESS", { id: note.paragraphs[0].id, progress: 42 }));
+  await card.getByTestId("run-info").filter({ hasText: /running .*· 42%/ }).waitFor();
+  await card.getByTestId("paragraph-status").filter({ hasText: "FINISHED" }).waitFor({ timeout: 15000 });
+  const info = await card.getByTestId("run-info").textContent();
+  if (info.includes("%")) throw new Error(`progress left after the run: ${info}`);
+  await page.close();
+});
+
 test("a paragraph committed in another tab while it is edited here asks theirs or mine", async ({ browser, url }) => {
   const [first, second] = await twoTabsOnNewNote(browser, url, "conflict");
   const mine = first.getByTestId("paragraph").first().getByTestId("paragraph-editor");

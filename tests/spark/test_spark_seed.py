@@ -121,6 +121,33 @@ def test_the_seed_sc_version_answers_like_zeppelin(server):
         assert "not found: value undefinedThing" in text_of(paragraph)
 
 
+def test_a_running_spark_job_reports_its_progress(server):
+    """Zeppelin's PROGRESS {id, progress}: the share of the running jobs'
+    tasks that are done, while the paragraph runs."""
+    with connect(f"ws://{server}/ws", origin=f"http://{server}", open_timeout=5) as ws:
+        ws.send(json.dumps({
+            "op": "RUN_PARAGRAPH",
+            "data": {"id": "progress-paragraph",
+                     "paragraph": "%spark sc.parallelize(1 to 6, 6).map { x => Thread.sleep(1500); x }.count()"},
+            "principal": "anonymous", "ticket": "anonymous", "roles": "[]",
+        }))
+        progress = []
+        while True:
+            reply = json.loads(ws.recv(timeout=SPARK_START))
+            if reply["op"] == "PROGRESS" and reply["data"]["id"] == "progress-paragraph":
+                progress.append(reply["data"]["progress"])
+            if reply["op"] == "PARAGRAPH" and reply["data"]["paragraph"]["id"] == "progress-paragraph":
+                paragraph = reply["data"]["paragraph"]
+                if paragraph["status"] not in ("PENDING", "RUNNING"):
+                    break
+        assert paragraph["status"] == "FINISHED", paragraph
+        assert "Long = 6" in text_of(paragraph), paragraph
+        # Six tasks of 1.5 s, two at a time: a third and two thirds done
+        # on the way, reported in order.
+        assert any(0 < p < 100 for p in progress), progress
+        assert progress == sorted(progress), progress
+
+
 def test_pyspark_runs_python_with_a_spark_session(server):
     with connect(f"ws://{server}/ws", origin=f"http://{server}", open_timeout=5) as ws:
         def run(text):

@@ -198,6 +198,8 @@ struct CurrentRun {
     timed_out: bool,
     /// Output updates not yet taken by [`ChildInterpreter::take_updates`].
     changed: bool,
+    /// Progress reported and not yet taken, in percent.
+    progress: Option<u8>,
 }
 
 /// One child interpreter: its process (started on first use, restarted
@@ -267,6 +269,7 @@ impl ChildInterpreter {
             cancelled: false,
             timed_out: false,
             changed: false,
+            progress: None,
         });
         let command = match self.kind {
             Kind::Python | Kind::PySpark => {
@@ -756,17 +759,24 @@ impl ChildInterpreter {
                 data: note,
             });
         }
-        if let Some(run) = self.run.as_mut()
-            && std::mem::take(&mut run.changed)
-        {
-            updates.extend(run.output.take_updates());
+        if let Some(run) = self.run.as_mut() {
+            if std::mem::take(&mut run.changed) {
+                updates.extend(run.output.take_updates());
+            }
+            if let Some(percent) = run.progress.take() {
+                updates.push(StreamUpdate::Progress { percent });
+            }
         }
         updates
     }
 
     /// Whether output changed since the last [`ChildInterpreter::take_updates`].
     pub fn has_updates(&self) -> bool {
-        self.starting_note.is_some() || self.run.as_ref().is_some_and(|run| run.changed)
+        self.starting_note.is_some()
+            || self
+                .run
+                .as_ref()
+                .is_some_and(|run| run.changed || run.progress.is_some())
     }
 
     /// The run that ended, if one did since the last call.

@@ -61,10 +61,20 @@ fn marker(nonce: &str) -> String {
 
 /// The line that tells when the REPL is up. It also makes a cancel
 /// (SIGINT, which Spark's REPL turns into cancelling its jobs) interrupt
-/// the jobs' running tasks, so their executor slots free at once.
+/// the jobs' running tasks, so their executor slots free at once, and
+/// starts a daemon thread that reports, twice a second while jobs run, the
+/// share of their tasks that are done (a `Progress N` status line).
 pub fn ready_line(nonce: &str) -> String {
     format!(
-        "sc.setLocalProperty(\"spark.job.interruptOnCancel\", \"true\"); println(\"\\u0001WSLOOP-{nonce} Ready\")\n"
+        "sc.setLocalProperty(\"spark.job.interruptOnCancel\", \"true\"); {progress} println(\"\\u0001WSLOOP-{nonce} Ready\")\n",
+        progress = progress_thread(nonce)
+    )
+}
+
+/// Scala (one line) for the progress thread.
+fn progress_thread(nonce: &str) -> String {
+    format!(
+        "{{ val wsloopTracker = sc.statusTracker; val wsloopProgress = new Thread(new Runnable {{ def run(): Unit = {{ var last = -1; while (true) {{ Thread.sleep(500); var total = 0L; var done = 0L; for (j <- wsloopTracker.getActiveJobIds(); info <- wsloopTracker.getJobInfo(j).toSeq; s <- info.stageIds(); stage <- wsloopTracker.getStageInfo(s).toSeq) {{ total += stage.numTasks(); done += stage.numCompletedTasks() }}; val now = if (total > 0) (done * 100 / total).toInt else -1; if (now >= 0 && now != last) println(\"\\u0001WSLOOP-{nonce} Progress \" + now); last = now }} }} }}, \"wsloop-progress\"); wsloopProgress.setDaemon(true); wsloopProgress.start() }};"
     )
 }
 
@@ -157,6 +167,19 @@ pub fn take_output(
             if status == Some("Ready") {
                 process.ready = true;
                 outcome = Some(None);
+            }
+            continue;
+        }
+        if let Some(percent) = status.and_then(|s| s.strip_prefix("Progress ")) {
+            // Not the end of the run: how far its jobs are.
+            if let Some(run) = run.as_deref_mut() {
+                if !before.is_empty() {
+                    run.output.push(before);
+                    run.changed = true;
+                }
+                if let Ok(percent) = percent.parse::<u8>() {
+                    run.progress = Some(percent.min(100));
+                }
             }
             continue;
         }

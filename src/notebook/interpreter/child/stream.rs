@@ -28,6 +28,12 @@ pub enum StreamUpdate {
         /// The new data.
         data: String,
     },
+    /// How far the run's work is, in percent (Zeppelin's `PROGRESS`): the
+    /// tasks of Spark's active jobs that are done.
+    Progress {
+        /// 0 to 100.
+        percent: u8,
+    },
 }
 
 #[derive(Debug)]
