@@ -87,6 +87,25 @@ def run_to_end(ws, paragraph_id):
             return paragraph, statuses, streamed
 
 
+def run_with_progress(ws, paragraph_id, text):
+    """Runs `text` as paragraph `paragraph_id`; the final paragraph and the
+    PROGRESS values seen for it on the way."""
+    ws.send(json.dumps({
+        "op": "RUN_PARAGRAPH",
+        "data": {"id": paragraph_id, "paragraph": text},
+        "principal": "anonymous", "ticket": "anonymous", "roles": "[]",
+    }))
+    progress = []
+    while True:
+        reply = json.loads(ws.recv(timeout=SPARK_START))
+        if reply["op"] == "PROGRESS" and reply["data"]["id"] == paragraph_id:
+            progress.append(reply["data"]["progress"])
+        if reply["op"] == "PARAGRAPH" and reply["data"]["paragraph"]["id"] == paragraph_id:
+            paragraph = reply["data"]["paragraph"]
+            if paragraph["status"] not in ("PENDING", "RUNNING"):
+                return paragraph, progress
+
+
 def text_of(paragraph):
     return "".join(m["data"] for m in paragraph["results"]["msg"])
 
@@ -125,21 +144,9 @@ def test_a_running_spark_job_reports_its_progress(server):
     """Zeppelin's PROGRESS {id, progress}: the share of the running jobs'
     tasks that are done, while the paragraph runs."""
     with connect(f"ws://{server}/ws", origin=f"http://{server}", open_timeout=5) as ws:
-        ws.send(json.dumps({
-            "op": "RUN_PARAGRAPH",
-            "data": {"id": "progress-paragraph",
-                     "paragraph": "%spark sc.parallelize(1 to 6, 6).map { x => Thread.sleep(1500); x }.count()"},
-            "principal": "anonymous", "ticket": "anonymous", "roles": "[]",
-        }))
-        progress = []
-        while True:
-            reply = json.loads(ws.recv(timeout=SPARK_START))
-            if reply["op"] == "PROGRESS" and reply["data"]["id"] == "progress-paragraph":
-                progress.append(reply["data"]["progress"])
-            if reply["op"] == "PARAGRAPH" and reply["data"]["paragraph"]["id"] == "progress-paragraph":
-                paragraph = reply["data"]["paragraph"]
-                if paragraph["status"] not in ("PENDING", "RUNNING"):
-                    break
+        paragraph, progress = run_with_progress(
+            ws, "progress-paragraph",
+            "%spark sc.parallelize(1 to 6, 6).map { x => Thread.sleep(1500); x }.count()")
         assert paragraph["status"] == "FINISHED", paragraph
         assert "Long = 6" in text_of(paragraph), paragraph
         # Six tasks of 1.5 s, two at a time: a third and two thirds done
@@ -164,6 +171,14 @@ def test_pyspark_runs_python_with_a_spark_session(server):
         paragraph = run("%spark.pyspark z.show(df.selectExpr('id', 'id * 2 as twice').limit(2))")
         assert paragraph["status"] == "FINISHED", paragraph
         assert paragraph["results"]["msg"][0] == {"type": "TABLE", "data": "id\ttwice\n0\t0\n1\t2\n"}
+
+        # Progress of its jobs, as for %spark.
+        paragraph, progress = run_with_progress(
+            ws, "pyspark-paragraph",
+            "%pyspark\nimport time\nsc.parallelize(range(6), 6).map(lambda x: time.sleep(1.5) or x).count()")
+        assert paragraph["status"] == "FINISHED", paragraph
+        assert text_of(paragraph) == "6\n", paragraph
+        assert any(0 < p < 100 for p in progress), progress
 
 
 def test_cancel_stops_spark_jobs_and_the_interpreters_stay_usable(server):

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
 
 # SIGINT interrupts a paragraph even if whoever started the server had it
@@ -53,7 +54,22 @@ class ZeppelinContext:
         sys.stdout.write("\n%html " + str(markup) + "\n")
 
 
-namespace = {"__name__": "__main__", "z": ZeppelinContext()}
+_control_lock = threading.Lock()
+
+
+def tell(message):
+    """One line on the control pipe (a lock: set-up code may report from a
+    thread of its own)."""
+    with _control_lock:
+        control.write(json.dumps(message) + "\n")
+
+
+namespace = {
+    "__name__": "__main__",
+    "z": ZeppelinContext(),
+    # How far the running paragraph is, in percent (%pyspark's progress).
+    "_wsloop_progress": lambda percent: tell({"progress": int(percent)}),
+}
 
 setup = os.environ.get("WSLOOP_PYTHON_SETUP")
 if setup:
@@ -74,10 +90,10 @@ def run(code):
 
 def report(run_id, status):
     sys.stdout.flush()
-    control.write(json.dumps({"done": run_id, "status": status}) + "\n")
+    tell({"done": run_id, "status": status})
 
 
-control.write(json.dumps({"ready": True}) + "\n")
+tell({"ready": True})
 while True:
     try:
         line = commands.readline()

@@ -324,9 +324,10 @@ impl ChildInterpreter {
                     "Starting the spark interpreter (spark-shell, master {})…\n",
                     settings.spark_master
                 );
+                // The control pipe carries the progress of its jobs.
                 (
                     spark::shell_command(settings),
-                    false,
+                    true,
                     self.log_file(),
                     Some(note),
                 )
@@ -560,7 +561,12 @@ impl ChildInterpreter {
             let Ok(message) = serde_json::from_slice::<serde_json::Value>(&line) else {
                 continue;
             };
-            if message.get("ready").is_some() {
+            if let Some(percent) = message.get("progress").and_then(|v| v.as_u64()) {
+                // How far the current run is (%pyspark's jobs).
+                if let Some(run) = self.run.as_mut() {
+                    run.progress = Some(percent.min(100) as u8);
+                }
+            } else if message.get("ready").is_some() {
                 if let Some(process) = self.process.as_mut() {
                     process.ready = true;
                 }

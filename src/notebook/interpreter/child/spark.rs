@@ -63,20 +63,18 @@ fn marker(nonce: &str) -> String {
 /// (SIGINT, which Spark's REPL turns into cancelling its jobs) interrupt
 /// the jobs' running tasks, so their executor slots free at once, and
 /// starts a daemon thread that reports, twice a second while jobs run, the
-/// share of their tasks that are done (a `Progress N` status line).
+/// share of their tasks that are done, as `{"progress": N}` lines on the
+/// control pipe (fd 3: one write per line, never mixed into the REPL's
+/// output).
 pub fn ready_line(nonce: &str) -> String {
     format!(
-        "sc.setLocalProperty(\"spark.job.interruptOnCancel\", \"true\"); {progress} println(\"\\u0001WSLOOP-{nonce} Ready\")\n",
-        progress = progress_thread(nonce)
+        "sc.setLocalProperty(\"spark.job.interruptOnCancel\", \"true\"); {PROGRESS_THREAD} println(\"\\u0001WSLOOP-{nonce} Ready\")\n"
     )
 }
 
-/// Scala (one line) for the progress thread.
-fn progress_thread(nonce: &str) -> String {
-    format!(
-        "{{ val wsloopTracker = sc.statusTracker; val wsloopProgress = new Thread(new Runnable {{ def run(): Unit = {{ var last = -1; while (true) {{ Thread.sleep(500); var total = 0L; var done = 0L; for (j <- wsloopTracker.getActiveJobIds(); info <- wsloopTracker.getJobInfo(j).toSeq; s <- info.stageIds(); stage <- wsloopTracker.getStageInfo(s).toSeq) {{ total += stage.numTasks(); done += stage.numCompletedTasks() }}; val now = if (total > 0) (done * 100 / total).toInt else -1; if (now >= 0 && now != last) println(\"\\u0001WSLOOP-{nonce} Progress \" + now); last = now }} }} }}, \"wsloop-progress\"); wsloopProgress.setDaemon(true); wsloopProgress.start() }};"
-    )
-}
+/// Scala (one line) for the progress thread; without a control pipe it
+/// ends quietly.
+const PROGRESS_THREAD: &str = "{ val wsloopTracker = sc.statusTracker; val wsloopProgress = new Thread(new Runnable { def run(): Unit = try { val control = new java.io.FileOutputStream(\"/dev/fd/3\"); var last = -1; while (true) { Thread.sleep(500); var total = 0L; var done = 0L; for (j <- wsloopTracker.getActiveJobIds(); info <- wsloopTracker.getJobInfo(j).toSeq; s <- info.stageIds(); stage <- wsloopTracker.getStageInfo(s).toSeq) { total += stage.numTasks(); done += stage.numCompletedTasks() }; val now = if (total > 0) (done * 100 / total).toInt else -1; if (now >= 0 && now != last) control.write((\"{\\\"progress\\\": \" + now + \"}\\n\").getBytes(\"UTF-8\")); last = now } } catch { case _: Throwable => () } }, \"wsloop-progress\"); wsloopProgress.setDaemon(true); wsloopProgress.start() };";
 
 /// The line that interprets `code` as one unit and prints its status.
 pub fn run_line(code: &str, nonce: &str) -> String {
@@ -132,6 +130,33 @@ sc = spark.sparkContext
 # A cancel (SIGINT: pyspark cancels the jobs) also interrupts their tasks.
 sc.setInterruptOnCancel(True)
 del _builder
+
+
+def _wsloop_watch_progress(tracker=sc.statusTracker(), report=_wsloop_progress):
+    # Twice a second while jobs run: the share of their tasks done.
+    import time
+    last = -1
+    while True:
+        time.sleep(0.5)
+        try:
+            total = done = 0
+            for job in tracker.getActiveJobsIds():
+                info = tracker.getJobInfo(job)
+                for stage in info.stageIds if info else []:
+                    stage_info = tracker.getStageInfo(stage)
+                    if stage_info:
+                        total += stage_info.numTasks
+                        done += stage_info.numCompletedTasks
+            now = done * 100 // total if total else -1
+            if now >= 0 and now != last:
+                report(now)
+            last = now
+        except Exception:
+            pass
+
+
+import threading as _threading
+_threading.Thread(target=_wsloop_watch_progress, name="wsloop-progress", daemon=True).start()
 "#
     )
 }
@@ -167,19 +192,6 @@ pub fn take_output(
             if status == Some("Ready") {
                 process.ready = true;
                 outcome = Some(None);
-            }
-            continue;
-        }
-        if let Some(percent) = status.and_then(|s| s.strip_prefix("Progress ")) {
-            // Not the end of the run: how far its jobs are.
-            if let Some(run) = run.as_deref_mut() {
-                if !before.is_empty() {
-                    run.output.push(before);
-                    run.changed = true;
-                }
-                if let Ok(percent) = percent.parse::<u8>() {
-                    run.progress = Some(percent.min(100));
-                }
             }
             continue;
         }
