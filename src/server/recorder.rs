@@ -252,26 +252,25 @@ impl Recorder {
     /// A context for a callback about no request in particular
     /// (`on_message`, `on_notify`, `on_close` …).
     pub fn context(&mut self) -> Context<'_> {
-        self.build(None, None, false)
+        self.build(None, None)
     }
 
     /// A context for `on_http` or `on_upgrade` of the request `id` made
     /// from `peer`: it may defer that request, as in the loop.
     pub fn request_context(&mut self, id: ConnectionId, peer: SocketAddr) -> Context<'_> {
-        self.build(Some((id, true)), Some(peer), false)
+        self.build(Some((id, true)), Some(peer))
     }
 
     /// A context for `on_open` of connection `id` from `peer`: it names the
     /// request but cannot defer it (the upgrade is done), as in the loop.
     pub fn open_context(&mut self, id: ConnectionId, peer: SocketAddr) -> Context<'_> {
-        self.build(Some((id, false)), Some(peer), false)
+        self.build(Some((id, false)), Some(peer))
     }
 
     fn build(
         &mut self,
         request: Option<(ConnectionId, bool)>,
         peer: Option<SocketAddr>,
-        tls: bool,
     ) -> Context<'_> {
         if std::mem::take(&mut self.deferrals.current) {
             self.last_deferred = true;
@@ -282,7 +281,7 @@ impl Recorder {
             stats: &mut self.stats,
             outbound: &mut self.outbound,
             peer,
-            tls,
+            tls: false,
             now: self.now,
             lone: None,
             gather: &mut self.gather,

@@ -633,7 +633,7 @@ impl ChildInterpreter {
             }
         };
         self.reap_at = None;
-        let Some(process) = self.process.take() else {
+        let Some(mut process) = self.process.take() else {
             return;
         };
         reaper.reaped(process.group);
@@ -644,7 +644,7 @@ impl ChildInterpreter {
                 process.startup_tail.trim_end()
             );
         }
-        forget(io, process);
+        forget(io, &mut process);
         log::debug!("{} interpreter exited: {how}", self.kind.name());
         if self.kind == Kind::Shell {
             if status.success() {
@@ -794,13 +794,11 @@ impl ChildInterpreter {
     /// interpreter is being restarted. A run in progress ends as ABORT.
     pub fn stop(&mut self, mut io: Option<&mut dyn LoopIo>, reaper: &mut Reaper) {
         if let Some(mut process) = self.process.take() {
-            process::signal_group(process.group, libc::SIGKILL);
-            let _ = process.child.wait();
-            reaper.reaped(process.group);
-            match io.as_mut() {
-                Some(io) => forget(&mut **io, process),
-                None => drop(process),
+            if let Some(io) = io.as_mut() {
+                forget(&mut **io, &mut process);
             }
+            reaper.reaped(process.group);
+            process::kill_and_reap(process.child);
         }
         self.reap_at = None;
         if let Some(run) = self.run.as_mut() {
@@ -815,9 +813,8 @@ impl ChildInterpreter {
 
 impl Drop for ChildInterpreter {
     fn drop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process::signal_group(process.group, libc::SIGKILL);
-            let _ = process.child.wait();
+        if let Some(process) = self.process.take() {
+            process::kill_and_reap(process.child);
         }
     }
 }
@@ -853,7 +850,7 @@ fn flush_input(process: &mut Process) {
 }
 
 /// Stops watching a process's pipes (before they close with it).
-fn forget(io: &mut dyn LoopIo, mut process: Process) {
+fn forget(io: &mut dyn LoopIo, process: &mut Process) {
     for id in [process.output_source.take(), process.input_source.take()]
         .into_iter()
         .flatten()

@@ -116,6 +116,24 @@ pub fn spawn(
     })
 }
 
+/// Kills `child`'s process group and collects the child without making the
+/// calling thread (the loop's) wait for it: a child that has not exited by
+/// the time of the kill (one stuck in the kernel, say) is waited for on a
+/// short-lived thread of its own.
+pub fn kill_and_reap(mut child: Child) {
+    signal_group(child.id(), libc::SIGKILL);
+    if let Ok(None) = child.try_wait() {
+        let spawned = std::thread::Builder::new()
+            .name("wsloop-reap".to_owned())
+            .spawn(move || {
+                let _ = child.wait();
+            });
+        if let Err(error) = spawned {
+            log::warn!("cannot start a thread to collect a killed interpreter: {error}");
+        }
+    }
+}
+
 /// Sends `signal` to the process group `group` (a child's pid).
 pub fn signal_group(group: u32, signal: libc::c_int) {
     let Ok(group) = libc::pid_t::try_from(group) else {
